@@ -1,0 +1,162 @@
+"""Algorithm 1 (UpdateSchedule), the length function and the score-optimal fit (method.md sections 3-4).
+
+Everything here is pure ``jnp`` and jit-able; schedules are increasing arrays ``ts: f32[T+1]`` with
+``ts[0] = 0`` (data end) and ``ts[T] = 1``.
+"""
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# Each step of the cumulative length gets at least this fraction of the mean step, so a zero cost
+# estimate cannot create a flat piece that the inverse interpolant would divide by.
+MIN_RELATIVE_INCREMENT = 1e-6
+
+
+def pchip_slopes(x, y):
+  """Fritsch-Carlson slopes of the monotone cubic (PCHIP) interpolant through ``(x_k, y_k)``.
+
+  Same rules as ``scipy.interpolate.PchipInterpolator``: weighted harmonic mean of the secants inside,
+  zero where the secants change sign, a shape-preserving three-point formula at the ends.
+  Args: x: f32[N] strictly increasing, y: f32[N]. Returns: f32[N].
+  """
+  h = jnp.diff(x)
+  m = jnp.diff(y) / h
+  if x.shape[0] == 2:
+    return jnp.stack([m[0], m[0]])
+  w1 = 2 * h[1:] + h[:-1]
+  w2 = h[1:] + 2 * h[:-1]
+  same_sign = (m[:-1] * m[1:]) > 0
+  safe = lambda v: jnp.where(same_sign, v, 1.0)
+  interior = jnp.where(same_sign, (w1 + w2) / (w1 / safe(m[:-1]) + w2 / safe(m[1:])), 0.0)
+
+  def end(h0, h1, m0, m1):
+    d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+    d = jnp.where(jnp.sign(d) != jnp.sign(m0), 0.0, d)
+    return jnp.where((jnp.sign(m0) != jnp.sign(m1)) & (jnp.abs(d) > 3 * jnp.abs(m0)), 3 * m0, d)
+
+  return jnp.concatenate([end(h[0], h[1], m[0], m[1])[None], interior,
+                          end(h[-1], h[-2], m[-1], m[-2])[None]])
+
+
+def pchip_interpolate(x, y, xq):
+  """Evaluates the PCHIP interpolant through ``(x, y)`` at ``xq`` (clipped to ``[x_0, x_{N-1}]``)."""
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  d = pchip_slopes(x, y)
+  xq = jnp.clip(xq, x[0], x[-1])
+  k = jnp.clip(jnp.searchsorted(x, xq, side='right') - 1, 0, x.shape[0] - 2)
+  h = x[k + 1] - x[k]
+  s = (xq - x[k]) / h
+  h00, h10 = (1 + 2 * s) * (1 - s)**2, s * (1 - s)**2
+  h01, h11 = s**2 * (3 - 2 * s), s**2 * (s - 1)
+  return h00 * y[k] + h10 * h * d[k] + h01 * y[k + 1] + h11 * h * d[k + 1]
+
+
+def _cumulative(increments):
+  """``[0, cumsum(increments)]`` with every increment floored at a tiny fraction of the mean."""
+  floor = MIN_RELATIVE_INCREMENT * jnp.mean(increments)
+  return jnp.concatenate([jnp.zeros(1, increments.dtype), jnp.cumsum(jnp.maximum(increments, floor))])
+
+
+def _equal_length_points(cum, ts, num_steps: int):
+  """``t_k = Lambda^{-1}(k Lambda / K)`` through the monotone cubic inverse, endpoints pinned."""
+  targets = jnp.linspace(0.0, 1.0, num_steps + 1) * cum[-1]
+  new = pchip_interpolate(cum, ts, targets)
+  return new.at[0].set(ts[0]).at[-1].set(ts[-1])
+
+
+def update_schedule(ts, costs):
+  """Algorithm 1 (method.md section 4): ``t_i* = Lhat^{-1}(i Lhat / T)``, ``Lhat(t_i) = sum_{j<i} sqrt(L_j)``.
+
+  Args:
+    ts: f32[T+1] increasing. costs: f32[T], ``costs[i] = L(t_{i+1} -> t_i)`` (finite, >= 0, not all 0).
+  Returns:
+    f32[T+1], strictly increasing, same endpoints.
+  """
+  return _equal_length_points(_cumulative(jnp.sqrt(costs)), ts, ts.shape[0] - 1)
+
+
+def costs_from_rates(ts, delta):
+  """Incremental costs from local rates: ``sqrt(L_i) = (sqrt(delta_i) + sqrt(delta_{i+1})) / 2 (t_{i+1} - t_i)``.
+
+  Args: ts: f32[T+1]; delta: f32[T+1], the rate at each point. Returns: f32[T].
+  """
+  root = jnp.sqrt(jnp.maximum(delta, 0.0))
+  return (0.5 * (root[1:] + root[:-1]) * jnp.diff(ts))**2
+
+
+def length(costs):
+  """``Lhat = sum_i sqrt(L_i)`` (method.md section 3)."""
+  return jnp.sum(jnp.sqrt(costs))
+
+
+def energy(costs):
+  """``E = T sum_i L_i`` (method.md section 5); ``E >= Lhat^2`` with equality iff all steps cost the same."""
+  return costs.shape[0] * jnp.sum(costs)
+
+
+def blend(ts, ts_star, gamma):
+  """``t <- gamma t* + (1 - gamma) t`` (method.md section 5, step 4): a convex blend stays increasing."""
+  return gamma * ts_star + (1.0 - gamma) * ts
+
+
+def valid_costs(costs):
+  """True when the costs can drive Algorithm 1: all finite and non-negative, and not all zero."""
+  return jnp.all(jnp.isfinite(costs)) & jnp.all(costs >= 0) & (jnp.sum(costs) > 0)
+
+
+class LengthFunction(NamedTuple):
+  """The cumulative length ``Lambda(t) = int_0^t sqrt(delta)`` tabulated on a fine grid (method.md section 3).
+
+  Attributes: t: f32[N] increasing grid from 0 to 1; lam: f32[N] with ``lam[0] = 0``.
+  """
+  t: jax.Array
+  lam: jax.Array
+
+  @property
+  def total(self):
+    return self.lam[-1]
+
+  def __call__(self, t):
+    """``Lambda(t)``; the grid is fine, so linear interpolation between its points suffices."""
+    return jnp.interp(t, self.t, self.lam)
+
+  def schedule(self, num_steps: int):
+    """The score-optimal ``K``-step schedule ``t_k = Lambda^{-1}(k Lambda / K)``: f32[K+1]."""
+    return _equal_length_points(self.lam, self.t, num_steps)
+
+  def step_costs(self, ts):
+    """Incremental costs ``(Lambda(t_{i+1}) - Lambda(t_i))^2`` of any schedule ``ts``: f32[T]."""
+    return jnp.diff(self(ts))**2
+
+
+def length_function(grid, delta) -> LengthFunction:
+  """Trapezoid rule for ``int sqrt(delta) dt`` on a fine grid; zero-rate pieces get a tiny floor."""
+  return LengthFunction(grid, _cumulative(jnp.sqrt(costs_from_rates(grid, delta))))
+
+
+def refine(ts, grid_size: int):
+  """A ``grid_size``-point grid that follows the schedule ``ts``: its generator ``phi`` read at uniform ``u``."""
+  u = jnp.linspace(0.0, 1.0, ts.shape[0])
+  return jnp.interp(jnp.linspace(0.0, 1.0, grid_size), u, ts)
+
+
+def fit(rate_fn: Callable[[jax.Array], jax.Array], ts_init, num_steps: int, grid_size: int = 1024,
+        iterations: int = 3):
+  """Score-optimal ``num_steps``-step schedule from any start (method.md section 4, "Quadrature").
+
+  The rate is estimated on a grid much finer than the schedule, the length is integrated there, and the
+  ladder is read off the estimated length. Each iteration moves the fine grid to the current equal-length
+  grid, where the trapezoid rule is most accurate; it is Algorithm 1 iterated to its fixed point on N points.
+
+  Args:
+    rate_fn: ``grid f32[N] -> delta f32[N]`` (e.g. :func:`schedule.costs.rate_on_grid` partially applied).
+    ts_init: f32[T0+1], the starting schedule; only its shape of point density matters.
+  Returns:
+    ``(ts f32[num_steps+1], LengthFunction)``.
+  """
+  grid = refine(jnp.asarray(ts_init, jnp.float32), grid_size)
+  for _ in range(iterations):
+    lam = length_function(grid, rate_fn(grid))
+    grid = lam.schedule(grid_size - 1)
+  return lam.schedule(num_steps), lam
