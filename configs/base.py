@@ -38,7 +38,8 @@ def get_config():
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'mlp'                     # Backbone: 'mlp' (vectors) | 'unet' (images).
-  model.exact_score = False              # Toy targets: use the closed-form score instead of a network.
+  model.exact_score = False              # Toy targets: train/evaluate with the closed-form score instead of a network
+                                         # (--mode=fit_schedule always uses it on toy targets).
   model.precond = 'edm'                  # Preconditioning: 'edm' | 'vp' (epsilon prediction) | 've'.
   model.sigma_data = 0.5                 # EDM's sigma_data: the data's standard deviation.
   model.mlp = mlp = ml_collections.ConfigDict()
@@ -95,3 +96,109 @@ def get_config():
   eval_.langevin_steps = 1               # pc: corrector steps per noise level.
   eval_.denoise_final = True             # Return D(x, t_0) after the last step (removes sigma_min noise).
   return config
+
+
+# Option strings: ``--config=configs/toy1d.py:smoke`` (big_vision's parse_arg, strict).
+OPTIONS = ('smoke',)
+
+
+def parse_options(options: str):
+  """``'smoke'`` -> ``{'smoke'}``; an unknown option is an error naming the allowed ones."""
+  given = {o.strip() for o in (options or '').split(',') if o.strip()}
+  unknown = sorted(given - set(OPTIONS))
+  if unknown:
+    raise ValueError(f'unknown config option(s) {unknown}; allowed: {", ".join(OPTIONS)}')
+  return given
+
+
+def apply_options(config, options: str):
+  """Applies option strings common to every experiment. ``smoke``: seconds-long runs for tests."""
+  if 'smoke' in parse_options(options):
+    config.train.batch_size = 64
+    config.train.num_steps = 20
+    config.train.log_every = 5
+    config.train.checkpoint_every = 10
+    config.train.sample_every = 10
+    config.optim.warmup_steps = 5
+    config.schedule.num_steps = 16
+    config.schedule.update_every = 5
+    config.schedule.min_count = 2
+    config.schedule.fit_grid = 128
+    config.schedule.num_samples = 32
+    config.model.mlp.width = 32
+    config.model.mlp.depth = 2
+    config.model.mlp.embedding_dim = 16
+    config.eval.num_steps = (5, 10)
+    config.eval.num_samples = 256
+    config.eval.batch_size = 128
+  return config
+
+
+def _problems(config, mode):
+  """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
+  import jax
+  import ddm  # noqa: F401  (fills the registries)
+  import schedule  # noqa: F401
+  from ddm import registry, targets
+  problems = []
+
+  def check_name(reg, value, setting):
+    try:
+      reg.get(value, setting)
+    except ValueError as e:
+      problems.append(str(e))
+
+  if mode not in MODES:
+    problems.append(f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}')
+  if config.data.dataset == 'toy' or config.model.exact_score:
+    try:
+      targets.make_target(config.data)
+    except ValueError as e:
+      problems.append(str(e))
+  check_name(registry.PATHS, config.sde.name, 'config.sde.name')
+  if config.sde.name == 've':
+    if not 0 < config.sde.sigma_min < config.sde.sigma_max:
+      problems.append(f'config.sde.sigma_min={config.sde.sigma_min} and config.sde.sigma_max={config.sde.sigma_max}: '
+                      'need 0 < sigma_min < sigma_max')
+    if config.sde.parametrisation not in ('geometric', 'linear'):
+      problems.append(f'config.sde.parametrisation={config.sde.parametrisation!r}; allowed: geometric, linear')
+  if config.sde.name == 'vp':
+    if config.sde.beta_schedule not in ('linear', 'cosine'):
+      problems.append(f'config.sde.beta_schedule={config.sde.beta_schedule!r}; allowed: linear, cosine')
+    if not 0 < config.sde.eps < 0.5:
+      problems.append(f'config.sde.eps={config.sde.eps}; need 0 < eps < 0.5')
+    if not 0 < config.sde.beta_min < config.sde.beta_max:
+      problems.append(f'config.sde.beta_min={config.sde.beta_min}, beta_max={config.sde.beta_max}: '
+                      'need 0 < beta_min < beta_max')
+  sch = config.schedule
+  if not (isinstance(sch.num_steps, int) and sch.num_steps >= 1):
+    problems.append(f'config.schedule.num_steps={sch.num_steps!r}; need an integer >= 1')
+  check_name(registry.BASELINES, sch.init, 'config.schedule.init')
+  check_name(registry.COSTS, sch.cost, 'config.schedule.cost')
+  if not 0 < sch.gamma <= 1:
+    problems.append(f'config.schedule.gamma={sch.gamma}; need 0 < gamma <= 1')
+  for field in ('min_count', 'update_every', 'num_samples', 'fit_iterations'):
+    if sch[field] < 1:
+      problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')
+  if sch.fit_grid < 3:
+    problems.append(f'config.schedule.fit_grid={sch.fit_grid}; need >= 3')
+  if mode == 'fit_schedule' and config.data.dataset != 'toy':
+    problems.append(f'--mode=fit_schedule fits the closed-form score of a toy target and needs '
+                    f'config.data.dataset=\'toy\' (got {config.data.dataset!r}); fitting a trained network '
+                    'is not available yet')
+  if mode == 'train':
+    n = jax.device_count()
+    if config.train.batch_size % n:
+      problems.append(f'config.train.batch_size={config.train.batch_size} is not divisible by the '
+                      f'{n} devices; use a multiple of {n}')
+  return problems
+
+
+def validate(config, workdir=None, mode='train'):
+  """Checks ``config`` (and ``workdir``) before any compute; one ``ValueError`` lists every problem."""
+  import os
+  problems = _problems(config, mode)
+  if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
+    problems.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
+  if problems:
+    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(problems))

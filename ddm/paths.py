@@ -35,10 +35,10 @@ class Path:
   t_of_ratio_fn: Callable[[Array], Array]
 
   def alpha(self, t):
-    return self.alpha_fn(jnp.asarray(t, jnp.float32))
+    return self.alpha_fn(jnp.asarray(t, float))
 
   def sigma(self, t):
-    return self.sigma_fn(jnp.asarray(t, jnp.float32))
+    return self.sigma_fn(jnp.asarray(t, float))
 
   def ratio(self, t):
     """EDM noise level ``sigma(t) / alpha(t)``, increasing in t."""
@@ -46,11 +46,11 @@ class Path:
 
   def t_of_ratio(self, ratio):
     """Inverse of ``ratio``; clipped to [0, 1]."""
-    return jnp.clip(self.t_of_ratio_fn(jnp.asarray(ratio, jnp.float32)), 0.0, 1.0)
+    return jnp.clip(self.t_of_ratio_fn(jnp.asarray(ratio, float)), 0.0, 1.0)
 
   def derivatives(self, t):
     """``(alpha, sigma, d alpha/dt, d sigma/dt)`` at ``t``, the derivatives by forward-mode jax.jvp."""
-    t = jnp.asarray(t, jnp.float32)
+    t = jnp.asarray(t, float)
     alpha, dalpha = jax.jvp(self.alpha_fn, (t,), (jnp.ones_like(t),))
     sigma, dsigma = jax.jvp(self.sigma_fn, (t,), (jnp.ones_like(t),))
     return alpha, sigma, dalpha, dsigma

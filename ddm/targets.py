@@ -40,7 +40,7 @@ class GaussianMixture:
 
   def sample_pt(self, key, path: Path, t):
     """Draws ``x_t ~ p_t`` for per-example times ``t: f32[n]``; returns ``f32[n, d]``."""
-    t = jnp.asarray(t, jnp.float32)
+    t = jnp.asarray(t, float)
     key0, key_eps = jax.random.split(key)
     x0 = self.sample_p0(key0, t.shape[0])
     return path.marginal_sample(x0, t, jax.random.normal(key_eps, x0.shape))
@@ -54,7 +54,7 @@ class GaussianMixture:
             - 0.5 * self.dim * jnp.log(2 * jnp.pi * var))
 
   def _coefficients(self, x, path, t):
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
+    t = jnp.broadcast_to(jnp.asarray(t, float), x.shape[:1])
     return path.alpha(t), path.sigma(t)
 
   def log_prob(self, x, t, path: Path):

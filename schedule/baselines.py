@@ -21,7 +21,7 @@ class Schedule(NamedTuple):
 
   @classmethod
   def on(cls, path: Path, t) -> 'Schedule':
-    t = jnp.asarray(t, jnp.float32)
+    t = jnp.asarray(t, float)
     return cls(t, path.sigma(t), path.alpha(t))
 
   @property

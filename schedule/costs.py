@@ -29,7 +29,7 @@ def corrector_rate(score_fn: ScoreFn, path: Path, x, t):
   Returns:
     f32[B], per example.
   """
-  t = jnp.asarray(t, jnp.float32)
+  t = jnp.asarray(t, float)
   _, ds_dt = jax.jvp(lambda tt: score_fn(x, tt), (t,), (jnp.ones_like(t),))
   return path.sigma(t)**2 * _sum_per_example(ds_dt**2)
 
@@ -44,8 +44,8 @@ def corrector_cost(score_fn: ScoreFn, path: Path, x, t_next, t):
     f32[B]; its mean over ``x`` is ``L_c(t' -> t)``.
   """
   batch = x.shape[:1]
-  t_next = jnp.broadcast_to(jnp.asarray(t_next, jnp.float32), batch)
-  t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), batch)
+  t_next = jnp.broadcast_to(jnp.asarray(t_next, float), batch)
+  t = jnp.broadcast_to(jnp.asarray(t, float), batch)
   diff = score_fn(x, t) - score_fn(x, t_next)
   return path.sigma(t)**2 * _sum_per_example(diff**2)
 
@@ -64,7 +64,7 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
   Returns:
     f32[N].
   """
-  grid = jnp.asarray(grid, jnp.float32)
+  grid = jnp.asarray(grid, float)
 
   def one(args):
     key_j, t_j = args

@@ -155,7 +155,7 @@ def fit(rate_fn: Callable[[jax.Array], jax.Array], ts_init, num_steps: int, grid
   Returns:
     ``(ts f32[num_steps+1], LengthFunction)``.
   """
-  grid = refine(jnp.asarray(ts_init, jnp.float32), grid_size)
+  grid = refine(jnp.asarray(ts_init, float), grid_size)
   for _ in range(iterations):
     lam = length_function(grid, rate_fn(grid))
     grid = lam.schedule(grid_size - 1)

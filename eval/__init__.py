@@ -1,0 +1,1 @@
+"""Sampling with any schedule, metrics against exact targets, and plots."""

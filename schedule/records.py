@@ -1,0 +1,40 @@
+"""The ``schedule.json`` record written by every mode that produces a schedule."""
+import json
+import os
+
+import numpy as np
+
+from schedule import fit
+
+
+def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
+  """``{"t", "sigma", "alpha", "num_steps", "cost", "length", "energy", "incremental_costs"}``.
+
+  ``t`` ascends from 0 to 1 (data end first); ``incremental_costs[i]`` is the cost of the step between
+  points i+1 and i; ``length = sum_i sqrt(L_i)``, ``energy = T sum_i L_i`` (method.md sections 3, 5).
+  """
+  ts = np.asarray(ts, np.float64)
+  costs = np.asarray(incremental_costs, np.float64)
+  return {
+      't': ts.tolist(),
+      'sigma': np.asarray(path.sigma(ts), np.float64).tolist(),
+      'alpha': np.asarray(path.alpha(ts), np.float64).tolist(),
+      'num_steps': int(ts.shape[0] - 1),
+      'cost': cost,
+      'length': float(fit.length(costs)),
+      'energy': float(fit.energy(costs)),
+      'incremental_costs': costs.tolist(),
+  }
+
+
+def write_json(record: dict, filename: str):
+  """Writes atomically (temporary file, then rename), so a crash never leaves a half-written file."""
+  tmp = filename + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(record, f, indent=1)
+  os.replace(tmp, filename)
+
+
+def read_json(filename: str) -> dict:
+  with open(filename) as f:
+    return json.load(f)

@@ -1,0 +1,69 @@
+"""--mode=fit_schedule end to end, and its bad inputs (each stops before any compute)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import toy1d
+from schedule import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_fit_schedule_writes_record_and_plots(tmp_path):
+  config = toy1d.get_config('smoke')
+  config.data.target = 'bimodal'
+  run.fit_schedule(config, str(tmp_path))
+  record = json.load(open(tmp_path / 'schedule.json'))
+  assert set(record) == {'t', 'sigma', 'alpha', 'num_steps', 'cost', 'length', 'energy', 'incremental_costs'}
+  t, costs, num_steps = record['t'], record['incremental_costs'], record['num_steps']
+  assert num_steps == 16 and len(t) == len(record['sigma']) == 17 and len(costs) == 16
+  assert t[0] == 0.0 and t[-1] == 1.0 and all(a < b for a, b in zip(t, t[1:]))
+  assert record['sigma'][0] == pytest.approx(0.002, rel=1e-5) and record['sigma'][-1] == pytest.approx(80, rel=1e-5)
+  assert record['energy'] == pytest.approx(record['length']**2, rel=1e-3)  # equal costs: E = Lambda^2
+  assert (tmp_path / 'schedule.png').stat().st_size > 1000 and (tmp_path / 'costs.png').stat().st_size > 1000
+
+
+def _bad(**overrides):
+  config = toy1d.get_config('smoke')
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return config
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(data__target='moon'), "config.data.target='moon' is not a known target; allowed: bimodal, cantor"),
+    (dict(sde__name='subvp'), "config.sde.name='subvp' is not a known path; allowed: ve, vp"),
+    (dict(schedule__init='karras'), "config.schedule.init='karras' is not a known baseline schedule; allowed: cosine"),
+    (dict(data__target='gmm', data__weights=[0.2, 0.2]), 'config.data.weights must be positive and sum to 1'),
+    (dict(data__target='gmm', data__means=[0.0, 1.0, 2.0]), 'must be non-empty lists of the same length'),
+    (dict(schedule__num_steps=0), 'config.schedule.num_steps=0; need an integer >= 1'),
+    (dict(sde__sigma_min=80.0, sde__sigma_max=1.0), 'need 0 < sigma_min < sigma_max'),
+    (dict(schedule__cost='predictor'), "config.schedule.cost='predictor' is not a known cost; allowed: corrector"),
+    (dict(data__dataset='digits'), '--mode=fit_schedule fits the closed-form score of a toy target'),
+])
+def test_bad_input_stops_with_a_clear_message(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    run.fit_schedule(_bad(**overrides), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()  # nothing was created before the check
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  path = tmp_path / 'afile'
+  path.write_text('keep me')
+  with pytest.raises(ValueError, match='is a file; give a directory'):
+    run.fit_schedule(toy1d.get_config('smoke'), str(path))
+  assert path.read_text() == 'keep me'
+
+
+def test_unknown_mode_and_option_from_the_command_line(tmp_path):
+  cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py', f'--workdir={tmp_path}', '--mode=bogus']
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and "flag --mode=bogus: value should be one of <train|eval|sample|fit_schedule>" in out.stderr
+  cmd[1:3] = ['main.py', '--config=configs/toy1d.py:smok']
+  cmd[-1] = '--mode=fit_schedule'
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and "unknown config option(s) ['smok']; allowed: smoke" in out.stderr
