@@ -84,7 +84,8 @@ def get_config():
   train.log_every = 100                  # Scalars to TensorBoard and the log.
   train.checkpoint_every = 1000          # Orbax checkpoint interval (also saved at the end).
   train.keep_checkpoints = 3             # Checkpoints kept.
-  train.sample_every = 1000              # Samples and plots to TensorBoard.
+  train.sample_every = 1000              # Samples, plots and schedule.json (toy targets: exact metrics too).
+  train.distributed = False              # Multi-host: call jax.distributed.initialize() (SLURM, TPU pods, ...).
 
   config.eval = eval_ = ml_collections.ConfigDict()
   eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc'.
@@ -128,6 +129,8 @@ def apply_options(config, options: str):
     config.model.mlp.width = 32
     config.model.mlp.depth = 2
     config.model.mlp.embedding_dim = 16
+    config.model.unet.update(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                             dropout=0.0)
     config.eval.num_steps = (5, 10)
     config.eval.num_samples = 256
     config.eval.batch_size = 128
@@ -139,6 +142,7 @@ def _problems(config, mode):
   import jax
   import ddm  # noqa: F401  (fills the registries)
   import schedule  # noqa: F401
+  import train.data  # noqa: F401
   from ddm import registry, targets
   problems = []
 
@@ -150,6 +154,7 @@ def _problems(config, mode):
 
   if mode not in MODES:
     problems.append(f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}')
+  check_name(registry.DATASETS, config.data.dataset, 'config.data.dataset')
   if config.data.dataset == 'toy' or config.model.exact_score:
     try:
       targets.make_target(config.data)
@@ -186,6 +191,30 @@ def _problems(config, mode):
     problems.append(f'--mode=fit_schedule fits the closed-form score of a toy target and needs '
                     f'config.data.dataset=\'toy\' (got {config.data.dataset!r}); fitting a trained network '
                     'is not available yet')
+  if config.model.exact_score and config.data.dataset != 'toy':
+    problems.append("config.model.exact_score=True needs a toy target (config.data.dataset='toy')")
+  if not config.model.exact_score:
+    check_name(registry.NETWORKS, config.model.name, 'config.model.name')
+  check_name(registry.PRECONDS, config.model.precond, 'config.model.precond')
+  if config.model.dtype not in ('float32', 'bfloat16'):
+    problems.append(f'config.model.dtype={config.model.dtype!r}; allowed: float32, bfloat16')
+  if config.loss.weighting not in ('precond', 'uniform'):
+    problems.append(f'config.loss.weighting={config.loss.weighting!r}; allowed: precond, uniform')
+  if config.optim.optimizer not in ('adam', 'adamw'):
+    problems.append(f'config.optim.optimizer={config.optim.optimizer!r}; allowed: adam, adamw')
+  if not config.optim.learning_rate > 0:
+    problems.append(f'config.optim.learning_rate={config.optim.learning_rate}; need > 0')
+  if not 0 <= config.optim.ema_decay < 1:
+    problems.append(f'config.optim.ema_decay={config.optim.ema_decay}; need 0 <= ema_decay < 1')
+  for field in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_every'):
+    if config.train[field] < 1:
+      problems.append(f'config.train.{field}={config.train[field]}; need >= 1')
+  check_name(registry.SAMPLERS, config.eval.sampler, 'config.eval.sampler')
+  for name in config.eval.schedules:
+    if name != 'learned':
+      check_name(registry.BASELINES, name, 'config.eval.schedules')
+  if not config.eval.num_steps or min(config.eval.num_steps) < 1:
+    problems.append(f'config.eval.num_steps={config.eval.num_steps}; need step counts >= 1')
   if mode == 'train':
     n = jax.device_count()
     if config.train.batch_size % n:

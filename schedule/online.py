@@ -1,0 +1,53 @@
+"""The online learner of method.md section 5 (Algorithm 2, steps 2-4), as pure jit-able functions.
+
+Statistics are per-level running sums and counts of the per-example rate ``delta`` (one jvp per training
+example at its own level); the update turns them into incremental costs, runs Algorithm 1 and blends.
+"""
+import jax
+import jax.numpy as jnp
+
+from schedule import fit
+
+
+def accumulate(cost_sum, cost_count, rate, level):
+  """Adds per-example rates ``rate: f32[B]`` at levels ``level: i32[B]`` into ``f32[T+1]`` sums and counts.
+
+  Non-finite rates are dropped (and counted by the caller), so one bad sample cannot poison a level.
+  """
+  ok = jnp.isfinite(rate)
+  n = cost_sum.shape[0]
+  cost_sum = cost_sum + jax.ops.segment_sum(jnp.where(ok, rate, 0.0), level, n)
+  cost_count = cost_count + jax.ops.segment_sum(ok.astype(cost_count.dtype), level, n)
+  return cost_sum, cost_count
+
+
+def level_rates(ts, cost_sum, cost_count):
+  """Mean rate per level, ``f32[T+1]``; levels without samples are linearly interpolated in t from the
+  nearest levels that have some (all zeros if no level has any)."""
+  valid = cost_count > 0
+  mean = cost_sum / jnp.maximum(cost_count, 1.0)
+  idx = jnp.arange(ts.shape[0])
+  last = jax.lax.cummax(jnp.where(valid, idx, -1))                       # nearest valid level below
+  nxt = jax.lax.cummin(jnp.where(valid, idx, ts.shape[0]), reverse=True)  # nearest valid level above
+  lo = jnp.where(last >= 0, last, nxt).clip(0, ts.shape[0] - 1)
+  hi = jnp.where(nxt < ts.shape[0], nxt, last).clip(0, ts.shape[0] - 1)
+  w = jnp.where(hi > lo, (ts - ts[lo]) / jnp.where(hi > lo, ts[hi] - ts[lo], 1.0), 0.0)
+  return jnp.where(valid, mean, (1 - w) * mean[lo] + w * mean[hi])
+
+
+def ready(cost_count, steps_since_update, min_count, update_every):
+  """Update when every level holds ``min_count`` samples, or ``update_every`` steps have passed."""
+  return (jnp.min(cost_count) >= min_count) | (steps_since_update >= update_every)
+
+
+def update(ts, cost_sum, cost_count, gamma):
+  """Steps 3-4 of Algorithm 2: ``t <- gamma UpdateSchedule(t, L) + (1 - gamma) t``.
+
+  Returns ``(ts_new f32[T+1], ok bool[], costs f32[T])``. When the costs are unusable (non-finite, negative,
+  all zero) the schedule is returned unchanged and ``ok`` is False, for the caller to log.
+  """
+  costs = fit.costs_from_rates(ts, level_rates(ts, cost_sum, cost_count))
+  ok = fit.valid_costs(costs) & jnp.any(cost_count > 0)
+  safe_costs = jnp.where(ok, costs, jnp.ones_like(costs))
+  new = fit.blend(ts, fit.update_schedule(ts, safe_costs), gamma)
+  return jnp.where(ok, new, ts), ok, costs

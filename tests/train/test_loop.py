@@ -1,0 +1,144 @@
+"""The training loop: device-count invariance, exact resume, the online learner, TensorBoard, bad input."""
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import jax_utils
+
+from configs import toy1d
+from ddm.paths import make_path
+from ddm.targets import make_target
+from schedule import run as schedule_run
+from train import checkpoints, data, loop, model as model_lib, state as state_lib
+
+
+def _smoke(**overrides):
+  config = toy1d.get_config('smoke')
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return config
+
+
+def _run_steps(config, devices, num_steps):
+  """``num_steps`` pmapped train steps on ``devices``, from the same initial state and batches."""
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
+  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, devices=devices)
+  p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
+  key = jax_utils.replicate(jax.random.PRNGKey(1), devices)
+  batches = data.make_train_iterator(config)
+  for _ in range(num_steps):
+    p_state, _ = p_step(p_state, data.shard(next(batches), len(devices)), key)
+  return jax.device_get(jax_utils.unreplicate(p_state))
+
+
+def test_two_devices_match_one():
+  assert jax.local_device_count() == 2
+  config = _smoke(schedule__update_every=2, schedule__min_count=1)
+  one = _run_steps(config, jax.local_devices()[:1], 6)
+  two = _run_steps(config, jax.local_devices()[:2], 6)
+  assert int(two.num_updates) >= 2
+  np.testing.assert_allclose(two.schedule, one.schedule, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(one.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+  full = loop.train_and_evaluate(_smoke(), str(tmp_path / 'full'))
+  loop.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path / 'split'))
+  resumed = loop.train_and_evaluate(_smoke(), str(tmp_path / 'split'))
+  assert int(resumed.step) == int(full.step) == 20
+  for a, b in zip(jax.tree.leaves(state_lib.to_host_dict(full)), jax.tree.leaves(state_lib.to_host_dict(resumed))):
+    np.testing.assert_array_equal(a, b)
+  assert int(full.num_updates) > 0 and not np.array_equal(full.schedule, np.linspace(0, 1, 17, dtype=np.float32))
+
+
+def test_checkpoint_round_trip_keeps_schedule_and_statistics(tmp_path):
+  final = loop.train_and_evaluate(_smoke(), str(tmp_path))
+  config = _smoke()
+  path = make_path(config.sde)
+  model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(5))
+  restored = checkpoints.restore_latest(checkpoints.manager(str(tmp_path), 3), loop.initial_state(config, path, model))
+  for field in ('schedule', 'cost_sum', 'cost_count', 'step_costs', 'num_updates'):
+    np.testing.assert_array_equal(getattr(restored, field), getattr(final, field))
+  record = json.load(open(tmp_path / 'schedule.json'))
+  np.testing.assert_allclose(record['t'], final.schedule, atol=1e-7)
+
+
+def test_online_learner_with_exact_score_converges_to_the_fitted_ladder():
+  config = _smoke(model__exact_score=True, data__target='bimodal', schedule__num_steps=40,
+                  schedule__gamma=0.3, schedule__min_count=16, schedule__update_every=1000,
+                  train__batch_size=512)
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
+  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS)
+  p_state = jax_utils.replicate(loop.initial_state(config, path, model))
+  key = jax_utils.replicate(jax.random.PRNGKey(1))
+  batches = data.make_train_iterator(config)
+  updates, ladders = 0, []
+  for step in range(500):
+    p_state, _ = p_step(p_state, data.shard(next(batches), 2), key)
+    if step % 10 == 9:
+      ts = np.asarray(jax_utils.unreplicate(p_state).schedule)
+      assert np.all(np.diff(ts) > 0) and ts[0] == 0 and ts[-1] == 1  # strictly increasing after updates
+      if step >= 400:
+        ladders.append(np.asarray(path.sigma(ts)))
+  state = jax.device_get(jax_utils.unreplicate(p_state))
+  assert int(state.num_updates) > 20 and int(state.num_skipped) == 0
+  fitted_ts, _ = schedule_run.fit_exact(config, path, make_target(config.data), jax.random.PRNGKey(0))
+  np.testing.assert_allclose(np.mean(ladders, axis=0), path.sigma(fitted_ts), rtol=0.05)
+
+
+def test_nonfinite_costs_never_corrupt_the_schedule():
+  from schedule import online
+  ts = jnp.linspace(0.0, 1.0, 9)
+  count = jnp.ones(9)
+  for bad in (jnp.full(9, jnp.nan), jnp.zeros(9), jnp.full(9, jnp.inf)):
+    new, ok, _ = online.update(ts, bad, count, 0.5)
+    assert not bool(ok)
+    np.testing.assert_array_equal(new, ts)
+  s, c = online.accumulate(jnp.zeros(9), jnp.zeros(9), jnp.array([1.0, jnp.nan, 2.0]), jnp.array([0, 0, 1]))
+  np.testing.assert_array_equal(s[:2], [1.0, 2.0])
+  np.testing.assert_array_equal(c[:2], [1.0, 1.0])
+
+
+def test_tensorboard_events_hold_the_expected_tags(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator
+  loop.train_and_evaluate(_smoke(), str(tmp_path))
+  acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'images': 0, 'scalars': 0})
+  acc.Reload()
+  scalars = set(acc.Tags()['scalars'])
+  assert {'train/loss', 'train/steps_per_sec', 'train/grad_norm', 'train/param_norm', 'schedule/length',
+          'schedule/energy', 'eval/log_likelihood', 'eval/kl', 'eval/w1', 'eval/score_error'} <= scalars
+  assert {'schedule/ladder', 'schedule/step_costs', 'eval/density'} <= set(acc.Tags()['images'])
+  assert [e.step for e in acc.Scalars('train/loss')] == [5, 10, 15, 20]
+  assert len(acc.Images('schedule/ladder')) == 2  # the plot moves over training
+  for name in ('schedule.json', 'schedule.png', 'costs.png', 'density.png', 'eval_history.json', 'config.json'):
+    assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(optim__optimizer='sgdw'), "config.optim.optimizer='sgdw'; allowed: adam, adamw"),
+    (dict(train__batch_size=63), 'config.train.batch_size=63 is not divisible by the 2 devices'),
+    (dict(schedule__gamma=0.0), 'config.schedule.gamma=0.0; need 0 < gamma <= 1'),
+    (dict(schedule__gamma=1.5), 'config.schedule.gamma=1.5; need 0 < gamma <= 1'),
+    (dict(eval__sampler='ddim'), "config.eval.sampler='ddim' is not a known sampler"),
+])
+def test_bad_training_input(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    loop.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
+  loop.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path))
+  before = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
+  with pytest.raises(ValueError, match=r'incompatible config.*config.model.mlp.width: 32 -> 64'):
+    loop.train_and_evaluate(_smoke(model__mlp=dict(width=64, depth=2, embedding_dim=16)), str(tmp_path))
+  after = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
+  assert before == after

@@ -1,0 +1,91 @@
+"""What the training loop reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from eval import plots, sampling, toy
+from ddm.targets import make_target
+from schedule import baselines, fit, records
+from train import state as state_lib
+
+IMAGE_GRID = 64  # samples shown at each sampling step on image datasets
+
+
+class Reporter:
+  """Writes to TensorBoard and the workdir; reads the (unreplicated) train state, never changes it."""
+
+  def __init__(self, config, workdir, path, model, data_shape, writer):
+    self.config, self.workdir, self.path, self.model = config, workdir, path, model
+    self.data_shape, self.writer = data_shape, writer
+    self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
+    self.target = make_target(config.data) if config.data.dataset == 'toy' else None
+    self.draw = sampling.make_draw(config, path, model)
+
+  def scalars(self, step, pending, state, timer):
+    """Averages the metrics of the steps since the last log (one device fetch) and logs them."""
+    fetched = jax.device_get([jax.tree.map(lambda v: v[0], m) for m in pending])
+    scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    step_costs = np.asarray(jax.device_get(state.step_costs))
+    scalars.update({
+        'schedule/length': float(fit.length(step_costs)), 'schedule/energy': float(fit.energy(step_costs)),
+        'schedule/num_updates': int(state.num_updates), 'schedule/num_skipped': int(state.num_skipped)})
+    now, last_step = time.time(), timer[1]
+    steps_per_sec = (step - last_step) / max(now - timer[0], 1e-9)
+    scalars['train/steps_per_sec'] = steps_per_sec
+    self.writer.write_scalars(step, scalars)
+    eta = (self.config.train.num_steps - step) / max(steps_per_sec, 1e-9)
+    logging.info('step %d/%d  loss %.4g  length %.4g  energy %.4g  %.1f steps/s  ETA %s', step,
+                 self.config.train.num_steps, scalars['train/loss'], scalars['schedule/length'],
+                 scalars['schedule/energy'], steps_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
+    if scalars['schedule/nonfinite_rates'] > 0:
+      logging.warning('step %d: %d non-finite cost estimates were dropped', step, scalars['schedule/nonfinite_rates'])
+    return now, step
+
+  def schedule_and_samples(self, step, state):
+    """``schedule.json`` and its plots (also to TensorBoard); on toy targets, samples and exact metrics."""
+    ts, step_costs = np.asarray(state.schedule), np.asarray(state.step_costs)
+    record = records.schedule_record(self.path, ts, step_costs, self.config.schedule.cost)
+    records.write_json(record, os.path.join(self.workdir, 'schedule.json'))
+    images = {}
+    name = 'learned' if self.config.schedule.learn else self.config.schedule.init
+    ladder_png = os.path.join(self.workdir, 'schedule.png')
+    plots.plot_ladders(ladder_png, {name: record['sigma'], f'initial ({self.config.schedule.init})':
+                                    self.initial.sigma}, name)
+    costs_png = os.path.join(self.workdir, 'costs.png')
+    plots.plot_step_costs(costs_png, {name: step_costs}, name)
+    images.update({'schedule/ladder': ladder_png, 'schedule/step_costs': costs_png})
+    if self.target is not None:
+      images['eval/density'] = self._toy_eval(step, state)
+    else:
+      images['eval/samples'] = self._image_samples(step, state)
+    self.writer.write_images(step, {k: plots.read_png(v) for k, v in images.items()})
+    self.writer.flush()
+
+  def _image_samples(self, step, state):
+    """A grid of ``IMAGE_GRID`` samples with the current schedule and EMA weights."""
+    key = jax.random.fold_in(state_lib.stream_key(self.config.seed, 'sample'), step)
+    x = self.draw(state.ema_params, state.schedule, key, IMAGE_GRID, self.data_shape)
+    png = os.path.join(self.workdir, 'samples.png')
+    plots.save_image_grid(png, x, scale=max(1, 64 // self.data_shape[0]))
+    return png
+
+  def _toy_eval(self, step, state):
+    key = jax.random.fold_in(state_lib.stream_key(self.config.seed, 'eval'), step)
+    score_fn = self.model.score_fn(state.ema_params, self.path)
+    x = self.draw(state.ema_params, state.schedule, key, self.config.eval.num_samples, self.data_shape)
+    result = toy.metrics(self.target, x)
+    reference = baselines.log_linear(self.path, self.config.schedule.num_steps)
+    result['score_error'] = float(np.mean(toy.score_error(score_fn, self.target, self.path, reference, key)))
+    self.writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
+    history_file = os.path.join(self.workdir, 'eval_history.json')
+    history = json.load(open(history_file)) if os.path.exists(history_file) else []
+    history = [h for h in history if h['step'] < step] + [dict(step=step, **result)]
+    records.write_json(history, history_file)
+    png = os.path.join(self.workdir, 'density.png')
+    plots.plot_densities(png, {f'step {step}': x[:, 0]}, toy.density_curve(self.target))
+    np.savez(os.path.join(self.workdir, 'samples.npz'), x=x, t=np.asarray(state.schedule))
+    return png

@@ -1,0 +1,25 @@
+"""The denoiser a run trains: a network from ``config.model``, or the exact one of a toy target."""
+from typing import Any, Callable, NamedTuple
+
+from ddm import networks
+from ddm.paths import Path
+from ddm.targets import make_target
+
+
+class Model(NamedTuple):
+  """``params`` (a pytree; empty for the exact score) and ``denoise(params, x, t, train=False, rng=None)``."""
+  params: Any
+  denoise: Callable
+
+  def score_fn(self, params, path: Path):
+    """``score_fn(x: f32[B, *S], t: f32[B]) -> f32[B, *S]`` by Tweedie, for the cost estimators."""
+    return networks.make_score_fn(self.denoise, params, path)
+
+
+def make_model(config, path: Path, data_shape, key) -> Model:
+  if config.model.exact_score:
+    target = make_target(config.data)
+    return Model({}, lambda params, x, t, train=False, rng=None: target.denoiser(x, t, path))
+  module = networks.make_network(config.model, data_shape)
+  return Model(networks.init_params(module, key, data_shape),
+               networks.make_denoiser(module, path, config.model.precond, config.model.sigma_data))
