@@ -37,7 +37,7 @@ def make_loss_fn(denoise, path: Path, precond: str, sigma_data: float, weighting
     denoised = denoise(params, x_t, t, train=train, rng=key_dropout)
     err = jnp.mean((denoised - x0)**2, axis=tuple(range(1, x0.ndim)))
     if weighting == 'precond':
-      c_out = coefficients(path.ratio(t), sigma_data)[1]
+      c_out = coefficients(path.ratio(t), sigma_data).c_out
       err = err / c_out**2
     return err, level, x_t, t
 

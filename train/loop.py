@@ -80,6 +80,11 @@ def _update_schedule(sch, state):
       num_updates=state.num_updates + ok, num_skipped=state.num_skipped + (~ok))
 
 
+def unreplicate(tree):
+  """Device 0's copy of a pmapped pytree (flax's version mis-shapes arrays pmapped over a subset of devices)."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
 def initial_state(config, path, model: model_lib.Model) -> state_lib.TrainState:
   ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
   return state_lib.create(model.params, ts, config.optim)
@@ -116,12 +121,12 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
     p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
     pending.append(metrics)
     if step % config.train.log_every == 0 or step == config.train.num_steps:
-      timer = report.scalars(step, pending, jax_utils.unreplicate(p_state), timer)
+      timer = report.scalars(step, pending, unreplicate(p_state), timer)
       pending = []
     if step % config.train.sample_every == 0 or step == config.train.num_steps:
-      report.schedule_and_samples(step, jax_utils.unreplicate(p_state))
+      report.schedule_and_samples(step, unreplicate(p_state))
     if step % config.train.checkpoint_every == 0 or step == config.train.num_steps or mngr.reached_preemption(step):
-      checkpoints.save(mngr, step, jax_utils.unreplicate(p_state))
+      checkpoints.save(mngr, step, unreplicate(p_state))
   mngr.wait_until_finished()
   writer.close()
-  return jax.device_get(jax_utils.unreplicate(p_state))
+  return jax.device_get(unreplicate(p_state))

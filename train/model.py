@@ -7,19 +7,22 @@ from ddm.targets import make_target
 
 
 class Model(NamedTuple):
-  """``params`` (a pytree; empty for the exact score) and ``denoise(params, x, t, train=False, rng=None)``."""
+  """``params`` (a pytree; empty for the exact score), ``denoise(params, x, t, train=False, rng=None)`` and
+  ``score(params, path) -> score_fn(x: f32[B, *S], t: f32[B]) -> f32[B, *S]`` for samplers and costs."""
   params: Any
   denoise: Callable
+  score: Callable
 
   def score_fn(self, params, path: Path):
-    """``score_fn(x: f32[B, *S], t: f32[B]) -> f32[B, *S]`` by Tweedie, for the cost estimators."""
-    return networks.make_score_fn(self.denoise, params, path)
+    return self.score(params, path)
 
 
 def make_model(config, path: Path, data_shape, key) -> Model:
   if config.model.exact_score:
     target = make_target(config.data)
-    return Model({}, lambda params, x, t, train=False, rng=None: target.denoiser(x, t, path))
+    return Model({}, lambda params, x, t, train=False, rng=None: target.denoiser(x, t, path),
+                 lambda params, path_: target.score_fn(path_))
   module = networks.make_network(config.model, data_shape)
-  return Model(networks.init_params(module, key, data_shape),
-               networks.make_denoiser(module, path, config.model.precond, config.model.sigma_data))
+  denoise = networks.make_denoiser(module, path, config.model.precond, config.model.sigma_data)
+  return Model(networks.init_params(module, key, data_shape), denoise,
+               lambda params, path_: networks.make_score_fn(denoise, params, path_))

@@ -92,7 +92,7 @@ def test_trapezoid_on_the_schedule_points_alone_is_measurably_wrong_at_small_T()
                                                  jax.random.PRNGKey(0), 4096))
   ts = jnp.linspace(0.0, 1.0, 11)
   for _ in range(30):
-    ts = fit.update_schedule(ts, fit.costs_from_rates(ts, rate(ts)))
+    ts = fit.update_schedule(ts, fit.costs_from_rates(ts, rate(ts), 'trapezoid'))
   ladder, _ = _gaussian_ladder(c, d, 10)
   assert np.max(np.abs(np.asarray(path.sigma(ts)) / ladder - 1)) > 0.1
 
