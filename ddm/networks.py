@@ -93,11 +93,13 @@ class MLP(nn.Module):
   width: int = 128
   depth: int = 3
   embedding_dim: int = 64
+  embedding_scale: float = 16.0
 
   @nn.compact
   def __call__(self, x, c_noise, train: bool = False):
     del train
-    emb = nn.silu(nn.Dense(self.width)(positional_embedding(c_noise, self.embedding_dim)))
+    emb = positional_embedding(self.embedding_scale * c_noise, self.embedding_dim)
+    emb = nn.silu(nn.Dense(self.width)(emb))
     h = x
     for _ in range(self.depth):
       h = nn.silu(nn.Dense(self.width)(h) + nn.Dense(self.width)(emb))
