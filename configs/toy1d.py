@@ -7,5 +7,10 @@ from configs import base
 
 def get_config(options: str = ''):
   config = base.get_config()
+  # sigma(t) = sigma_min + t (sigma_max - sigma_min): the 'linear' baseline is then linear in sigma, the
+  # naive schedule that misses the Cantor modes (method.md section 7); learning starts from it.
+  config.sde.parametrisation = 'linear'
+  config.train.num_steps = 15_000
+  config.train.sample_every = 2500
   base.apply_options(config, options)
   return config
