@@ -1,13 +1,18 @@
-"""Compares runs over training (the paper's bimodal figure): ``python -m eval.compare --workdirs=a,b --out=f.png``.
+"""Compares toy runs: ``python -m eval.compare --workdirs=a,b --out=f.png``.
 
-Reads each run's ``eval_history.json`` (written at every ``config.train.sample_every`` on toy targets).
+Writes ``f.png``: metrics against training step from each run's ``eval_history.json`` (the paper's bimodal
+figure), and ``f_density.png``: each run's last samples (``samples.npz``) over the true density (the
+paper's Cantor figure), and prints the final metrics with the mass each run puts near the target's modes.
 """
 import json
 import os
 
+import ml_collections
+import numpy as np
 from absl import app, flags
 
-from eval import plots
+from ddm.targets import make_target
+from eval import plots, toy
 
 flags.DEFINE_list('workdirs', None, 'Run directories to compare.')
 flags.DEFINE_string('out', 'compare.png', 'Output PNG.')
@@ -21,8 +26,15 @@ def main(argv):
     with open(os.path.join(workdir, 'eval_history.json')) as f:
       histories[os.path.basename(os.path.normpath(workdir))] = json.load(f)
   plots.plot_histories(flags.FLAGS.out, histories, flags.FLAGS.metrics)
+  with open(os.path.join(flags.FLAGS.workdirs[0], 'config.json')) as f:
+    target = make_target(ml_collections.ConfigDict(json.load(f)).data)
+  samples = {name: np.load(os.path.join(w, 'samples.npz'))['x'][:, 0]
+             for name, w in zip(histories, flags.FLAGS.workdirs)}
+  plots.plot_densities(flags.FLAGS.out.replace('.png', '_density.png'), samples, toy.density_curve(target))
   for name, history in histories.items():
-    print(name, {m: round(history[-1][m], 5) for m in flags.FLAGS.metrics}, 'at step', history[-1]['step'])
+    masses = toy.mode_masses(target, samples[name][:, None], min(8, len(target.weights)))
+    print(name, {m: round(history[-1][m], 5) for m in flags.FLAGS.metrics}, 'at step', history[-1]['step'],
+          '| mass near each coarse mode:', np.round(masses, 3))
 
 
 if __name__ == '__main__':

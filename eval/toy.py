@@ -72,3 +72,18 @@ def density_curve(target: GaussianMixture, num: int = 4000):
   lo, hi = support(target)
   x = np.linspace(lo, hi, num)
   return x, np.exp(np.asarray(target.log_prob_data(jnp.asarray(x)[:, None])))
+
+
+def mode_masses(target: GaussianMixture, x, groups: int):
+  """Sample mass near each of ``groups`` coarse modes (1-D): components sorted by mean and split into
+  ``groups`` equal runs (for the depth-K Cantor target, ``groups = 8`` gives its 8 coarse modes); each
+  window spans the run's means widened by 3 component stds. Returns f32[groups]; each is ``1/groups``
+  for a perfect sampler and near 0 where a mode is missed."""
+  order = np.argsort(target.means[:, 0])
+  means, stds = target.means[order, 0], target.stds[order]
+  x = np.asarray(x)[:, 0]
+  masses = []
+  for run in np.array_split(np.arange(len(means)), groups):
+    lo, hi = means[run].min() - 3 * stds[run].max(), means[run].max() + 3 * stds[run].max()
+    masses.append(np.mean((x >= lo) & (x <= hi)))
+  return np.array(masses)

@@ -72,3 +72,11 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
 def test_eval_without_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='holds no checkpoint; train first'):
     eval_run.evaluate(toy1d.get_config('smoke'), str(tmp_path))
+
+
+def test_mode_masses():
+  cantor = targets.gaussian_mixture(targets.cantor_means(4), [0.005] * 16, [1 / 16] * 16)
+  x = np.asarray(cantor.sample_p0(jax.random.PRNGKey(0), 50_000))
+  np.testing.assert_allclose(toy.mode_masses(cantor, x, 8), 1 / 8, atol=0.01)
+  uniform = np.random.default_rng(0).uniform(0, 1, (50_000, 1))
+  assert toy.mode_masses(cantor, uniform, 8).sum() < 0.5

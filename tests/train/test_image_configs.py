@@ -1,0 +1,38 @@
+"""Image configs: one pmapped training step on 2 fake CPU devices each (tiny U-Net), and a digits smoke run."""
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from flax import jax_utils
+
+from configs import cifar10, digits, mnist
+from ddm.paths import make_path
+from train import data, loop, model as model_lib
+
+
+@pytest.mark.parametrize('module', [digits, mnist, cifar10], ids=['digits', 'mnist', 'cifar10'])
+def test_one_pmapped_step_per_image_config(module):
+  config = module.get_config('smoke')
+  config.train.batch_size = 4
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
+  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS)
+  p_state = jax_utils.replicate(loop.initial_state(config, path, model))
+  with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+    batch = data.shard(next(data.make_train_iterator(config)), jax.local_device_count())
+  p_state, metrics = p_step(p_state, batch, jax_utils.replicate(jax.random.PRNGKey(1)))
+  state = loop.unreplicate(p_state)
+  assert batch['x'].shape == (2, 2) + shape
+  assert int(state.step) == 1 and np.isfinite(float(metrics['train/loss'][0]))
+  assert float(np.sum(state.cost_count)) == 4  # one jvp cost sample per example, summed over devices
+  assert np.all(np.isfinite(state.cost_sum))
+
+
+@pytest.mark.slow
+def test_digits_smoke_run_writes_samples_and_resumes(tmp_path):
+  config = digits.get_config('smoke')
+  state = loop.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 20 and int(state.num_updates) > 0
+  assert (tmp_path / 'samples.png').exists() and (tmp_path / 'schedule.json').exists()
+  config.train.num_steps = 25
+  assert int(loop.train_and_evaluate(config, str(tmp_path)).step) == 25
