@@ -101,6 +101,22 @@ def get_config():
   return config
 
 
+def apply_image_defaults(config):
+  """Settings shared by the TFDS image configs (MNIST, CIFAR-10): U-Net, T = 1000 training levels learned
+  from a cosine start (the paper's setting), slow EMA, 2e-4 learning rate."""
+  config.model.name = 'unet'
+  config.schedule.init = 'cosine'
+  config.schedule.num_steps = 1000
+  config.schedule.gamma = 0.05
+  config.schedule.min_count = 8
+  config.schedule.update_every = 1000
+  config.optim.learning_rate = 2e-4
+  config.optim.ema_decay = 0.9999
+  config.train.batch_size = 128
+  config.eval.batch_size = 1000
+  return config
+
+
 # Option strings: ``--config=configs/toy1d.py:smoke`` (big_vision's parse_arg, strict).
 OPTIONS = ('smoke',)
 

@@ -9,27 +9,17 @@ from configs import base
 
 
 def get_config(options: str = ''):
-  config = base.get_config()
+  config = base.apply_image_defaults(base.get_config())
   config.data.dataset = 'cifar10'
   config.data.random_flip = True
-  config.model.name = 'unet'
   config.model.unet.update(channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
                            dropout=0.1, embedding='positional')
-  config.schedule.init = 'cosine'
-  config.schedule.num_steps = 1000
-  config.schedule.gamma = 0.05
-  config.schedule.min_count = 8
-  config.schedule.update_every = 1000
-  config.optim.learning_rate = 2e-4
   config.optim.warmup_steps = 5000
   config.optim.grad_clip = 1.0
-  config.optim.ema_decay = 0.9999
-  config.train.batch_size = 128
   config.train.num_steps = 800_000
   config.train.log_every = 1000
   config.train.sample_every = 50_000
   config.train.checkpoint_every = 10_000
   config.eval.num_samples = 50_000
-  config.eval.batch_size = 1000
   base.apply_options(config, options)
   return config
