@@ -7,6 +7,7 @@ from flax import jax_utils
 
 from configs import cifar10, digits, mnist
 from ddm.paths import make_path
+from eval import run as eval_run
 from train import data, loop, model as model_lib
 
 
@@ -36,3 +37,8 @@ def test_digits_smoke_run_writes_samples_and_resumes(tmp_path):
   assert (tmp_path / 'samples.png').exists() and (tmp_path / 'schedule.json').exists()
   config.train.num_steps = 25
   assert int(loop.train_and_evaluate(config, str(tmp_path)).step) == 25
+  for name in ('learned', 'cosine'):
+    config.eval.schedules = (name,)
+    x = eval_run.sample(config, str(tmp_path))
+    assert x.shape == (256, 8, 8, 1) and np.all(np.isfinite(x))
+    assert (tmp_path / f'samples_{name}_5.png').exists() and (tmp_path / f'samples_{name}_5.npz').exists()
