@@ -40,13 +40,25 @@ def ready(cost_count, steps_since_update, min_count, update_every):
   return (jnp.min(cost_count) >= min_count) | (steps_since_update >= update_every)
 
 
-def update(ts, cost_sum, cost_count, gamma):
+def step_costs(path, ts, rates):
+  """Incremental costs ``L_i = (int_{t_i}^{t_{i+1}} sqrt(delta) dt)^2`` from the rates at the points.
+
+  The integral is taken in ``u = log(sigma / alpha)``, where ``sqrt(delta)`` grows like a power of sigma near
+  the data end, i.e. exponentially in u (method.md section 4: "integrate in log sigma"): the result does not
+  depend on how t is parametrised. ``delta_u = delta_t (dt/du)^2`` with ``du/dt`` by jax.jvp.
+  """
+  log_ratio = lambda t: jnp.log(path.ratio(t))
+  u, du_dt = jax.jvp(log_ratio, (ts,), (jnp.ones_like(ts),))
+  return fit.costs_from_rates(u, rates / du_dt**2)
+
+
+def update(path, ts, cost_sum, cost_count, gamma):
   """Steps 3-4 of Algorithm 2: ``t <- gamma UpdateSchedule(t, L) + (1 - gamma) t``.
 
   Returns ``(ts_new f32[T+1], ok bool[], costs f32[T])``. When the costs are unusable (non-finite, negative,
   all zero) the schedule is returned unchanged and ``ok`` is False, for the caller to log.
   """
-  costs = fit.costs_from_rates(ts, level_rates(ts, cost_sum, cost_count))
+  costs = step_costs(path, ts, level_rates(ts, cost_sum, cost_count))
   ok = fit.valid_costs(costs) & jnp.any(cost_count > 0)
   safe_costs = jnp.where(ok, costs, jnp.ones_like(costs))
   new = fit.blend(ts, fit.update_schedule(ts, safe_costs), gamma)

@@ -60,7 +60,7 @@ def make_train_step(config, path, model: model_lib.Model):
     state = state.replace(cost_sum=state.cost_sum + batch_sum, cost_count=state.cost_count + batch_count)
 
     go = online.ready(state.cost_count, state.step - state.last_update, sch.min_count, sch.update_every)
-    state = jax.lax.cond(go, functools.partial(_update_schedule, sch), lambda s: s, state)
+    state = jax.lax.cond(go, functools.partial(_update_schedule, sch, path), lambda s: s, state)
     metrics = {'train/loss': jax.lax.pmean(loss, AXIS),
                'train/grad_norm': optax.global_norm(grads),
                'train/param_norm': optax.global_norm(state.params),
@@ -70,9 +70,9 @@ def make_train_step(config, path, model: model_lib.Model):
   return train_step
 
 
-def _update_schedule(sch, state):
+def _update_schedule(sch, path, state):
   """Algorithm 2, steps 3-4; statistics restart for the new points. ``learn=False`` measures only."""
-  ts, ok, step_costs = online.update(state.schedule, state.cost_sum, state.cost_count, sch.gamma)
+  ts, ok, step_costs = online.update(path, state.schedule, state.cost_sum, state.cost_count, sch.gamma)
   zeros = jnp.zeros_like(state.cost_sum)
   return state.replace(
       schedule=ts if sch.learn else state.schedule, cost_sum=zeros, cost_count=zeros,
