@@ -3,11 +3,9 @@
 The learned schedule at K steps is read off the learned length function (method.md section 3),
 ``t_k = Lambda^{-1}(k Lambda / K)``, never by sub-sampling the training grid.
 """
-import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -24,8 +22,7 @@ METRICS = {'log_likelihood': 'max', 'kl': 'min', 'w1': 'min'}  # which way is be
 
 def learned_length(state) -> fit.LengthFunction:
   """``Lambda_hat`` through the learned schedule's points: ``[0, cumsum sqrt(L_i)]`` at ``state.schedule``."""
-  ts = jnp.asarray(state.schedule)
-  return fit.LengthFunction(ts, fit._cumulative(jnp.sqrt(jnp.asarray(state.step_costs))))
+  return fit.LengthFunction.from_step_costs(state.schedule, state.step_costs)
 
 
 def restore(config, workdir):

@@ -155,6 +155,11 @@ class LengthFunction(NamedTuple):
     """The score-optimal ``K``-step schedule ``t_k = Lambda^{-1}(k Lambda / K)``: f32[K+1]."""
     return _equal_length_points(self.lam, self.t, num_steps)
 
+  @classmethod
+  def from_step_costs(cls, ts, costs) -> 'LengthFunction':
+    """``Lambda`` through a schedule's points from its incremental costs: ``[0, cumsum sqrt(L_i)]`` at ``ts``."""
+    return cls(jnp.asarray(ts), _cumulative(jnp.sqrt(jnp.asarray(costs))))
+
   def step_costs(self, ts):
     """Incremental costs ``(Lambda(t_{i+1}) - Lambda(t_i))^2`` of any schedule ``ts``: f32[T]."""
     return jnp.diff(self(ts))**2

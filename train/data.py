@@ -1,9 +1,11 @@
 """Input pipelines: every dataset yields ``{'x': f32[host_batch, *S]}`` (images in [-1, 1]) forever.
 
 Batches are a pure function of ``(config.seed, step)``: the example order of epoch e is a permutation
-drawn from ``(seed, e)``, so a run started at ``start_step = k`` sees exactly the batches an uninterrupted
-run sees from step k on (resumed training is bit-for-bit the same). Each host reads a disjoint slice
-(``jax.process_index()`` of ``jax.process_count()``); :func:`shard` splits a host batch across devices.
+drawn from ``(seed, host, e)``, so a run started at ``start_step = k`` sees exactly the batches an
+uninterrupted run sees from step k on (resumed training is bit-for-bit the same). Each host holds a
+disjoint, equal-sized slice of the data (``jax.process_index()`` of ``jax.process_count()``) and yields
+``config.train.batch_size // jax.process_count()`` examples per step; :func:`shard` splits a host batch
+across the local devices. Image datasets are held in memory as ``u8`` and converted per batch.
 """
 import numpy as np
 import jax
@@ -13,11 +15,13 @@ from ddm.targets import make_target
 from train.state import stream_key
 
 IMAGE_SHAPES = {'digits': (8, 8, 1), 'mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
-FAKE_POOL = 512  # images in the in-memory fake dataset
+FAKE_POOL = 512     # Images in the in-memory fake dataset.
+READ_CHUNK = 4096   # Records per batched TFDS read while loading.
+PERMUTE, FLIP = 0, 1  # NumPy seed-sequence streams of the image pipelines.
 
 
 def data_shape(config) -> tuple:
-  """The per-example shape ``S``."""
+  """The per-example shape ``S``: ``(d,)`` for toys, ``(H, W, C)`` for images."""
   name = config.data.dataset
   if name == 'toy':
     return (config.data.dim,) if config.data.target == 'gaussian' else (1,)
@@ -28,7 +32,11 @@ def data_shape(config) -> tuple:
 
 
 def host_batch_size(config) -> int:
-  return config.train.batch_size // jax.process_count()
+  """Examples per host and step: ``config.train.batch_size // jax.process_count()``."""
+  batch, hosts = config.train.batch_size, jax.process_count()
+  if batch % hosts:
+    raise ValueError(f'config.train.batch_size={batch} is not divisible by the {hosts} hosts')
+  return batch // hosts
 
 
 def shard(batch: dict, num_devices: int) -> dict:
@@ -41,76 +49,109 @@ def shard(batch: dict, num_devices: int) -> dict:
   return {k: split(v) for k, v in batch.items()}
 
 
-def to_unit_range(images, max_value: float = 255.0):
-  """``u8[..]`` in ``[0, max_value]`` -> ``f32`` in ``[-1, 1]``."""
-  return np.asarray(images, np.float32) * (2.0 / max_value) - 1.0
+def host_indices(num_examples: int) -> np.ndarray:
+  """This host's examples: ``i32[num_examples // process_count]``, disjoint across hosts, equal in size."""
+  hosts = jax.process_count()
+  return jax.process_index() + hosts * np.arange(num_examples // hosts)
 
 
-def _array_iterator(images: np.ndarray, config, start_step: int):
-  """Epoch-permuted batches of an in-memory ``f32[N, *S]`` array, this host's slice only, seekable."""
-  images = images[jax.process_index()::jax.process_count()]
-  batch = host_batch_size(config)
-  per_epoch = len(images) // batch
+def _array_iterator(pool: np.ndarray, config, start_step: int, max_value=None):
+  """Seekable epoch-permuted batches ``f32[host_batch, *S]`` of this host's pool ``[N, *S]``.
+
+  ``max_value``: pool values in ``[0, max_value]`` are mapped to [-1, 1] per batch; None: used as they are.
+  """
+  batch, host = host_batch_size(config), jax.process_index()
+  per_epoch = len(pool) // batch  # incomplete batches are dropped
   if per_epoch == 0:
-    raise ValueError(f'config.train.batch_size={config.train.batch_size} exceeds the {len(images)} examples '
-                     'of this host')
-  step, order, epoch = start_step, None, None
-  while True:
-    e, i = divmod(step, per_epoch)
-    if e != epoch:
-      epoch, order = e, np.random.default_rng((config.seed, jax.process_index(), e)).permutation(len(images))
-    x = images[order[i * batch:(i + 1) * batch]]
-    if config.data.random_flip:
-      flip = np.random.default_rng((config.seed, jax.process_index(), e, i, 1)).random(batch) < 0.5
-      x = np.where(flip.reshape((-1,) + (1,) * (x.ndim - 1)), x[:, :, ::-1], x)
-    yield {'x': x}
-    step += 1
+    raise ValueError(f'config.train.batch_size={config.train.batch_size} gives {batch} examples per host, more '
+                     f'than the {len(pool)} examples of this host')
+  if config.data.random_flip and pool.ndim != 4:
+    raise ValueError(f'config.data.random_flip needs images [H, W, C]; got examples of shape {pool.shape[1:]}')
+
+  def batches():
+    step, epoch, order = start_step, None, None
+    while True:
+      e, i = divmod(step, per_epoch)
+      if e != epoch:
+        epoch, order = e, np.random.default_rng((config.seed, PERMUTE, host, e)).permutation(len(pool))
+      x = pool[order[i * batch:(i + 1) * batch]]                                   # one vectorised gather
+      x = x.astype(np.float32) / np.float32(max_value / 2) - 1.0 if max_value else x.astype(np.float32)
+      if config.data.random_flip:                                                  # mirror the W axis
+        flip = np.random.default_rng((config.seed, FLIP, host, step)).random(batch) < 0.5
+        x[flip] = x[flip, :, ::-1]
+      yield {'x': x}
+      step += 1
+  return batches()
 
 
 @DATASETS.register('toy')
 def _toy(config, start_step):
-  """Fresh draws from the toy target for every step, from a key folded from ``(seed, step, host)``."""
+  """Fresh draws from the toy target at every step, keyed by ``fold_in(seed 'data' stream, host, step)``."""
   target, batch = make_target(config.data), host_batch_size(config)
   sample = jax.jit(target.sample_p0, static_argnums=1)
   key = jax.random.fold_in(stream_key(config.seed, 'data'), jax.process_index())
-  step = start_step
-  while True:
-    yield {'x': np.asarray(sample(jax.random.fold_in(key, step), batch))}
-    step += 1
+
+  def batches():
+    step = start_step
+    while True:
+      yield {'x': np.asarray(sample(jax.random.fold_in(key, step), batch))}
+      step += 1
+  return batches()
 
 
 @DATASETS.register('fake')
 def _fake(config, start_step):
-  """A fixed pool of random images in [-1, 1] of shape ``config.data.fake_shape`` (tests, benchmarks)."""
+  """A fixed pool of ``FAKE_POOL`` uniform images in [-1, 1] of shape ``config.data.fake_shape``, from the seed."""
   rng = np.random.default_rng(config.seed)
   pool = rng.uniform(-1.0, 1.0, (FAKE_POOL,) + tuple(config.data.fake_shape)).astype(np.float32)
-  return _array_iterator(pool, config, start_step)
+  return _array_iterator(pool[host_indices(FAKE_POOL)], config, start_step)
 
 
 @DATASETS.register('digits')
 def _digits(config, start_step):
   """scikit-learn's 1797 8x8 handwritten digits (values 0..16), shipped with the package: works offline."""
   from sklearn.datasets import load_digits
-  images = load_digits().images.astype(np.float32)[..., None]
-  return _array_iterator(to_unit_range(images, 16.0), config, start_step)
+  images = load_digits().images.astype(np.uint8)[..., None]
+  return _array_iterator(images[host_indices(len(images))], config, start_step, max_value=16)
 
 
-def load_tfds_images(name: str, data_dir: str = '') -> np.ndarray:
-  """All training images of a TFDS dataset as ``u8[N, H, W, C]``, through ``tfds.data_source`` (no TensorFlow)."""
+def tfds_source(name: str, data_dir: str = ''):
+  """``tfds.data_source(name, split='train')``: random access to array_record files, no TensorFlow."""
   import tensorflow_datasets as tfds
   try:
-    source = tfds.data_source(name, split='train', data_dir=data_dir or None, download=False)
-  except Exception as e:  # TFDS raises several types for a dataset that is not on disk.
+    return tfds.data_source(name, split='train', data_dir=data_dir or None, download=False)
+  except Exception as e:  # TFDS raises KeyError, NotImplementedError, ... for data that is not on disk.
+    where = f'config.data.tfds_data_dir={data_dir!r}' if data_dir else 'the TFDS default data_dir ($TFDS_DATA_DIR ' \
+        'or ~/tensorflow_datasets; set config.data.tfds_data_dir to use another)'
     raise ValueError(
-        f'the TFDS dataset {name!r} is not prepared in config.data.tfds_data_dir={data_dir!r} '
-        f'(empty = ~/tensorflow_datasets). On a machine with network run `tfds build {name}` '
-        f'(pip install tensorflow-datasets array_record), then copy the folder here. Cause: {e}') from e
-  return np.stack([np.asarray(source[i]['image']) for i in range(len(source))])
+        f'the TFDS dataset {name!r} is not prepared in array_record format in {where}. Build it once on a '
+        f'machine with network and TensorFlow: `pip install tensorflow tensorflow-datasets array_record && '
+        f'tfds build {name} --file_format=array_record --data_dir=DIR`, then copy DIR/{name} here and point '
+        f"config.data.tfds_data_dir at it (offline alternative: config.data.dataset='digits'). "
+        f'TFDS said: {type(e).__name__}: {e}') from e
+
+
+def read_images(source, indices: np.ndarray) -> np.ndarray:
+  """The ``'image'`` feature of records ``indices`` of a data source, stacked: ``u8[len(indices), H, W, C]``."""
+  def read(keys):
+    try:
+      return source.__getitems__(keys)  # batched read of the records; decoding is per record
+    except TypeError:  # tfds.testing.mock_data's __getitems__ is broken (tfds 4.9): read one by one.
+      return [source[k] for k in keys]
+  keys = [int(i) for i in indices]
+  return np.stack([np.asarray(example['image'], np.uint8)
+                   for start in range(0, len(keys), READ_CHUNK)
+                   for example in read(keys[start:start + READ_CHUNK])])
 
 
 def _tfds(config, start_step):
-  images = load_tfds_images(config.data.dataset, config.data.tfds_data_dir)
-  return _array_iterator(to_unit_range(images), config, start_step)
+  """MNIST / CIFAR-10 training images through ``tfds.data_source``: this host's slice, loaded into memory."""
+  name = config.data.dataset
+  source = tfds_source(name, config.data.tfds_data_dir)
+  images = read_images(source, host_indices(len(source)))
+  if images.shape[1:] != IMAGE_SHAPES[name]:
+    raise ValueError(f'TFDS {name!r} images have shape {images.shape[1:]}, expected {IMAGE_SHAPES[name]}')
+  return _array_iterator(images, config, start_step, max_value=255)
 
 
 DATASETS.register('mnist')(_tfds)
@@ -118,5 +159,8 @@ DATASETS.register('cifar10')(_tfds)
 
 
 def make_train_iterator(config, start_step: int = 0):
-  """Batches ``{'x': f32[host_batch, *S]}`` for steps ``start_step, start_step + 1, ...``."""
+  """Batches ``{'x': f32[host_batch, *S]}`` for steps ``start_step, start_step + 1, ...``, forever.
+
+  Set-up errors (unknown dataset, missing TFDS data, batch larger than the data) are raised here.
+  """
   return DATASETS.get(config.data.dataset, 'config.data.dataset')(config, start_step)

@@ -1,80 +1,154 @@
-"""Input pipelines: TFDS through mock data, the offline digits set, toy targets, seeking and flips."""
+"""Input pipelines: TFDS (mock data and real array_record files), offline digits, toy targets, seeking, flips."""
+import io
+import sys
+
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from sklearn.datasets import load_digits
 
 from configs import base
 from train import data
 
 
-def _config(dataset, **train):
+def _config(dataset, batch_size=8, **data_fields):
   config = base.get_config()
   config.data.dataset = dataset
-  config.train.batch_size = 8
-  config.train.update(train)
+  config.data.update(data_fields)
+  config.train.batch_size = batch_size
   return config
+
+
+def _rows(x):
+  return {row.tobytes() for row in x}
 
 
 @pytest.mark.parametrize('name, shape', [('mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
 def test_tfds_pipeline_on_mock_data(name, shape):
   config = _config(name)
+  # AUTO would fall back to USE_CODE too: the pip package ships no metadata files for USE_FILES.
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     batches = data.make_train_iterator(config)
-    x = next(batches)['x']
+  x = next(batches)['x']
   assert data.data_shape(config) == shape
   assert x.shape == (8,) + shape and x.dtype == np.float32
-  assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.1
+  assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.3  # uniform random u8 pixels
   sharded = data.shard({'x': x}, 2)['x']
   assert sharded.shape == (2, 4) + shape
   np.testing.assert_array_equal(sharded[1], x[4:])
+  assert 'tensorflow' not in sys.modules
 
 
-def test_missing_tfds_dataset_has_a_clear_message(tmp_path):
-  config = _config('mnist')
-  config.data.tfds_data_dir = str(tmp_path)
-  with pytest.raises(ValueError, match=r'TFDS dataset .mnist. is not prepared.*tfds build mnist'):
-    next(data.make_train_iterator(config))
+def _build_fake_tfds(name, data_dir, images):
+  """Writes ``images: u8[N, H, W, C]`` as the real TFDS ``name`` (train split, array_record), without TensorFlow."""
+  import PIL.Image
+  features = tfds.builder(name, data_dir=data_dir).info.features
+
+  class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.builder_cls(name).VERSION
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, image in enumerate(images):
+        png = io.BytesIO()
+        PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(png, format='PNG')
+        yield i, {'image': png.getvalue(), 'label': i % 10, **({'id': f'train_{i}'} if 'id' in features else {})}
+
+  Fake.name = name
+  Fake(data_dir=data_dir, file_format='array_record').download_and_prepare()
+
+
+def test_tfds_pipeline_reads_real_array_record_files(tmp_path):
+  images = np.random.default_rng(0).integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+  _build_fake_tfds('mnist', str(tmp_path), images)
+  config = _config('mnist', batch_size=16, tfds_data_dir=str(tmp_path))
+  batches = data.make_train_iterator(config)
+  seen = np.concatenate([next(batches)['x'] for _ in range(2)])            # 2 of the 40 // 16 batches per epoch
+  assert seen.shape == (32, 28, 28, 1) and seen.dtype == np.float32
+  assert _rows(seen) <= _rows(images / np.float32(127.5) - 1) and len(_rows(seen)) == 32  # no repeats in an epoch
+  assert 'tensorflow' not in sys.modules
+
+
+def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
+  config = _config('mnist', tfds_data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r"'mnist' is not prepared .*tfds_data_dir.*tfds build mnist --file_format"):
+    data.make_train_iterator(config)
 
 
 def test_digits_are_real_images_in_range():
   x = next(data.make_train_iterator(_config('digits', batch_size=256)))['x']
-  assert x.shape == (256, 8, 8, 1)
+  assert x.shape == (256, 8, 8, 1) and x.dtype == np.float32
   assert x.min() == -1.0 and x.max() == 1.0
-  assert x[:, :, 0].mean() < x[:, :, 3:5].mean()  # strokes in the middle, blank borders
+  assert np.mean(x[:, :, 0]) < -0.9 < np.mean(x[:, :, 3:5])              # blank borders, strokes in the middle
+  assert data.data_shape(_config('digits')) == (8, 8, 1)
 
 
 def test_toy_samples_follow_the_target():
-  config = _config('toy', batch_size=20_000)
-  config.data.target = 'bimodal'
+  config = _config('toy', batch_size=20_000, target='bimodal')
   x = next(data.make_train_iterator(config))['x']
-  assert x.shape == (20_000, 1)
-  assert abs(np.mean(x > 0) - 0.5) < 0.02
+  assert x.shape == (20_000, 1) == (20_000,) + data.data_shape(config) and x.dtype == np.float32
+  assert abs(np.mean(x > 0) - 0.5) < 0.02 and abs(np.mean(x)) < 0.03
+  np.testing.assert_allclose(np.mean(np.abs(x)), 1.0, atol=0.01)          # components at -offset, +offset
   np.testing.assert_allclose(np.std(np.abs(x)), 0.1, rtol=0.05)
+  config = _config('toy', batch_size=20_000, target='gaussian', dim=3, std=0.5)
+  x = next(data.make_train_iterator(config))['x']
+  assert x.shape == (20_000, 3) == (20_000,) + data.data_shape(config)
+  np.testing.assert_allclose(np.cov(x.T), 0.25 * np.eye(3), atol=0.015)
 
 
-@pytest.mark.parametrize('dataset', ['toy', 'digits', 'fake'])
-def test_seeking_gives_the_same_batches(dataset):
-  config = _config(dataset, batch_size=512 if dataset == 'digits' else 16)  # digits: several epochs
+@pytest.mark.parametrize('dataset, batch_size', [('toy', 16), ('digits', 512), ('fake', 128)])
+def test_starting_at_k_equals_advancing_k_times(dataset, batch_size):
+  config = _config(dataset, batch_size, random_flip=dataset != 'toy')     # digits, fake: 3, 4 steps per epoch
   full = data.make_train_iterator(config)
   batches = [next(full)['x'] for _ in range(9)]
   seeked = data.make_train_iterator(config, start_step=6)
   for k in range(6, 9):
     np.testing.assert_array_equal(next(seeked)['x'], batches[k])
   assert not np.array_equal(batches[0], batches[1])
+  config.seed = 1
+  assert not np.array_equal(next(data.make_train_iterator(config, start_step=6))['x'], batches[6])
 
 
 def test_flips_only_when_enabled():
-  config = _config('digits', batch_size=64)
-  plain = next(data.make_train_iterator(config))['x']
-  config.data.random_flip = True
-  flipped = next(data.make_train_iterator(config))['x']
-  same = np.array([np.array_equal(a, b) for a, b in zip(plain, flipped)])
-  mirrored = np.array([np.array_equal(a[:, ::-1], b) for a, b in zip(plain, flipped)])
-  assert np.all(same | mirrored) and 10 < (~same).sum() < 54
+  originals = _rows(load_digits().images.astype(np.float32)[..., None] / np.float32(8) - 1)
+  plain = data.make_train_iterator(_config('digits', batch_size=64))
+  flipped = data.make_train_iterator(_config('digits', batch_size=64, random_flip=True))
+  masks = []
+  for _ in range(2):
+    a, b = next(plain)['x'], next(flipped)['x']   # same order: flips draw from their own stream
+    assert _rows(a) <= originals                    # never flipped when disabled
+    same = np.array([np.array_equal(u, v) for u, v in zip(a, b)])
+    mirrored = np.array([np.array_equal(u[:, ::-1], v) for u, v in zip(a, b)])
+    assert np.all(same | mirrored) and 16 < np.sum(~same) < 48
+    masks.append(same)
+  assert not np.array_equal(*masks)                 # fresh flips at every step
 
 
-def test_bad_dataset_and_batch():
-  with pytest.raises(ValueError, match="config.data.dataset='imagenet' is not a known dataset"):
+def test_hosts_read_disjoint_slices(monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  seen = []
+  for host in range(2):
+    monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
+    batches = data.make_train_iterator(_config('fake', batch_size=16))
+    seen.append(np.concatenate([next(batches)['x'] for _ in range(data.FAKE_POOL // 16)]))
+  assert seen[0].shape == (data.FAKE_POOL // 2, 8, 8, 1)                 # host batch 8; every host example once
+  assert len(_rows(seen[0])) == len(_rows(seen[1])) == data.FAKE_POOL // 2
+  assert not _rows(seen[0]) & _rows(seen[1])
+
+
+def test_errors_name_the_setting():
+  with pytest.raises(ValueError, match="config.data.dataset='imagenet' is not a known dataset; allowed: cifar10"):
     data.make_train_iterator(_config('imagenet'))
   with pytest.raises(ValueError, match='config.train.batch_size gives 6 examples per host, which is not divisible'):
     data.shard({'x': np.zeros((6, 1))}, 4)
+  with pytest.raises(ValueError, match='config.train.batch_size=2048 gives 2048 examples per host, more than'):
+    data.make_train_iterator(_config('digits', batch_size=2048))
+  with pytest.raises(ValueError, match=r'config.data.random_flip needs images \[H, W, C\]'):
+    data.make_train_iterator(_config('fake', fake_shape=(16,), random_flip=True))
+  assert data.data_shape(_config('fake', fake_shape=(16,))) == (16,)

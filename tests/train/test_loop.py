@@ -81,7 +81,7 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
   p_state = jax_utils.replicate(loop.initial_state(config, path, model))
   key = jax_utils.replicate(jax.random.PRNGKey(1))
   batches = data.make_train_iterator(config)
-  updates, ladders = 0, []
+  ladders = []
   for step in range(2000):
     p_state, _ = p_step(p_state, data.shard(next(batches), 2), key)
     if step % 10 == 9:
