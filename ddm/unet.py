@@ -4,7 +4,6 @@
 differentiates the denoiser in t with ``jax.jvp``). The default config is DDPM's CIFAR-10 network (~35.7M).
 """
 import dataclasses
-import math
 from typing import Tuple
 
 import flax.linen as nn
@@ -33,8 +32,11 @@ class UNetConfig:
 
 
 def _norm(h):
-  """GroupNorm with 32 groups (DDPM), or the largest power-of-two count dividing the channels."""
-  return nn.GroupNorm(num_groups=math.gcd(32, h.shape[-1]), dtype=h.dtype)(h)
+  """GroupNorm with at most 32 groups of at least 4 channels (EDM): with one channel per group the norm
+  would erase the per-channel embedding bias added before it, and the block could not see the noise level."""
+  c = h.shape[-1]
+  groups = max(g for g in range(1, min(32, c // 4, c) + 1) if c % g == 0) if c >= 4 else 1
+  return nn.GroupNorm(num_groups=groups, dtype=h.dtype)(h)
 
 
 class ResBlock(nn.Module):

@@ -86,3 +86,12 @@ def test_bad_shapes():
     _model((28, 28, 1), channel_mult=(1, 2, 2, 2))
   with pytest.raises(ValueError, match="config.model.name='unet' needs images"):
     networks.make_network(ml_collections.ConfigDict(dict(name='unet', dtype='float32', unet=TINY)), (1,))
+
+
+def test_noise_level_reaches_the_output():
+  """Every block must see c_noise: the output's derivative in c_noise is far above rounding."""
+  module, params = _model((8, 8, 1))
+  params = jax.tree.map(lambda p: p + 0.01 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), params)
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 1))
+  _, d = jax.jvp(lambda c: module.apply({'params': params}, x, c), (jnp.zeros(2),), (jnp.ones(2),))
+  assert float(jnp.abs(d).max()) > 1e-3
