@@ -5,6 +5,9 @@ Sections: data, sde (the diffusion path), model, loss, schedule, optim, train, e
 import ml_collections
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
+METHODS = ('score_optimal', 'dp_elbo', 'ddss')          # config.schedule.method
+PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
+RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
 
 
 def get_config():
@@ -62,7 +65,10 @@ def get_config():
 
   config.schedule = schedule = ml_collections.ConfigDict()
   schedule.num_steps = 100               # T: the schedule has T + 1 points (static for the whole run).
-  schedule.cost = 'corrector'            # Cost whose rate is equalised: 'corrector' (L_c).
+  schedule.cost = 'corrector'            # Cost whose rate is equalised: 'corrector' (L_c) | 'predictor' (L_p).
+  schedule.predictor = 'euler'           # predictor cost: the sampler's predictor F: 'identity' | 'euler' | 'heun'.
+  schedule.hutchinson_probes = 1         # predictor cost in d > 1: Rademacher probes of the divergence terms.
+  schedule.cost_batch_size = 64          # Examples per batched cost evaluation (bounds memory in fits).
   schedule.init = 'linear'               # Initial schedule (a baseline): linear | cosine | edm_rho3 | edm_rho7 | log_linear.
   schedule.learn = True                  # Learn the schedule online while training (False: fixed baseline run).
   schedule.gamma = 0.1                   # Blend rate of each online update, in (0, 1].
@@ -71,6 +77,19 @@ def get_config():
   schedule.fit_grid = 1024               # fit_schedule: points of the fine grid the rate is estimated on.
   schedule.fit_iterations = 3            # fit_schedule: passes of moving the fine grid to equal length.
   schedule.num_samples = 256             # fit_schedule: Monte Carlo samples of p_t per grid point.
+  schedule.method = 'score_optimal'      # fit_schedule: 'score_optimal' (Algorithm 1) | 'dp_elbo' (Watson et al.
+                                         # 2021) | 'ddss' (Watson et al. 2022).
+  schedule.samples = 'data'              # fit_schedule on a checkpoint: p_t samples from 'data' (forward process)
+                                         # | 'model' (the model's own reverse process; no data needed).
+  schedule.name = ''                     # fit_schedule: stored as <workdir>/schedules/<name>.json and usable by
+                                         # that name in config.eval.schedules ('' = derived from method and cost).
+  schedule.dp_grid = 1000                # dp_elbo: fine grid of N times the K-step paths are chosen from.
+  schedule.ddss = ddss = ml_collections.ConfigDict()
+  ddss.num_steps = (5, 10, 20)           # Step counts K searched (one optimisation each).
+  ddss.learning_rate = 1e-2              # Adam learning rate on the unconstrained step parameters.
+  ddss.num_iterations = 200              # Gradient steps per K.
+  ddss.batch_size = 256                  # Samples per loss evaluation (fixed noise).
+  ddss.learn_coefficients = False        # Also learn the generalised Gaussian sampler's coefficients.
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'adam'               # 'adam' | 'adamw'.
@@ -92,12 +111,21 @@ def get_config():
   config.eval = eval_ = ml_collections.ConfigDict()
   eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc'.
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
-  eval_.schedules = ('learned', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
+  eval_.schedules = ('learned', 'fitted', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
+                                         # 'fitted': every schedule fit_schedule stored in <workdir>/schedules/
+                                         # (or one by its name).
   eval_.num_samples = 4096               # Samples per (schedule, K).
   eval_.batch_size = 1024                # Sampling batch size.
   eval_.langevin_snr = 0.16              # pc: signal-to-noise ratio of the Langevin corrector (score_sde).
   eval_.langevin_steps = 1               # pc: corrector steps per noise level.
   eval_.denoise_final = True             # Return D(x, t_0) after the last step (removes sigma_min noise).
+  eval_.inception_path = ''              # Images: Inception-v3 FID weights (.npz, see README); '' or missing ->
+                                         # the offline classifier feature distance (never called FID).
+  eval_.classifier_steps = 2000          # Offline feature classifier: training steps (cached in the workdir).
+  eval_.likelihood = True                # Negative log-likelihood (bits/dim) through the probability-flow ODE.
+  eval_.likelihood_samples = 1024        # Data examples the likelihood is averaged over.
+  eval_.likelihood_steps = 200           # Heun steps of the probability-flow ODE (uniform in log sigma).
+  eval_.hutchinson_probes = 1            # Rademacher probes of the divergence (exact in 1-D).
   return config
 
 
@@ -152,11 +180,17 @@ def apply_options(config, options: str):
     config.eval.num_steps = (5, 10)
     config.eval.num_samples = 256
     config.eval.batch_size = 128
+    config.eval.classifier_steps = 50
+    config.eval.likelihood_samples = 64
+    config.eval.likelihood_steps = 20
+    config.schedule.dp_grid = 64
+    config.schedule.ddss.update(num_steps=(5,), num_iterations=5, batch_size=32)
   return config
 
 
 def _problems(config, mode):
   """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
+  import os
   import jax
   import ddm  # noqa: F401  (fills the registries)
   import schedule  # noqa: F401
@@ -205,10 +239,28 @@ def _problems(config, mode):
       problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')
   if sch.fit_grid < 3:
     problems.append(f'config.schedule.fit_grid={sch.fit_grid}; need >= 3')
-  if mode == 'fit_schedule' and config.data.dataset != 'toy':
-    problems.append(f'--mode=fit_schedule fits the closed-form score of a toy target and needs '
-                    f'config.data.dataset=\'toy\' (got {config.data.dataset!r}); fitting a trained network '
-                    'is not available yet')
+  if sch.method not in METHODS:
+    problems.append(f'config.schedule.method={sch.method!r}; allowed: {", ".join(METHODS)}')
+  if sch.samples not in ('data', 'model'):
+    problems.append(f'config.schedule.samples={sch.samples!r}; allowed: data, model')
+  if sch.predictor not in PREDICTORS:
+    problems.append(f'config.schedule.predictor={sch.predictor!r}; allowed: {", ".join(PREDICTORS)}')
+  for field in ('hutchinson_probes', 'cost_batch_size'):
+    if sch[field] < 1:
+      problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')
+  if sch.dp_grid < 2:
+    problems.append(f'config.schedule.dp_grid={sch.dp_grid}; need >= 2')
+  if mode == 'fit_schedule' and sch.method == 'dp_elbo' and sch.num_steps > sch.dp_grid:
+    problems.append(f'config.schedule.num_steps={sch.num_steps} is larger than the dp_elbo grid '
+                    f'config.schedule.dp_grid={sch.dp_grid}; need num_steps <= dp_grid')
+  if not sch.ddss.learning_rate > 0:
+    problems.append(f'config.schedule.ddss.learning_rate={sch.ddss.learning_rate}; need > 0')
+  if sch.ddss.num_iterations < 1 or sch.ddss.batch_size < 1 or not sch.ddss.num_steps or \
+     min(sch.ddss.num_steps) < 1:
+    problems.append('config.schedule.ddss: num_iterations, batch_size and every num_steps need to be >= 1')
+  if sch.name and (os.sep in sch.name or sch.name in RESERVED_SCHEDULE_NAMES):
+    problems.append(f'config.schedule.name={sch.name!r}; a file name without "{os.sep}", not one of '
+                    f'{", ".join(RESERVED_SCHEDULE_NAMES)}')
   if config.model.exact_score and config.data.dataset != 'toy':
     problems.append("config.model.exact_score=True needs a toy target (config.data.dataset='toy')")
   if not config.model.exact_score:
@@ -229,8 +281,12 @@ def _problems(config, mode):
       problems.append(f'config.train.{field}={config.train[field]}; need >= 1')
   check_name(registry.SAMPLERS, config.eval.sampler, 'config.eval.sampler')
   for name in config.eval.schedules:
-    if name != 'learned':
+    # Names of stored fitted schedules are checked when the workdir is read (they are files there).
+    if name not in RESERVED_SCHEDULE_NAMES and name in registry.BASELINES.names():
       check_name(registry.BASELINES, name, 'config.eval.schedules')
+  for field in ('classifier_steps', 'likelihood_samples', 'likelihood_steps', 'hutchinson_probes'):
+    if config.eval[field] < 1:
+      problems.append(f'config.eval.{field}={config.eval[field]}; need >= 1')
   if not config.eval.num_steps or min(config.eval.num_steps) < 1:
     problems.append(f'config.eval.num_steps={config.eval.num_steps}; need step counts >= 1')
   if mode == 'train':

@@ -1,49 +1,186 @@
-"""``--mode=fit_schedule``: the score-optimal schedule of a target with a known score (method.md section 4)."""
+"""``--mode=fit_schedule``: a K-step schedule for a score, found by ``config.schedule.method``.
+
+The score is the exact one of a toy target (a workdir with no checkpoint), or the trained model of the
+workdir's last checkpoint (any config, images included), as the paper does for pre-trained models
+(method.md section 4). Every method sees the same :class:`Problem` and its result is stored in
+``<workdir>/schedules/<name>.json`` (:mod:`schedule.store`), so ``--mode=eval`` and ``--mode=sample``
+can use it by name.
+"""
+import importlib
 import os
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from configs.base import validate
-from ddm.paths import make_path
-from ddm.targets import make_target
-from eval import plots
+from ddm.paths import Path, make_path
 from ddm.registry import BASELINES
-from schedule import baselines, costs, fit, records
+from ddm.targets import GaussianMixture, make_target
+from eval import plots
+from schedule import baselines, costs, fit, records, store
+
+# config.schedule.method -> 'module:function(config, problem, key) -> Result'
+METHODS = {
+    'score_optimal': 'schedule.run:score_optimal',
+    'dp_elbo': 'schedule.dp_elbo:search',
+    'ddss': 'schedule.ddss:search',
+}
+DATA_POOL = 4096  # Data examples held in memory to draw x0 from (forward-process samples of p_t).
+
+
+class Problem(NamedTuple):
+  """What a schedule search may use.
+
+  Attributes:
+    path: the diffusion path. data_shape: per-example shape S.
+    score_fn: ``(x f32[B, *S], t f32[B]) -> f32[B, *S]``; denoise_fn: same signature, ``D(x, t)``.
+    sample_x0: ``(key, n) -> f32[n, *S]``: data (or, with ``config.schedule.samples='model'``, model samples).
+    sample_pt: ``(key, t f32[n]) -> f32[n, *S]``: draws of ``p_t``, each at its own time.
+    target: the toy target when the score is exact (closed-form ground truth), else None.
+    model, params: the trained :class:`train.model.Model` and its EMA parameters (None for exact scores).
+  """
+  path: Path
+  data_shape: tuple
+  score_fn: Callable
+  denoise_fn: Callable
+  sample_x0: Callable
+  sample_pt: Callable
+  target: Optional[GaussianMixture] = None
+  model: Any = None
+  params: Any = None
+
+
+class Result(NamedTuple):
+  """A method's answer: a length function (any K can be read off it) or ``{K: f[K+1]}`` ladders."""
+  lam: Optional[fit.LengthFunction] = None
+  ladders: Optional[dict] = None
+  meta: dict = {}
+
+
+def forward_sampler(path: Path, sample_x0: Callable) -> Callable:
+  """``sample_pt(key, t) = alpha(t) x0 + sigma(t) eps`` with ``x0 = sample_x0``: f32[n, *S]."""
+  def sample_pt(key, t):
+    key_x0, key_eps = jax.random.split(key)
+    x0 = sample_x0(key_x0, t.shape[0])
+    bcast = (-1,) + (1,) * (x0.ndim - 1)
+    return path.alpha(t).reshape(bcast) * x0 + path.sigma(t).reshape(bcast) * jax.random.normal(key_eps, x0.shape)
+  return sample_pt
+
+
+def exact_problem(config, path) -> Problem:
+  """The closed-form score of the toy target ``config.data`` (method.md section 7)."""
+  target = make_target(config.data)
+  return Problem(path, (1,), target.score_fn(path), lambda x, t: target.denoiser(x, t, path), target.sample_p0,
+                 lambda k, t: target.sample_pt(k, path, t), target=target)
+
+
+def data_pool(config, size: int = DATA_POOL) -> np.ndarray:
+  """``f32[size, *S]`` training examples, read once through the training pipeline."""
+  from train import data
+  it, out, have = data.make_train_iterator(config, 0), [], 0
+  while have < size:
+    x = next(it)['x']
+    out.append(x)
+    have += x.shape[0]
+  return np.concatenate(out)[:size]
+
+
+def checkpoint_problem(config, workdir) -> Problem:
+  """The trained model of ``workdir``'s last checkpoint; ``p_t`` from the data through the forward process
+  (``config.schedule.samples='data'``) or from the model's own reverse process (``'model'``)."""
+  from eval.run import restore
+  path, model, state = restore(config, workdir)
+  params = state.ema_params
+  score_fn = model.score_fn(params, path)
+  denoise_fn = lambda x, t: model.denoise(params, x, t)
+  if config.schedule.samples == 'model':
+    raise NotImplementedError('config.schedule.samples=model')  # TODO(issue 6)
+  pool = jnp.asarray(data_pool(config))
+  sample_x0 = lambda key, n: pool[jax.random.randint(key, (n,), 0, pool.shape[0])]
+  return Problem(path, tuple(pool.shape[1:]), score_fn, denoise_fn, sample_x0, forward_sampler(path, sample_x0),
+                 model=model, params=params)
+
+
+def has_checkpoint(workdir) -> bool:
+  return os.path.isdir(os.path.join(workdir, 'checkpoints'))
+
+
+def make_problem(config, workdir) -> Problem:
+  path = make_path(config.sde)
+  if has_checkpoint(workdir) and not config.model.exact_score:
+    return checkpoint_problem(config, workdir)
+  if config.data.dataset == 'toy':
+    return exact_problem(config, path)
+  raise ValueError(f'--mode=fit_schedule needs a trained checkpoint in --workdir={workdir} for '
+                   f'config.data.dataset={config.data.dataset!r} (only toy targets have an exact score); train '
+                   f'first: python main.py --config=... --workdir={workdir}')
+
+
+def score_optimal(config, problem: Problem, key) -> Result:
+  """Algorithm 1 on a fine grid (method.md section 4) with the rate of ``config.schedule.cost``."""
+  rate_fn = costs.make_rate_fn(config.schedule.cost)
+  rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
+      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, config.schedule.num_samples))
+  keys = iter(jax.random.split(key, config.schedule.fit_iterations))
+  init = baselines.make_baseline(config.schedule.init, problem.path, config.schedule.num_steps).t
+  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, config.schedule.num_steps,
+                   config.schedule.fit_grid, config.schedule.fit_iterations)
+  return Result(lam=lam)
 
 
 def fit_exact(config, path, target, key):
-  """Fits the ``config.schedule.num_steps``-step schedule for the exact score of ``target``.
+  """The score-optimal ``config.schedule.num_steps``-step schedule of ``target``'s exact score:
+  ``(ts f32[T+1], LengthFunction)``."""
+  del target  # config.data names it
+  lam = score_optimal(config, exact_problem(config, path), key).lam
+  return lam.schedule(config.schedule.num_steps), lam
 
-  Returns ``(ts f32[T+1], LengthFunction)``.
-  """
-  rate_fn = costs.make_rate_fn(config.schedule.cost)
-  sample_pt = lambda k, t: target.sample_pt(k, path, t)
-  rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
-      rate_fn, target.score_fn(path), path, sample_pt, grid, k, config.schedule.num_samples))
-  keys = iter(jax.random.split(key, config.schedule.fit_iterations))
-  init = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
-  return fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, config.schedule.num_steps,
-                 config.schedule.fit_grid, config.schedule.fit_iterations)
+
+def search(config, problem: Problem, key) -> Result:
+  module, function = METHODS[config.schedule.method].split(':')
+  return getattr(importlib.import_module(module), function)(config, problem, key)
 
 
 def fit_schedule(config, workdir):
-  """Writes ``schedule.json``, ``schedule.png`` and ``costs.png`` into ``workdir``."""
+  """Fits, stores ``schedules/<name>.json``, and writes ``schedule.json``, ``schedule.png`` and ``costs.png``
+  for ``config.schedule.num_steps`` steps into ``workdir``."""
   validate(config, workdir, 'fit_schedule')
-  path, target = make_path(config.sde), make_target(config.data)
-  ts, lam = fit_exact(config, path, target, jax.random.PRNGKey(config.seed))
+  problem = make_problem(config, workdir)
+  sch = config.schedule
+  num_steps = sch.num_steps
+  result = search(config, problem, jax.random.PRNGKey(config.seed))
+  name = sch.name or store.default_name(sch.method, sch.cost)
   os.makedirs(workdir, exist_ok=True)
-  record = records.schedule_record(path, ts, lam.step_costs(ts), config.schedule.cost)
+  if result.lam is not None:
+    lam = result.lam
+    stored = store.save_length(workdir, name, lam, sch.method, sch.cost, **result.meta)
+    ts = lam.schedule(num_steps)
+  else:
+    stored = store.save_ladders(workdir, name, result.ladders, sch.method, sch.cost, **result.meta)
+    ts = result.ladders[num_steps] if num_steps in result.ladders else result.ladders[max(result.ladders)]
+    lam = _reference_length(config, problem)
+  path = problem.path
+  record = records.schedule_record(path, ts, lam.step_costs(ts), sch.cost)
+  record.update(method=sch.method, name=name, **result.meta)
   records.write_json(record, os.path.join(workdir, 'schedule.json'))
 
-  num_steps = config.schedule.num_steps
-  ladders = {'score-optimal': path.sigma(ts)}
-  step_costs = {'score-optimal': lam.step_costs(ts)}
-  for name in BASELINES.names():
-    base = baselines.make_baseline(name, path, num_steps, 'baseline')
-    ladders[name], step_costs[name] = base.sigma, lam.step_costs(base.t)
-  plots.plot_ladders(os.path.join(workdir, 'schedule.png'), ladders, 'score-optimal')
-  plots.plot_step_costs(os.path.join(workdir, 'costs.png'), step_costs, 'score-optimal')
-  logging.info('fitted %d-step schedule: length %.4f, energy %.4f (lower bound length^2 = %.4f)',
-               num_steps, record['length'], record['energy'], record['length']**2)
+  ladders = {name: path.sigma(ts)}
+  step_costs = {name: lam.step_costs(ts)}
+  for base_name in BASELINES.names():
+    base = baselines.make_baseline(base_name, path, len(ts) - 1, 'baseline')
+    ladders[base_name], step_costs[base_name] = base.sigma, lam.step_costs(base.t)
+  plots.plot_ladders(os.path.join(workdir, 'schedule.png'), ladders, name)
+  plots.plot_step_costs(os.path.join(workdir, 'costs.png'), step_costs, name)
+  logging.info('stored %s; %d-step schedule: length %.4f, energy %.4f (lower bound length^2 = %.4f)',
+               stored, len(ts) - 1, record['length'], record['energy'], record['length']**2)
   return record
+
+
+def _reference_length(config, problem):
+  """The corrector length function, to report the step costs of a searched (non-length) schedule."""
+  ref = config.copy_and_resolve_references()
+  ref.schedule.cost = 'corrector'
+  return score_optimal(ref, problem, jax.random.PRNGKey(config.seed + 1)).lam

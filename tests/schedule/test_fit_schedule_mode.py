@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import toy1d
-from schedule import run
+from schedule import run, store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -17,7 +17,11 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   config.data.target = 'bimodal'
   run.fit_schedule(config, str(tmp_path))
   record = json.load(open(tmp_path / 'schedule.json'))
-  assert set(record) == {'t', 'sigma', 'alpha', 'num_steps', 'cost', 'length', 'energy', 'incremental_costs'}
+  assert set(record) == {'t', 'sigma', 'alpha', 'num_steps', 'cost', 'length', 'energy', 'incremental_costs',
+                         'method', 'name'}
+  assert record['method'] == 'score_optimal' and record['name'] == 'corrector'
+  stored = store.load(str(tmp_path), 'corrector')  # usable by name in config.eval.schedules
+  assert stored.schedule(16) == pytest.approx(record['t'], abs=1e-6) and len(stored.schedule(7)) == 8
   t, costs, num_steps = record['t'], record['incremental_costs'], record['num_steps']
   assert num_steps == 16 and len(t) == len(record['sigma']) == 17 and len(costs) == 16
   assert t[0] == 0.0 and t[-1] == 1.0 and all(a < b for a, b in zip(t, t[1:]))
@@ -42,8 +46,12 @@ def _bad(**overrides):
     (dict(data__target='gmm', data__means=[0.0, 1.0, 2.0]), 'must be non-empty lists of the same length'),
     (dict(schedule__num_steps=0), 'config.schedule.num_steps=0; need an integer >= 1'),
     (dict(sde__sigma_min=80.0, sde__sigma_max=1.0), 'need 0 < sigma_min < sigma_max'),
-    (dict(schedule__cost='predictor'), "config.schedule.cost='predictor' is not a known cost; allowed: corrector"),
-    (dict(data__dataset='digits'), '--mode=fit_schedule fits the closed-form score of a toy target'),
+    (dict(schedule__cost='bogus'), "config.schedule.cost='bogus' is not a known cost; allowed: corrector"),
+    (dict(data__dataset='digits'), "--mode=fit_schedule needs a trained checkpoint in --workdir="),
+    (dict(schedule__method='watson'), "config.schedule.method='watson'; allowed: score_optimal, dp_elbo, ddss"),
+    (dict(schedule__samples='prior'), "config.schedule.samples='prior'; allowed: data, model"),
+    (dict(schedule__method='dp_elbo', schedule__num_steps=100, schedule__dp_grid=50),
+     'config.schedule.num_steps=100 is larger than the dp_elbo grid config.schedule.dp_grid=50'),
 ])
 def test_bad_input_stops_with_a_clear_message(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
