@@ -41,6 +41,7 @@ class Problem(NamedTuple):
     sample_pt: ``(key, t f32[n]) -> f32[n, *S]``: draws of ``p_t``, each at its own time.
     target: the toy target when the score is exact (closed-form ground truth), else None.
     model, params: the trained :class:`train.model.Model` and its EMA parameters (None for exact scores).
+    workdir: the run directory (cached evaluation features live there), or None.
   """
   path: Path
   data_shape: tuple
@@ -51,6 +52,7 @@ class Problem(NamedTuple):
   target: Optional[GaussianMixture] = None
   model: Any = None
   params: Any = None
+  workdir: Optional[str] = None
 
 
 class Result(NamedTuple):
@@ -101,7 +103,7 @@ def checkpoint_problem(config, workdir) -> Problem:
   pool = jnp.asarray(data_pool(config))
   sample_x0 = lambda key, n: pool[jax.random.randint(key, (n,), 0, pool.shape[0])]
   return Problem(path, tuple(pool.shape[1:]), score_fn, denoise_fn, sample_x0, forward_sampler(path, sample_x0),
-                 model=model, params=params)
+                 model=model, params=params, workdir=workdir)
 
 
 def has_checkpoint(workdir) -> bool:
@@ -113,7 +115,7 @@ def make_problem(config, workdir) -> Problem:
   if has_checkpoint(workdir) and not config.model.exact_score:
     return checkpoint_problem(config, workdir)
   if config.data.dataset == 'toy':
-    return exact_problem(config, path)
+    return exact_problem(config, path)._replace(workdir=workdir)
   raise ValueError(f'--mode=fit_schedule needs a trained checkpoint in --workdir={workdir} for '
                    f'config.data.dataset={config.data.dataset!r} (only toy targets have an exact score); train '
                    f'first: python main.py --config=... --workdir={workdir}')
