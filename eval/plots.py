@@ -94,3 +94,14 @@ def save_image_grid(filename: str, x, columns: int = 8, scale: int = 1):
   grid = image_grid(x, columns)
   grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
   plt.imsave(filename, grid)
+
+
+def save_schedule_grids(filename: str, samples: dict):
+  """One labelled row of images per schedule: ``{label: f32[n, H, W, C] in [-1, 1]}`` -> a PNG."""
+  fig, axes = plt.subplots(len(samples), 1, figsize=(8, 0.9 * len(samples) + 0.3), squeeze=False)
+  for ax, (label, x) in zip(axes[:, 0], samples.items()):
+    ax.imshow(image_grid(x, columns=len(x)), interpolation='nearest')
+    ax.set_ylabel(label, rotation=0, ha='right', va='center', fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  _save(fig, filename)

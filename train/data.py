@@ -164,3 +164,26 @@ def make_train_iterator(config, start_step: int = 0):
   Set-up errors (unknown dataset, missing TFDS data, batch larger than the data) are raised here.
   """
   return DATASETS.get(config.data.dataset, 'config.data.dataset')(config, start_step)
+
+
+def example_pool(config, size: int) -> np.ndarray:
+  """``f32[min(size, examples), *S]`` distinct training examples of this host (toy targets: fresh draws),
+  read through the training pipeline: the data side of evaluation statistics and of post-hoc fits."""
+  it, out, have, first = make_train_iterator(config, 0), [], 0, None
+  while have < size:
+    x = next(it)['x']
+    if first is None:
+      first = x
+    elif config.data.dataset != 'toy' and have >= _epoch_size(config, x.shape[0]):
+      break  # one epoch of a finite dataset: the pool would repeat examples
+    out.append(x)
+    have += x.shape[0]
+  return np.concatenate(out)[:size]
+
+
+def _epoch_size(config, batch):
+  sizes = {'digits': 1797, 'fake': FAKE_POOL}
+  n = sizes.get(config.data.dataset)
+  if n is None:
+    n = len(tfds_source(config.data.dataset, config.data.tfds_data_dir))
+  return (n // jax.process_count()) // batch * batch
