@@ -1,0 +1,541 @@
+"""What online schedule learning costs, and how the training loop compares with a bare step (issue 8).
+
+    python -m eval.benchmark --config=configs/digits.py --out=bench.json [--repeats=5] [--config.FIELD=VALUE ...]
+
+One config per call; prints a table and writes JSON. Every time is the median over ``--repeats`` timed runs
+after compilation and warm-up, each ended by ``block_until_ready``. Figures:
+
+* train: examples/s of ``train.loop.make_train_step`` exactly as the loop builds it (pmapped over the local
+  devices, ``donate_argnums=(0,)``, replicated state, batch sharded and already on the devices) with
+  ``schedule.learn`` True and False (False still measures the costs: only the schedule is kept), of the same
+  step with the rate estimator and the update stubbed out (what the loop costs without the schedule
+  machinery), and of a bare step written here (same network, loss, optimizer, EMA and batch, plain
+  ``jax.jit``, levels drawn uniformly from the same schedule, no statistics, no metrics). The schedule
+  update is a ``lax.cond`` that fires every P steps; its branch is timed on its own and amortised over the
+  expected P at the config's cadence (simulated from the level draws), added to the median time of the
+  windows in which it did not fire (if it fired in every window, the windows' mean is used instead: the real
+  frequency). Also the input pipeline's ``next()`` + ``shard`` throughput and the loop end to end
+  (pipeline, host-to-device copy and step, as ``train_and_evaluate`` runs it, without logging).
+* cost estimator: the per-example jvp rate against central and forward two-evaluation finite differences.
+* sampling: images/s of the ``lax.scan`` sampler against a Python loop of jitted single steps.
+* compile time (lowering and XLA compile) of the loop's step and the bare step; peak device memory of a
+  training step (``memory_stats()['peak_bytes_in_use']``, read right after the loop step's runs: the
+  allocator's peak since start, i.e. one state, one batch and the step's temporaries) where the backend
+  has it (GPU), and the compiled step's ``memory_analysis()`` everywhere.
+"""
+import contextlib
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from flax import jax_utils
+from ml_collections import config_flags
+
+from configs.base import validate
+from ddm import losses, samplers
+from ddm.paths import denoiser_from_score, make_path, per_example
+from ddm.registry import SAMPLERS
+from schedule import baselines, costs, online
+from train import data, loop, model as model_lib, state as state_lib
+
+FLAGS = flags.FLAGS
+TARGET = 0.05  # the issue's targets: <= 5% overhead
+
+
+def define_flags():
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:options]).',
+                                  lock_config=True)
+  flags.DEFINE_string('out', 'bench.json', 'Where the JSON is written.')
+  flags.DEFINE_integer('repeats', 5, 'Timed runs per figure (the median is reported).')
+  flags.DEFINE_integer('steps', 10, 'Train steps per timed run.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed runs after compilation.')
+  flags.DEFINE_integer('num_devices', 0, 'Local devices the loop step is pmapped over (0: all, as the loop).')
+  flags.DEFINE_integer('pipeline_batches', 50, 'Batches per timed run of the input pipeline.')
+  flags.DEFINE_integer('sample_batch', 0, 'Images per sampling run (0: config.eval.batch_size).')
+  flags.DEFINE_list('sample_steps', ['10', '100'], 'Sampler step counts K.')
+  flags.DEFINE_float('fd_step', 1e-3, 'Finite-difference step in t of the cost estimator comparison.')
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def _median_time(fn, repeats, warmup):
+  """Median wall time of ``fn()`` (its result blocked on) over ``repeats`` runs after ``warmup`` runs."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), times
+
+
+def _compile(jitted, *args):
+  """``(compiled, lower_s, compile_s)``."""
+  start = time.perf_counter()
+  lowered = jitted.lower(*args)
+  mid = time.perf_counter()
+  compiled = lowered.compile()
+  return compiled, mid - start, time.perf_counter() - mid
+
+
+def _memory_analysis(compiled):
+  try:
+    stats = compiled.memory_analysis()
+  except Exception as e:  # not every backend implements it
+    return {'error': f'{type(e).__name__}: {e}'}
+  if stats is None:
+    return None
+  if isinstance(stats, (list, tuple)):
+    stats = stats[0]
+  fields = ('argument_size_in_bytes', 'output_size_in_bytes', 'alias_size_in_bytes', 'temp_size_in_bytes',
+            'generated_code_size_in_bytes')
+  return {f: int(getattr(stats, f)) for f in fields if hasattr(stats, f)}
+
+
+def _peak_bytes(device):
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+
+
+def machine_info():
+  devices = jax.local_devices()
+  import flax
+  import optax
+  return {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
+          'device_kind': devices[0].device_kind, 'device_count': jax.device_count(),
+          'local_device_count': jax.local_device_count(), 'process_count': jax.process_count(),
+          'cpu_count': os.cpu_count(), 'platform': platform.platform(), 'python': platform.python_version(),
+          'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__}
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _example_batch(config, shape):
+  """The first batch of the config's input pipeline, or uniform [-1, 1] data of its shape if the data is
+  not on this machine (step times do not depend on the values)."""
+  try:
+    return next(data.make_train_iterator(config))['x'], None
+  except Exception as e:  # e.g. TFDS data not prepared
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (data.host_batch_size(config),) + tuple(shape)).astype(np.float32)
+    return x, f'{type(e).__name__}: {str(e)[:200]}'
+
+
+@contextlib.contextmanager
+def _without_schedule_machinery():
+  """While building and tracing the loop's step: a rate estimator returning zeros, an update never ready.
+
+  Yields a dict whose 'used' is True once the stub was asked for (so a changed loop cannot silently time the
+  real estimator under this name)."""
+  seen = {'used': False}
+  real_make, real_ready = costs.make_rate_fn, online.ready
+
+  def make_rate_fn(*args, **kwargs):
+    seen['used'] = True
+    return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
+
+  costs.make_rate_fn, online.ready = make_rate_fn, lambda *args, **kwargs: jnp.zeros((), bool)
+  try:
+    yield seen
+  finally:
+    costs.make_rate_fn, online.ready = real_make, real_ready
+
+
+def _update_period(config, batch, draws=16, seed=0):
+  """Expected steps between schedule updates at the config's cadence: levels are uniform over the T+1
+  points (method.md section 5), the update fires when every level holds ``min_count`` samples or
+  ``update_every`` steps have passed. Simulated with NumPy from the same law."""
+  sch, rng, periods = config.schedule, np.random.default_rng(seed), []
+  n = sch.num_steps + 1
+  for _ in range(draws):
+    count = np.zeros(n)
+    for step in range(1, sch.update_every + 1):
+      count += np.bincount(rng.integers(0, n, batch), minlength=n)
+      if count.min() >= sch.min_count or step >= sch.update_every:
+        break
+    periods.append(step)
+  return float(np.mean(periods))
+
+
+def bench_loop_step(config, path, model, batch, devices, args, stub=False):
+  """The loop's pmapped step on ``devices``: compile, time windows of ``args.steps`` steps, count updates."""
+  n = len(devices)
+  with (_without_schedule_machinery() if stub else contextlib.nullcontext({'used': True})) as seen:
+    p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, donate_argnums=(0,),
+                      devices=devices)
+    p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
+    base_key = jax_utils.replicate(state_lib.stream_key(config.seed, 'train'), devices)
+    x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, n)['x'])   # on the devices
+    compiled, lower_s, compile_s = _compile(p_step, p_state, {'x': x}, base_key)
+  if not seen['used']:
+    return None
+  holder = {'state': p_state, 'updates': []}
+
+  def window():
+    state = holder['state']
+    before = int(state.num_updates[0]) + int(state.num_skipped[0])  # outside the timed region's work
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = compiled(state, {'x': x}, base_key)
+    jax.block_until_ready((state, metrics))
+    elapsed = time.perf_counter() - start
+    holder['state'] = state
+    holder['updates'].append(int(state.num_updates[0]) + int(state.num_skipped[0]) - before)
+    return elapsed
+
+  for _ in range(args.warmup):
+    window()
+  holder['updates'] = []
+  times = [window() for _ in range(args.repeats)]
+  peak = _peak_bytes(devices[0])
+  per_step = [t / args.steps for t in times]
+  result = {'step_s': statistics.median(per_step), 'step_s_runs': per_step, 'updates_per_run': holder['updates'],
+            'examples_per_s': batch.shape[0] / statistics.median(per_step), 'lower_s': lower_s,
+            'compile_s': compile_s, 'memory_analysis': _memory_analysis(compiled), 'peak_bytes_in_use': peak}
+  return result, (compiled, holder['state'], base_key)
+
+
+def make_bare_step(config, path, model):
+  """The reference: denoiser update + EMA under plain ``jax.jit``; levels uniform over the schedule's points."""
+  loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
+                                config.loss.weighting)
+
+  def bare_step(state, x0, base_key):
+    key_examples, key_dropout = jax.random.split(jax.random.fold_in(base_key, state.step))
+    keys = jax.random.split(key_examples, x0.shape[0])
+    loss, grads = jax.value_and_grad(
+        lambda p: jnp.mean(loss_fn(p, x0, state.schedule, keys, key_dropout, train=True)[0]))(state.params)
+    state = state.apply_gradients(grads=grads)
+    state = state.replace(ema_params=state_lib.ema_update(state.ema_params, state.params, config.optim.ema_decay))
+    return state, loss
+
+  return jax.jit(bare_step, donate_argnums=(0,))
+
+
+def bench_bare_step(config, path, model, batch, args):
+  device = jax.local_devices()[0]
+  step = make_bare_step(config, path, model)
+  # create() builds the same optimizer; its scalar counters share one buffer, so copy every leaf (donation).
+  state = jax.tree.map(lambda a: jnp.array(a, copy=True), jax.device_put(loop.initial_state(config, path, model), device))
+  x, key = jax.device_put(batch, device), jax.device_put(state_lib.stream_key(config.seed, 'train'), device)
+  compiled, lower_s, compile_s = _compile(step, state, x, key)
+  holder = {'state': state}
+
+  def window():
+    s = holder['state']
+    for _ in range(args.steps):
+      s, loss = compiled(s, x, key)
+    holder['state'] = s
+    return s, loss
+
+  median, times = _median_time(window, args.repeats, args.warmup)
+  per_step = [t / args.steps for t in times]
+  return {'step_s': median / args.steps, 'step_s_runs': per_step, 'examples_per_s': batch.shape[0] * args.steps / median,
+          'lower_s': lower_s, 'compile_s': compile_s, 'memory_analysis': _memory_analysis(compiled)}
+
+
+def bench_update(config, path, state, args):
+  """The ``lax.cond`` branch (Algorithm 2, steps 3-4) alone, jitted, on device 0's copy of a trained state."""
+  state = loop.unreplicate(state)
+  state = state.replace(cost_sum=jnp.ones_like(state.cost_sum), cost_count=jnp.ones_like(state.cost_count))
+  update = jax.jit(functools.partial(loop._update_schedule, config.schedule, path))
+  median, _ = _median_time(lambda: update(state), args.repeats, args.warmup)
+  return median
+
+
+def bench_pipeline(config, args, n):
+  """``next()`` + ``shard`` of the config's input pipeline (host work only)."""
+  try:
+    batches = data.make_train_iterator(config)
+    next(batches)
+  except Exception as e:
+    return {'examples_per_s': None, 'error': f'{type(e).__name__}: {str(e)[:200]}'}
+
+  def run():
+    for _ in range(args.pipeline_batches):
+      out = data.shard(next(batches), n)
+    return out['x']
+
+  median, _ = _median_time(run, args.repeats, 1)
+  return {'examples_per_s': data.host_batch_size(config) * args.pipeline_batches / median,
+          'batches_per_run': args.pipeline_batches}
+
+
+def bench_loop_end_to_end(config, devices, step, args):
+  """``train_and_evaluate``'s inner loop without logging: next(), shard, host-to-device copy, the step.
+
+  ``step``: ``(compiled loop step, replicated state, base key)`` from :func:`bench_loop_step` (reused, not
+  recompiled); returns the state it advanced."""
+  compiled, state, base_key = step
+  try:
+    batches = data.make_train_iterator(config)
+  except Exception as e:
+    return {'examples_per_s': None, 'error': f'{type(e).__name__}: {str(e)[:200]}'}, state
+  n, holder = len(devices), {'state': state}
+
+  def window():
+    state, pending = holder['state'], []
+    for _ in range(args.steps):
+      state, metrics = compiled(state, data.shard(next(batches), n), base_key)
+      pending.append(metrics)
+    holder['state'] = state
+    return state, pending
+
+  median, _ = _median_time(window, args.repeats, args.warmup)
+  return {'examples_per_s': config.train.batch_size * args.steps / median, 'step_s': median / args.steps}, \
+      holder['state']
+
+
+# ------------------------------------------------------------------------------------------ cost estimator
+def bench_cost_estimator(config, path, model, params, batch, args):
+  """Per-sample jvp rate vs two-evaluation finite differences, on the training batch at its own levels."""
+  loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
+                                config.loss.weighting)
+  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
+  keys = jax.random.split(jax.random.PRNGKey(0), batch.shape[0])
+  _, _, x, t = jax.jit(lambda p, x0: loss_fn(p, x0, jnp.asarray(ts, jnp.float32), keys, keys[0], train=False))(
+      params, jnp.asarray(batch))
+  # The step is a relative change of fd_step in sigma (capped at fd_step in t): a fixed step in t straddles
+  # orders of magnitude of sigma near the data end of a linear-in-sigma path. t is clipped so both sides
+  # stay in [0, 1]; every estimator is evaluated at the same clipped t.
+  _, sigma, _, dsigma = path.derivatives(t)
+  h = args.fd_step * jnp.minimum(1.0, sigma / jnp.maximum(jnp.abs(dsigma), 1e-30))
+  t = jnp.clip(t, h, 1.0 - h)
+  t_plus, t_minus = t + h, t - h
+
+  def jvp(params, x, t):
+    return costs.corrector_rate(model.score_fn(params, path), path, x, t)
+
+  def central(params, x, t):
+    score_fn = model.score_fn(params, path)
+    diff = (score_fn(x, t_plus) - score_fn(x, t_minus)) / per_example(t_plus - t_minus, x)
+    return path.sigma(t)**2 * jnp.sum(diff**2, axis=tuple(range(1, x.ndim)))
+
+  def forward(params, x, t):  # L_c(t + h -> t) / h^2
+    return costs.corrector_cost(model.score_fn(params, path), path, x, t_plus, t) / (t_plus - t)**2
+
+  out, values = {}, {}
+  for name, fn in (('jvp', jvp), ('fd_central', central), ('fd_forward', forward)):
+    jitted = jax.jit(fn)
+    median, _ = _median_time(lambda: jitted(params, x, t), args.repeats, args.warmup)
+    values[name] = np.asarray(jitted(params, x, t), np.float64)
+    out[name] = {'s_per_sample': median / x.shape[0], 'batch_mean': float(np.mean(values[name]))}
+  ref = out['jvp']['batch_mean']
+  for name in ('fd_central', 'fd_forward'):
+    out[name]['rel_diff_of_means'] = abs(out[name]['batch_mean'] - ref) / max(abs(ref), 1e-30)
+    out[name]['time_vs_jvp'] = out[name]['s_per_sample'] / out['jvp']['s_per_sample']
+  out.update({'batch': int(x.shape[0]), 'fd_step_relative_sigma': args.fd_step,
+              'finite': bool(all(np.all(np.isfinite(v)) for v in values.values()))})
+  return out
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+def bench_sampling(config, path, model, params, shape, args):
+  """``lax.scan`` sampler (``samplers.make_sampler`` as eval/sampling.py builds it, jitted on one device)
+  against a Python loop of the same jitted step, with the step keys precomputed (favouring the loop)."""
+  name, device = config.eval.sampler, jax.local_devices()[0]
+  batch = args.sample_batch or config.eval.batch_size
+  opts = dict(langevin_snr=config.eval.langevin_snr, langevin_steps=config.eval.langevin_steps)
+  step_fn = SAMPLERS.get(name, 'config.eval.sampler')
+
+  @jax.jit
+  def scan_sample(params, key, ts, x_init):
+    return samplers.make_sampler(name, path, model.score_fn(params, path), denoise_final=config.eval.denoise_final,
+                                 **opts)(key, ts, x_init)
+
+  @jax.jit
+  def one_step(params, x, t, t_next, key, is_last):
+    dyn = samplers._Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
+                             int(opts['langevin_steps']))
+    return step_fn(dyn, x, t, t_next, key, is_last)
+
+  @jax.jit
+  def final(params, x, t0):
+    t_b = jnp.full(x.shape[:1], t0, x.dtype)
+    score = model.score_fn(params, path)(x, t_b)
+    return denoiser_from_score(x, score, per_example(path.alpha(t_b), x), per_example(path.sigma(t_b), x))
+
+  x_init = jax.device_put(samplers.prior_sample(path, jax.random.PRNGKey(1), (batch,) + tuple(shape)), device)
+  key = jax.random.PRNGKey(2)
+  out = {'sampler': name, 'batch': batch}
+  for k in (int(s) for s in args.sample_steps):
+    ts_np = np.asarray(baselines.make_baseline(config.schedule.init, path, k).t, np.float32)
+    ts = jnp.asarray(ts_np)
+    step_keys = [jax.random.fold_in(key, i) for i in range(k)]
+
+    def loop_sample():
+      x = x_init
+      for i in reversed(range(k)):
+        x = one_step(params, x, ts_np[i + 1], ts_np[i], step_keys[i], np.bool_(i == 0))
+      return final(params, x, ts_np[0]) if config.eval.denoise_final else x
+
+    scan_s, _ = _median_time(lambda: scan_sample(params, key, ts, x_init), args.repeats, 1)
+    loop_s, _ = _median_time(loop_sample, args.repeats, 1)
+    a, b = np.asarray(scan_sample(params, key, ts, x_init)), np.asarray(loop_sample())
+    out[str(k)] = {'scan_images_per_s': batch / scan_s, 'loop_images_per_s': batch / loop_s,
+                   'scan_speedup': loop_s / scan_s,
+                   'max_abs_diff': float(np.max(np.abs(a - b))), 'finite': bool(np.all(np.isfinite(a)))}
+  return out
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def run(config, args) -> dict:
+  """Every figure for one config; ``args`` carries the flags (repeats, steps, ...)."""
+  validate(config, None, 'train')
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, state_lib.stream_key(config.seed, 'init'))
+  devices = jax.local_devices()[:args.num_devices or None]
+  if config.train.batch_size % len(devices):
+    raise ValueError(f'config.train.batch_size={config.train.batch_size} is not divisible by {len(devices)} devices')
+  batch, batch_note = _example_batch(config, shape)
+  result = {'machine': machine_info(),
+            'settings': {'repeats': args.repeats, 'steps': args.steps, 'warmup': args.warmup,
+                         'num_devices': len(devices), 'batch_size': int(batch.shape[0]),
+                         'num_params': int(sum(np.size(p) for p in jax.tree.leaves(model.params))),
+                         'schedule_num_steps': config.schedule.num_steps,
+                         'update_every': config.schedule.update_every, 'min_count': config.schedule.min_count,
+                         'batch_source': 'input pipeline' if batch_note is None else f'random ({batch_note})'}}
+  logging.info('benchmarking %s', result['settings'])
+
+  # Loop step, schedule learned: first, so the device's peak memory is this step's.
+  on, step_on = bench_loop_step(config, path, model, batch, devices, args)
+  peak = on.pop('peak_bytes_in_use')
+  with config.unlocked():
+    config.schedule.learn = False
+  off, state_off = bench_loop_step(config, path, model, batch, devices, args)
+  off.pop('peak_bytes_in_use')
+  del state_off
+  with config.unlocked():
+    config.schedule.learn = True
+  stub = bench_loop_step(config, path, model, batch, devices, args, stub=True)
+  if stub is not None:
+    stub = stub[0]
+    stub.pop('peak_bytes_in_use')
+  bare = bench_bare_step(config, path, model, batch, args)
+
+  period = _update_period(config, batch.shape[0])
+  update_s = bench_update(config, path, step_on[1], args)
+  quiet = [s for s, u in zip(on['step_s_runs'], on['updates_per_run']) if u == 0]
+  if quiet:
+    on_step = statistics.median(quiet) + update_s / period
+    method = ('median of the timed runs without an update + the update branch timed alone / expected period')
+  else:
+    on_step = statistics.mean(on['step_s_runs'])
+    method = 'mean of the timed runs, every one of which contained updates (the real frequency)'
+  on.update({'amortised_step_s': on_step, 'amortised_examples_per_s': batch.shape[0] / on_step,
+             'update_branch_s': update_s, 'expected_update_period_steps': period, 'amortisation': method})
+  base = stub['step_s'] if stub else off['step_s']
+  train = {'loop_learn_on': on, 'loop_learn_off': off, 'loop_no_schedule_machinery': stub, 'bare': bare,
+           # learning the schedule: the loop's step with it over the same step without the estimator/update
+           'overhead_schedule_learning': on_step / base - 1.0,
+           # config.schedule.learn True vs False (False still measures the costs; only the schedule is kept)
+           'overhead_learn_flag': on_step / off['step_s'] - 1.0,
+           # the loop's step (pmap, per-example keys, metrics) without schedule machinery over the bare step
+           'overhead_loop_over_bare': base / bare['step_s'] - 1.0,
+           'overhead_loop_with_learning_over_bare': on_step / bare['step_s'] - 1.0,
+           'schedule_share_of_step': 1.0 - base / on_step}
+  result['train'] = train
+  result['input_pipeline'] = bench_pipeline(config, args, len(devices))
+  result['loop_end_to_end'], state_on = bench_loop_end_to_end(config, devices, step_on, args)
+  params = jax.device_put(jax.device_get(loop.unreplicate(state_on.params)), jax.local_devices()[0])
+  del state_on, step_on
+  result['cost_estimator'] = bench_cost_estimator(config, path, model, params, batch, args)
+  result['sampling'] = bench_sampling(config, path, model, params, shape, args)
+  result['compile'] = {'loop_step': {'lower_s': on['lower_s'], 'compile_s': on['compile_s']},
+                       'bare_step': {'lower_s': bare['lower_s'], 'compile_s': bare['compile_s']}}
+  result['memory'] = {'peak_bytes_in_use': peak, 'loop_step_memory_analysis': on['memory_analysis'],
+                      'bare_step_memory_analysis': bare['memory_analysis']}
+  pipeline = result['input_pipeline']['examples_per_s']
+  ks = [str(int(s)) for s in args.sample_steps]
+  k_max = max(ks, key=int)
+  result['targets'] = {
+      'schedule_learning_overhead_le_5pct': train['overhead_schedule_learning'] <= TARGET,
+      'loop_overhead_over_bare_le_5pct': train['overhead_loop_over_bare'] <= TARGET,
+      f'scan_sampler_at_least_loop_speed_at_{k_max}_steps': result['sampling'][k_max]['scan_speedup'] >= 1.0,
+      'input_pipeline_faster_than_step': None if pipeline is None else pipeline >= on['amortised_examples_per_s'],
+      'no_host_sync_inside_step': True,  # metrics stay on device; fetched at logging steps (train/loop.py)
+  }
+  return result
+
+
+def _fmt(v, unit=''):
+  if v is None:
+    return 'n/a'
+  if isinstance(v, bool):
+    return 'yes' if v else 'NO'
+  if abs(v) >= 100:
+    return f'{v:,.0f}{unit}'
+  return f'{v:.3g}{unit}'
+
+
+def table(result) -> str:
+  tr, ce, sa, s = result['train'], result['cost_estimator'], result['sampling'], result['settings']
+  m = result['machine']
+  rows = [('machine', f"{m['device_kind']} x{s['num_devices']} ({m['backend']}), {m['cpu_count']} CPUs"),
+          ('batch / params / T', f"{s['batch_size']} / {s['num_params']:,} / {s['schedule_num_steps']}"),
+          ('train, loop step, learn=True (ex/s)', _fmt(tr['loop_learn_on']['amortised_examples_per_s'])),
+          ('train, loop step, learn=False (ex/s)', _fmt(tr['loop_learn_off']['examples_per_s'])),
+          ('train, loop step, no schedule machinery (ex/s)',
+           _fmt(tr['loop_no_schedule_machinery'] and tr['loop_no_schedule_machinery']['examples_per_s'])),
+          ('train, bare jit step (ex/s)', _fmt(tr['bare']['examples_per_s'])),
+          ('update branch (s) / expected period (steps)',
+           f"{_fmt(tr['loop_learn_on']['update_branch_s'])} / {_fmt(tr['loop_learn_on']['expected_update_period_steps'])}"),
+          ('overhead of schedule learning', _fmt(100 * tr['overhead_schedule_learning'], '%')),
+          ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
+          ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
+          ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),
+          ('loop end to end incl. pipeline (ex/s)', _fmt(result['loop_end_to_end']['examples_per_s'])),
+          ('cost: jvp (us/sample)', _fmt(1e6 * ce['jvp']['s_per_sample'])),
+          ('cost: central FD, 2 evals (us/sample)', _fmt(1e6 * ce['fd_central']['s_per_sample'])),
+          ('cost: rel. diff of means, central / forward FD',
+           f"{_fmt(ce['fd_central']['rel_diff_of_means'])} / {_fmt(ce['fd_forward']['rel_diff_of_means'])}")]
+  for k in (key for key in sa if key.isdigit()):
+    rows.append((f"sampling {sa['sampler']} K={k}: scan / loop (img/s)",
+                 f"{_fmt(sa[k]['scan_images_per_s'])} / {_fmt(sa[k]['loop_images_per_s'])}"
+                 f" (x{sa[k]['scan_speedup']:.2f})"))
+  c, mem = result['compile'], result['memory']
+  rows += [('compile loop step: lower + compile (s)', f"{_fmt(c['loop_step']['lower_s'])} + {_fmt(c['loop_step']['compile_s'])}"),
+           ('compile bare step: lower + compile (s)', f"{_fmt(c['bare_step']['lower_s'])} + {_fmt(c['bare_step']['compile_s'])}"),
+           ('peak device memory (MiB)', _fmt(mem['peak_bytes_in_use'] and mem['peak_bytes_in_use'] / 2**20))]
+  ma = mem['loop_step_memory_analysis']
+  if ma and 'temp_size_in_bytes' in ma:
+    rows.append(('loop step temp / argument (MiB)',
+                 f"{_fmt(ma['temp_size_in_bytes'] / 2**20)} / {_fmt(ma['argument_size_in_bytes'] / 2**20)}"))
+  rows += [(f'target: {k}', _fmt(v)) for k, v in result['targets'].items()]
+  width = max(len(r[0]) for r in rows)
+  return '\n'.join(f'{a:<{width}}  {b}' for a, b in rows)
+
+
+def _jsonable(tree):
+  if isinstance(tree, dict):
+    return {k: _jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_jsonable(v) for v in tree]
+  if isinstance(tree, (np.generic,)):
+    tree = tree.item()
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
+
+
+def main(argv):
+  del argv
+  result = run(FLAGS.config, FLAGS)
+  result['command'] = ' '.join(sys.argv)
+  print(table(result))
+  with open(FLAGS.out, 'w') as f:
+    json.dump(_jsonable(result), f, indent=1)
+  logging.info('wrote %s', FLAGS.out)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,70 @@
+"""eval/benchmark.py at toy size, in-process: it runs, and its JSON holds every figure (finite, positive)."""
+import json
+import math
+import types
+
+import pytest
+
+from configs import digits, toy1d
+from eval import benchmark
+
+ARGS = dict(repeats=1, steps=2, warmup=1, num_devices=0, pipeline_batches=3, sample_batch=8,
+            sample_steps=['10', '100'], fd_step=1e-3)
+
+POSITIVE = [  # figures that are measured on every backend: finite and > 0
+    'train.loop_learn_on.step_s', 'train.loop_learn_on.examples_per_s', 'train.loop_learn_on.amortised_step_s',
+    'train.loop_learn_on.amortised_examples_per_s', 'train.loop_learn_on.update_branch_s',
+    'train.loop_learn_on.expected_update_period_steps', 'train.loop_learn_off.examples_per_s',
+    'train.loop_no_schedule_machinery.examples_per_s', 'train.bare.examples_per_s',
+    'input_pipeline.examples_per_s', 'loop_end_to_end.examples_per_s',
+    'cost_estimator.jvp.s_per_sample', 'cost_estimator.fd_central.s_per_sample',
+    'cost_estimator.fd_forward.s_per_sample', 'cost_estimator.jvp.batch_mean',
+    'sampling.10.scan_images_per_s', 'sampling.10.loop_images_per_s', 'sampling.100.scan_images_per_s',
+    'sampling.100.loop_images_per_s', 'sampling.100.scan_speedup',
+    'compile.loop_step.lower_s', 'compile.loop_step.compile_s', 'compile.bare_step.lower_s',
+    'compile.bare_step.compile_s',
+]
+FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'train.overhead_loop_over_bare',
+          'train.overhead_loop_with_learning_over_bare', 'cost_estimator.fd_central.rel_diff_of_means',
+          'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
+PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
+           'memory.peak_bytes_in_use', 'memory.loop_step_memory_analysis', 'memory.bare_step_memory_analysis',
+           'targets.schedule_learning_overhead_le_5pct', 'targets.loop_overhead_over_bare_le_5pct',
+           'targets.scan_sampler_at_least_loop_speed_at_100_steps', 'targets.input_pipeline_faster_than_step',
+           'targets.no_host_sync_inside_step', 'settings.num_params']
+
+
+def _get(tree, dotted):
+  for part in dotted.split('.'):
+    assert part in tree, f'{dotted}: {part!r} missing from {sorted(tree)}'
+    tree = tree[part]
+  return tree
+
+
+def _tiny_digits():
+  config = digits.get_config('smoke')
+  config.model.unet.update(channels=8, channel_mult=(1,))  # one resolution: keeps the test's compiles short
+  return config
+
+
+@pytest.mark.parametrize('make_config', [lambda: toy1d.get_config('smoke'), _tiny_digits], ids=['toy1d', 'digits'])
+def test_benchmark_reports_every_figure(make_config, tmp_path):
+  config = make_config()
+  result = benchmark.run(config, types.SimpleNamespace(**ARGS))
+  out = tmp_path / 'bench.json'
+  out.write_text(json.dumps(benchmark._jsonable(result)))
+  result = json.loads(out.read_text())
+  for key in POSITIVE:
+    value = _get(result, key)
+    assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+  for key in FINITE:
+    value = _get(result, key)
+    assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+  for key in PRESENT:
+    _get(result, key)
+  assert result['settings']['num_devices'] == 2  # the loop's step ran pmapped over both fake devices
+  assert result['cost_estimator']['finite'] and result['sampling']['100']['finite']
+  # the jvp rate and a central difference agree; the scan and the Python loop sample the same images
+  assert result['cost_estimator']['fd_central']['rel_diff_of_means'] < 1e-2
+  assert result['sampling']['100']['max_abs_diff'] < 1e-3
+  benchmark.table(result)  # the printed table builds from the JSON
