@@ -62,6 +62,8 @@ def define_flags():
   flags.DEFINE_integer('pipeline_batches', 50, 'Batches per timed run of the input pipeline.')
   flags.DEFINE_integer('sample_batch', 0, 'Images per sampling run (0: config.eval.batch_size).')
   flags.DEFINE_list('sample_steps', ['10', '100'], 'Sampler step counts K.')
+  flags.DEFINE_float('jvp_fraction', 0.125, 'Also time the loop step with the jvp on this fraction of the '
+                     'examples (a design alternative; 0: skip).')
   flags.DEFINE_float('fd_step', 1e-3, 'Finite-difference step in t of the cost estimator comparison.')
 
 
@@ -130,19 +132,32 @@ def _example_batch(config, shape):
 
 
 @contextlib.contextmanager
-def _without_schedule_machinery():
-  """While building and tracing the loop's step: a rate estimator returning zeros, an update never ready.
+def _patched_schedule_machinery(kind, fraction=1.0):
+  """While building and tracing the loop's step, replaces the rate estimator the loop asks
+  ``costs.make_rate_fn`` for. ``'stub'``: zeros, and an update that is never ready (the loop's step without
+  the schedule machinery). ``'subsample'``: the real rate on the first ``fraction`` of each device's
+  examples and NaN (dropped by the statistics) on the rest: what the jvp would cost on a subsample.
 
-  Yields a dict whose 'used' is True once the stub was asked for (so a changed loop cannot silently time the
-  real estimator under this name)."""
+  Yields a dict whose 'used' turns True once the loop asked for the estimator (so a changed loop cannot
+  silently time the real estimator under this name)."""
   seen = {'used': False}
   real_make, real_ready = costs.make_rate_fn, online.ready
 
   def make_rate_fn(*args, **kwargs):
     seen['used'] = True
-    return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
+    if kind == 'stub':
+      return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
+    real = real_make(*args, **kwargs)
 
-  costs.make_rate_fn, online.ready = make_rate_fn, lambda *args, **kwargs: jnp.zeros((), bool)
+    def rate(score_fn, path, x, t, *rest, **kw):
+      k = max(1, int(round(fraction * x.shape[0])))
+      head = real(score_fn, path, x[:k], t[:k], *rest, **kw)
+      return jnp.concatenate([head, jnp.full((x.shape[0] - k,), jnp.nan, head.dtype)])
+    return rate
+
+  costs.make_rate_fn = make_rate_fn
+  if kind == 'stub':
+    online.ready = lambda *args, **kwargs: jnp.zeros((), bool)
   try:
     yield seen
   finally:
@@ -150,9 +165,9 @@ def _without_schedule_machinery():
 
 
 def _update_period(config, batch, draws=16, seed=0):
-  """Expected steps between schedule updates at the config's cadence: levels are uniform over the T+1
-  points (method.md section 5), the update fires when every level holds ``min_count`` samples or
-  ``update_every`` steps have passed. Simulated with NumPy from the same law."""
+  """Expected steps between schedule updates at the config's cadence when ``batch`` examples a step feed
+  the statistics: levels are uniform over the T+1 points (method.md section 5), the update fires when
+  every level holds ``min_count`` samples or ``update_every`` steps have passed. Simulated with NumPy."""
   sch, rng, periods = config.schedule, np.random.default_rng(seed), []
   n = sch.num_steps + 1
   for _ in range(draws):
@@ -165,10 +180,44 @@ def _update_period(config, batch, draws=16, seed=0):
   return float(np.mean(periods))
 
 
-def bench_loop_step(config, path, model, batch, devices, args, stub=False):
-  """The loop's pmapped step on ``devices``: compile, time windows of ``args.steps`` steps, count updates."""
+class _Timed:
+  """A compiled step with its state, timed in windows of ``steps`` steps (``window()`` returns seconds)."""
+
+  def __init__(self, compiled, state, args_rest, steps, count_updates, lower_s, compile_s):
+    self.compiled, self.state, self.args_rest, self.steps = compiled, state, args_rest, steps
+    self.count_updates, self.lower_s, self.compile_s = count_updates, lower_s, compile_s
+    self.times, self.updates = [], []
+
+  def _num_updates(self):
+    return int(self.state.num_updates.reshape(-1)[0]) + int(self.state.num_skipped.reshape(-1)[0])
+
+  def window(self, record=True):
+    before = self._num_updates() if self.count_updates else 0   # fetched outside the timed region
+    state, start = self.state, time.perf_counter()
+    for _ in range(self.steps):
+      state, out = self.compiled(state, *self.args_rest)
+    jax.block_until_ready((state, out))
+    elapsed = time.perf_counter() - start
+    self.state = state
+    if record:
+      self.times.append(elapsed / self.steps)
+      self.updates.append(self._num_updates() - before if self.count_updates else 0)
+    return elapsed
+
+  def result(self, batch_size):
+    median = statistics.median(self.times)
+    out = {'step_s': median, 'step_s_runs': self.times, 'examples_per_s': batch_size / median,
+           'lower_s': self.lower_s, 'compile_s': self.compile_s, 'memory_analysis': _memory_analysis(self.compiled)}
+    if self.count_updates:
+      out['updates_per_run'] = self.updates
+    return out
+
+
+def prepare_loop_step(config, path, model, batch, devices, args, patch=None, fraction=1.0):
+  """The loop's step as the loop builds it (pmapped on ``devices``, state donated, replicated state, the
+  batch sharded and already on the devices), compiled; None if ``patch`` was not used by the loop."""
   n = len(devices)
-  with (_without_schedule_machinery() if stub else contextlib.nullcontext({'used': True})) as seen:
+  with (_patched_schedule_machinery(patch, fraction) if patch else contextlib.nullcontext({'used': True})) as seen:
     p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, donate_argnums=(0,),
                       devices=devices)
     p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
@@ -177,30 +226,7 @@ def bench_loop_step(config, path, model, batch, devices, args, stub=False):
     compiled, lower_s, compile_s = _compile(p_step, p_state, {'x': x}, base_key)
   if not seen['used']:
     return None
-  holder = {'state': p_state, 'updates': []}
-
-  def window():
-    state = holder['state']
-    before = int(state.num_updates[0]) + int(state.num_skipped[0])  # outside the timed region's work
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = compiled(state, {'x': x}, base_key)
-    jax.block_until_ready((state, metrics))
-    elapsed = time.perf_counter() - start
-    holder['state'] = state
-    holder['updates'].append(int(state.num_updates[0]) + int(state.num_skipped[0]) - before)
-    return elapsed
-
-  for _ in range(args.warmup):
-    window()
-  holder['updates'] = []
-  times = [window() for _ in range(args.repeats)]
-  peak = _peak_bytes(devices[0])
-  per_step = [t / args.steps for t in times]
-  result = {'step_s': statistics.median(per_step), 'step_s_runs': per_step, 'updates_per_run': holder['updates'],
-            'examples_per_s': batch.shape[0] / statistics.median(per_step), 'lower_s': lower_s,
-            'compile_s': compile_s, 'memory_analysis': _memory_analysis(compiled), 'peak_bytes_in_use': peak}
-  return result, (compiled, holder['state'], base_key)
+  return _Timed(compiled, p_state, ({'x': x}, base_key), args.steps, True, lower_s, compile_s)
 
 
 def make_bare_step(config, path, model):
@@ -220,26 +246,26 @@ def make_bare_step(config, path, model):
   return jax.jit(bare_step, donate_argnums=(0,))
 
 
-def bench_bare_step(config, path, model, batch, args):
+def prepare_bare_step(config, path, model, batch, args):
   device = jax.local_devices()[0]
   step = make_bare_step(config, path, model)
   # create() builds the same optimizer; its scalar counters share one buffer, so copy every leaf (donation).
-  state = jax.tree.map(lambda a: jnp.array(a, copy=True), jax.device_put(loop.initial_state(config, path, model), device))
+  state = jax.tree.map(lambda a: jnp.array(a, copy=True),
+                       jax.device_put(loop.initial_state(config, path, model), device))
   x, key = jax.device_put(batch, device), jax.device_put(state_lib.stream_key(config.seed, 'train'), device)
   compiled, lower_s, compile_s = _compile(step, state, x, key)
-  holder = {'state': state}
+  return _Timed(compiled, state, (x, key), args.steps, False, lower_s, compile_s)
 
-  def window():
-    s = holder['state']
-    for _ in range(args.steps):
-      s, loss = compiled(s, x, key)
-    holder['state'] = s
-    return s, loss
 
-  median, times = _median_time(window, args.repeats, args.warmup)
-  per_step = [t / args.steps for t in times]
-  return {'step_s': median / args.steps, 'step_s_runs': per_step, 'examples_per_s': batch.shape[0] * args.steps / median,
-          'lower_s': lower_s, 'compile_s': compile_s, 'memory_analysis': _memory_analysis(compiled)}
+def time_interleaved(variants: dict, repeats: int, warmup: int):
+  """Warm-up windows, then ``repeats`` rounds of one window of every variant in turn: a noisy machine
+  (shared cores, clock changes) slows every variant alike instead of the one that happened to run then."""
+  for v in variants.values():
+    for _ in range(warmup):
+      v.window(record=False)
+  for _ in range(repeats):
+    for v in variants.values():
+      v.window()
 
 
 def bench_update(config, path, state, args):
@@ -272,13 +298,12 @@ def bench_pipeline(config, args, n):
 def bench_loop_end_to_end(config, devices, step, args):
   """``train_and_evaluate``'s inner loop without logging: next(), shard, host-to-device copy, the step.
 
-  ``step``: ``(compiled loop step, replicated state, base key)`` from :func:`bench_loop_step` (reused, not
-  recompiled); returns the state it advanced."""
-  compiled, state, base_key = step
+  ``step``: the :class:`_Timed` loop step (its executable reused, not recompiled; its state advanced)."""
+  compiled, state, base_key = step.compiled, step.state, step.args_rest[1]
   try:
     batches = data.make_train_iterator(config)
   except Exception as e:
-    return {'examples_per_s': None, 'error': f'{type(e).__name__}: {str(e)[:200]}'}, state
+    return {'examples_per_s': None, 'error': f'{type(e).__name__}: {str(e)[:200]}'}
   n, holder = len(devices), {'state': state}
 
   def window():
@@ -290,8 +315,8 @@ def bench_loop_end_to_end(config, devices, step, args):
     return state, pending
 
   median, _ = _median_time(window, args.repeats, args.warmup)
-  return {'examples_per_s': config.train.batch_size * args.steps / median, 'step_s': median / args.steps}, \
-      holder['state']
+  step.state = holder['state']
+  return {'examples_per_s': config.train.batch_size * args.steps / median, 'step_s': median / args.steps}
 
 
 # ------------------------------------------------------------------------------------------ cost estimator
@@ -377,8 +402,14 @@ def bench_sampling(config, path, model, params, shape, args):
         x = one_step(params, x, ts_np[i + 1], ts_np[i], step_keys[i], np.bool_(i == 0))
       return final(params, x, ts_np[0]) if config.eval.denoise_final else x
 
-    scan_s, _ = _median_time(lambda: scan_sample(params, key, ts, x_init), args.repeats, 1)
-    loop_s, _ = _median_time(loop_sample, args.repeats, 1)
+    scan_times, loop_times = [], []
+    for i in range(args.repeats + 1):   # interleaved; the first round is the warm-up (and compiles)
+      for fn, times in ((lambda: scan_sample(params, key, ts, x_init), scan_times), (loop_sample, loop_times)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        if i:
+          times.append(time.perf_counter() - start)
+    scan_s, loop_s = statistics.median(scan_times), statistics.median(loop_times)
     a, b = np.asarray(scan_sample(params, key, ts, x_init)), np.asarray(loop_sample())
     out[str(k)] = {'scan_images_per_s': batch / scan_s, 'loop_images_per_s': batch / loop_s,
                    'scan_speedup': loop_s / scan_s,
@@ -405,35 +436,45 @@ def run(config, args) -> dict:
                          'batch_source': 'input pipeline' if batch_note is None else f'random ({batch_note})'}}
   logging.info('benchmarking %s', result['settings'])
 
-  # Loop step, schedule learned: first, so the device's peak memory is this step's.
-  on, step_on = bench_loop_step(config, path, model, batch, devices, args)
-  peak = on.pop('peak_bytes_in_use')
+  # The loop's step with the schedule learned: first, and run once alone, so the device's peak is this step's.
+  variants = {'loop_learn_on': prepare_loop_step(config, path, model, batch, devices, args)}
+  variants['loop_learn_on'].window(record=False)
+  peak = _peak_bytes(devices[0])
   with config.unlocked():
     config.schedule.learn = False
-  off, state_off = bench_loop_step(config, path, model, batch, devices, args)
-  off.pop('peak_bytes_in_use')
-  del state_off
+  variants['loop_learn_off'] = prepare_loop_step(config, path, model, batch, devices, args)
   with config.unlocked():
     config.schedule.learn = True
-  stub = bench_loop_step(config, path, model, batch, devices, args, stub=True)
-  if stub is not None:
-    stub = stub[0]
-    stub.pop('peak_bytes_in_use')
-  bare = bench_bare_step(config, path, model, batch, args)
+  variants['loop_no_schedule_machinery'] = prepare_loop_step(config, path, model, batch, devices, args, 'stub')
+  fraction = getattr(args, 'jvp_fraction', 0.125)
+  if fraction:
+    variants['loop_jvp_subsample'] = prepare_loop_step(config, path, model, batch, devices, args, 'subsample',
+                                                       fraction)
+  variants['bare'] = prepare_bare_step(config, path, model, batch, args)
+  variants = {k: v for k, v in variants.items() if v is not None}
+  time_interleaved(variants, args.repeats, args.warmup)
+  step_on = variants['loop_learn_on']
+  timed = {k: v.result(batch.shape[0]) for k, v in variants.items()}
+  update_s = bench_update(config, path, step_on.state, args)
 
-  period = _update_period(config, batch.shape[0])
-  update_s = bench_update(config, path, step_on[1], args)
-  quiet = [s for s, u in zip(on['step_s_runs'], on['updates_per_run']) if u == 0]
-  if quiet:
-    on_step = statistics.median(quiet) + update_s / period
-    method = ('median of the timed runs without an update + the update branch timed alone / expected period')
-  else:
-    on_step = statistics.mean(on['step_s_runs'])
-    method = 'mean of the timed runs, every one of which contained updates (the real frequency)'
-  on.update({'amortised_step_s': on_step, 'amortised_examples_per_s': batch.shape[0] / on_step,
-             'update_branch_s': update_s, 'expected_update_period_steps': period, 'amortisation': method})
+  def amortise(r, period):
+    quiet = [s for s, u in zip(r['step_s_runs'], r['updates_per_run']) if u == 0]
+    if quiet:
+      step = statistics.median(quiet) + update_s / period
+      method = 'median of the timed runs without an update + the update branch timed alone / expected period'
+    else:
+      step = statistics.mean(r['step_s_runs'])
+      method = 'mean of the timed runs, every one of which contained updates (the real frequency)'
+    r.update({'amortised_step_s': step, 'amortised_examples_per_s': batch.shape[0] / step,
+              'update_branch_s': update_s, 'expected_update_period_steps': period, 'amortisation': method})
+    return step
+
+  on = timed['loop_learn_on']
+  on_step = amortise(on, _update_period(config, batch.shape[0]))
+  off, stub, bare = timed['loop_learn_off'], timed.get('loop_no_schedule_machinery'), timed['bare']
   base = stub['step_s'] if stub else off['step_s']
-  train = {'loop_learn_on': on, 'loop_learn_off': off, 'loop_no_schedule_machinery': stub, 'bare': bare,
+  train = {**{k: timed.get(k) for k in ('loop_learn_on', 'loop_learn_off', 'loop_no_schedule_machinery',
+                                         'loop_jvp_subsample', 'bare')},
            # learning the schedule: the loop's step with it over the same step without the estimator/update
            'overhead_schedule_learning': on_step / base - 1.0,
            # config.schedule.learn True vs False (False still measures the costs; only the schedule is kept)
@@ -442,11 +483,18 @@ def run(config, args) -> dict:
            'overhead_loop_over_bare': base / bare['step_s'] - 1.0,
            'overhead_loop_with_learning_over_bare': on_step / bare['step_s'] - 1.0,
            'schedule_share_of_step': 1.0 - base / on_step}
+  sub = timed.get('loop_jvp_subsample')
+  if sub:
+    per_device = batch.shape[0] // len(devices)
+    fed = max(1, int(round(fraction * per_device))) * len(devices)
+    sub_step = amortise(sub, _update_period(config, fed))
+    sub.update({'fraction': fraction, 'examples_with_jvp_per_step': fed})
+    train['overhead_schedule_learning_jvp_subsample'] = sub_step / base - 1.0
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
-  result['loop_end_to_end'], state_on = bench_loop_end_to_end(config, devices, step_on, args)
-  params = jax.device_put(jax.device_get(loop.unreplicate(state_on.params)), jax.local_devices()[0])
-  del state_on, step_on
+  result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
+  params = jax.device_put(jax.device_get(loop.unreplicate(step_on.state.params)), jax.local_devices()[0])
+  del variants, step_on
   result['cost_estimator'] = bench_cost_estimator(config, path, model, params, batch, args)
   result['sampling'] = bench_sampling(config, path, model, params, shape, args)
   result['compile'] = {'loop_step': {'lower_s': on['lower_s'], 'compile_s': on['compile_s']},
@@ -486,9 +534,14 @@ def table(result) -> str:
           ('train, loop step, no schedule machinery (ex/s)',
            _fmt(tr['loop_no_schedule_machinery'] and tr['loop_no_schedule_machinery']['examples_per_s'])),
           ('train, bare jit step (ex/s)', _fmt(tr['bare']['examples_per_s'])),
+          ('train, loop step, jvp on a subsample (ex/s)',
+           _fmt(tr.get('loop_jvp_subsample') and tr['loop_jvp_subsample']['amortised_examples_per_s'])),
           ('update branch (s) / expected period (steps)',
            f"{_fmt(tr['loop_learn_on']['update_branch_s'])} / {_fmt(tr['loop_learn_on']['expected_update_period_steps'])}"),
           ('overhead of schedule learning', _fmt(100 * tr['overhead_schedule_learning'], '%')),
+          ('overhead of schedule learning, jvp on a subsample',
+           _fmt(tr.get('overhead_schedule_learning_jvp_subsample') and
+                100 * tr['overhead_schedule_learning_jvp_subsample'], '%')),
           ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
           ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
           ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),

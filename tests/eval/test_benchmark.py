@@ -9,13 +9,14 @@ from configs import digits, toy1d
 from eval import benchmark
 
 ARGS = dict(repeats=1, steps=2, warmup=1, num_devices=0, pipeline_batches=3, sample_batch=8,
-            sample_steps=['10', '100'], fd_step=1e-3)
+            sample_steps=['10', '100'], jvp_fraction=0.25, fd_step=1e-3)
 
 POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'train.loop_learn_on.step_s', 'train.loop_learn_on.examples_per_s', 'train.loop_learn_on.amortised_step_s',
     'train.loop_learn_on.amortised_examples_per_s', 'train.loop_learn_on.update_branch_s',
     'train.loop_learn_on.expected_update_period_steps', 'train.loop_learn_off.examples_per_s',
     'train.loop_no_schedule_machinery.examples_per_s', 'train.bare.examples_per_s',
+    'train.loop_jvp_subsample.amortised_examples_per_s',
     'input_pipeline.examples_per_s', 'loop_end_to_end.examples_per_s',
     'cost_estimator.jvp.s_per_sample', 'cost_estimator.fd_central.s_per_sample',
     'cost_estimator.fd_forward.s_per_sample', 'cost_estimator.jvp.batch_mean',
@@ -25,7 +26,8 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'compile.bare_step.compile_s',
 ]
 FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'train.overhead_loop_over_bare',
-          'train.overhead_loop_with_learning_over_bare', 'cost_estimator.fd_central.rel_diff_of_means',
+          'train.overhead_loop_with_learning_over_bare', 'train.overhead_schedule_learning_jvp_subsample',
+          'cost_estimator.fd_central.rel_diff_of_means',
           'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
 PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
            'memory.peak_bytes_in_use', 'memory.loop_step_memory_analysis', 'memory.bare_step_memory_analysis',
