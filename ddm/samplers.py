@@ -143,3 +143,30 @@ def make_sampler(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: floa
     return x
 
   return sample
+
+
+def make_trajectory(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: float = 0.16,
+                    langevin_steps: int = 1):
+  """Builds ``trajectory(key, ts, x_init)``: the states of :func:`make_sampler`'s walk at every point of ``ts``.
+
+  Same steps and keys as ``make_sampler(name, ...)`` (step ``i`` from ``ts[i+1]`` to ``ts[i]`` uses
+  ``fold_in(key, i)``), without the final denoising. Used to draw ``p_t`` from a model's own reverse process.
+  Returns:
+    A pure ``trajectory(key, ts: f32[K+1], x_init: f32[B, *S]) -> f32[K+1, B, *S]`` whose entry ``i`` is the
+    state at ``ts[i]`` (entry ``K`` is ``x_init``).
+  """
+  step_fn = SAMPLERS.get(name, 'config.eval.sampler')
+  dyn = _Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
+
+  def trajectory(key, ts, x_init):
+    ts = jnp.asarray(ts, x_init.dtype)
+    index = jnp.arange(ts.shape[0] - 1)[::-1]                                    # K-1, ..., 0
+
+    def body(x, i):
+      x = step_fn(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i), i == 0)
+      return x, x
+
+    _, states = jax.lax.scan(body, x_init, index)                               # states at ts[K-1], ..., ts[0]
+    return jnp.concatenate([states[::-1], x_init[None]])
+
+  return trajectory

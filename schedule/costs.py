@@ -2,7 +2,14 @@
 
 A score function is any ``score_fn(x: f32[B, *S], t: f32[B]) -> f32[B, *S]`` (exact for toy targets, a
 network otherwise). Velocity scaling is ``v(t) = sigma(t)`` throughout.
+
+Rate functions, registered in ``COSTS`` under ``config.schedule.cost``, have the signature
+``rate(score_fn, path, x f32[B, *S], t f32[B], key=None) -> f32[B]`` (per example; the key drives
+Hutchinson probes and is ignored by the corrector rate). :func:`make_rate_fn` binds the settings of
+``config.schedule``: 'corrector' (``L_c``) or 'predictor' (``L_p`` of ``config.schedule.predictor``,
+:mod:`schedule.predictor`, evaluated in chunks of ``config.schedule.cost_batch_size`` examples).
 """
+import functools
 from typing import Callable
 
 import jax
@@ -10,6 +17,7 @@ import jax.numpy as jnp
 
 from ddm.paths import Path
 from ddm.registry import COSTS
+from schedule import predictor as predictor_lib
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -19,16 +27,17 @@ def _sum_per_example(x):
 
 
 @COSTS.register('corrector')
-def corrector_rate(score_fn: ScoreFn, path: Path, x, t):
+def corrector_rate(score_fn: ScoreFn, path: Path, x, t, key=None):
   """Local rate of ``L_c``, per example: ``delta(t) = sigma(t)^2 ||d/dt s(x, t)||^2`` (method.md section 2).
 
   One forward-mode ``jax.jvp`` with tangent 0 for x and 1 for t. Averaging over ``x ~ p_t`` gives delta(t).
 
   Args:
-    x: f32[B, *S], samples of ``p_t`` at each example's own time. t: f32[B].
+    x: f32[B, *S], samples of ``p_t`` at each example's own time. t: f32[B]. key: unused.
   Returns:
     f32[B], per example.
   """
+  del key
   t = jnp.asarray(t, float)
   _, ds_dt = jax.jvp(lambda tt: score_fn(x, tt), (t,), (jnp.ones_like(t),))
   return path.sigma(t)**2 * _sum_per_example(ds_dt**2)
@@ -50,9 +59,57 @@ def corrector_cost(score_fn: ScoreFn, path: Path, x, t_next, t):
   return path.sigma(t)**2 * _sum_per_example(diff**2)
 
 
-def make_rate_fn(cost: str) -> Callable:
-  """The per-example local-rate estimator registered under ``config.schedule.cost``."""
-  return COSTS.get(cost, 'config.schedule.cost')
+@COSTS.register('predictor')
+def predictor_rate(score_fn: ScoreFn, path: Path, x, t, key=None, *, predictor: str = 'euler', probes: int = 1):
+  """Order-normalised local rate of ``L_p`` per example (:func:`schedule.predictor.predictor_rate`): the
+  ``dt^(2p)`` coefficient of the predictor-optimised cost to the power ``1/p`` (``p`` = 1, 2, 3 for
+  'identity', 'euler', 'heun'; 'identity' gives :func:`corrector_rate`). f32[B]."""
+  return predictor_lib.predictor_rate(score_fn, path, x, t, key, predictor=predictor, probes=probes)
+
+
+def predictor_cost(score_fn: ScoreFn, path: Path, x, t_next, t, predictor: str = 'euler', key=None,
+                   probes: int = 1):
+  """Finite-step ``L_p(t' -> t)`` per example, ``x ~ p_{t'}`` (:func:`schedule.predictor.predictor_cost`)."""
+  return predictor_lib.predictor_cost(score_fn, path, x, t_next, t, predictor, key, probes)
+
+
+def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
+  """``rate_fn`` evaluated on chunks of at most ``batch_size`` examples, one after another (``lax.map``), so
+  the memory of nested autodiff is that of one chunk. Same signature; chunk ``c`` gets ``fold_in(key, c)``."""
+  def rate(score_fn, path, x, t, key=None):
+    n = x.shape[0]
+    t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+    key = jax.random.PRNGKey(0) if key is None else key
+    if n <= batch_size:
+      return rate_fn(score_fn, path, x, t, jax.random.fold_in(key, 0))
+    chunks = -(-n // batch_size)
+    pad = chunks * batch_size - n
+    xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+    tp = jnp.concatenate([t, jnp.repeat(t[-1:], pad)]) if pad else t
+    xs = xp.reshape((chunks, batch_size) + x.shape[1:])
+    out = jax.lax.map(lambda a: rate_fn(score_fn, path, a[0], a[1], jax.random.fold_in(key, a[2])),
+                      (xs, tp.reshape(chunks, batch_size), jnp.arange(chunks)))
+    return out.reshape(-1)[:n]
+  return rate
+
+
+def make_rate_fn(schedule_config) -> Callable:
+  """The per-example local-rate estimator ``rate(score_fn, path, x, t, key=None) -> f32[B]`` of
+  ``config.schedule`` (a ``config.schedule`` section; a cost name alone means its default settings).
+
+  'predictor' binds ``config.schedule.predictor`` and ``hutchinson_probes`` and runs in chunks of
+  ``cost_batch_size`` examples. Whether a network is twice differentiable is checked by the callers that
+  hold it (:func:`schedule.predictor.check_model`).
+  """
+  if isinstance(schedule_config, str):
+    return COSTS.get(schedule_config, 'config.schedule.cost')
+  cost = schedule_config.cost
+  rate_fn = COSTS.get(cost, 'config.schedule.cost')
+  if cost == 'predictor':
+    rate_fn = functools.partial(rate_fn, predictor=schedule_config.predictor,
+                                probes=int(schedule_config.hutchinson_probes))
+    return in_batches(rate_fn, int(schedule_config.cost_batch_size))
+  return rate_fn
 
 
 def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, num_samples: int):
@@ -69,6 +126,6 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
   def one(args):
     key_j, t_j = args
     t = jnp.full((num_samples,), t_j)
-    return jnp.mean(rate_fn(score_fn, path, sample_pt(key_j, t), t))
+    return jnp.mean(rate_fn(score_fn, path, sample_pt(key_j, t), t, jax.random.fold_in(key_j, 1)))
 
   return jax.lax.map(one, (jax.random.split(key, grid.shape[0]), grid))

@@ -20,7 +20,7 @@ from ddm.paths import Path, make_path
 from ddm.registry import BASELINES
 from ddm.targets import GaussianMixture, make_target
 from eval import plots
-from schedule import baselines, costs, fit, records, store
+from schedule import baselines, costs, fit, predictor, records, store
 
 # config.schedule.method -> 'module:function(config, problem, key) -> Result'
 METHODS = {
@@ -92,18 +92,90 @@ def data_pool(config, size: int = DATA_POOL) -> np.ndarray:
 
 def checkpoint_problem(config, workdir) -> Problem:
   """The trained model of ``workdir``'s last checkpoint; ``p_t`` from the data through the forward process
-  (``config.schedule.samples='data'``) or from the model's own reverse process (``'model'``)."""
+  (``config.schedule.samples='data'``) or from the model's own reverse process (``'model'``, no data read:
+  :func:`with_model_samples`)."""
   from eval.run import restore
-  path, model, state = restore(config, workdir)
+  path, model, state = restore(_training_config(config, workdir), workdir)
   params = state.ema_params
   score_fn = model.score_fn(params, path)
   denoise_fn = lambda x, t: model.denoise(params, x, t)
   if config.schedule.samples == 'model':
-    raise NotImplementedError('config.schedule.samples=model')  # TODO(issue 6)
+    from train import data
+    shape = tuple(data.data_shape(config))
+    problem = Problem(path, shape, score_fn, denoise_fn, None, None, model=model, params=params, workdir=workdir)
+    return with_model_samples(config, problem, jax.random.fold_in(jax.random.PRNGKey(config.seed), 6))
   pool = jnp.asarray(data_pool(config))
   sample_x0 = lambda key, n: pool[jax.random.randint(key, (n,), 0, pool.shape[0])]
   return Problem(path, tuple(pool.shape[1:]), score_fn, denoise_fn, sample_x0, forward_sampler(path, sample_x0),
                  model=model, params=params, workdir=workdir)
+
+
+def _training_config(config, workdir):
+  """``config`` with the run's own training schedule size ``T`` (from ``<workdir>/config.json``), so the
+  checkpoint restores whatever ``K = config.schedule.num_steps`` the fit is asked for."""
+  import json
+  from train import checkpoints
+  filename = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  if not os.path.exists(filename):
+    return config
+  with open(filename) as f:
+    trained = json.load(f).get('schedule', {}).get('num_steps')
+  config = config.copy_and_resolve_references()
+  if isinstance(trained, int):
+    config.schedule.num_steps = trained
+  return config
+
+
+MODEL_POOL_STEPS = 256      # Steps of the fine (log-linear) schedule the model's reverse process is run on.
+MODEL_POOL_BYTES = 2**28    # Memory bound of the stored trajectories (the pool shrinks for large images).
+MODEL_POOL_MIN = 64         # ...but holds at least this many trajectories.
+
+
+def with_model_samples(config, problem: Problem, key, pool_size: int = DATA_POOL) -> Problem:
+  """``problem`` with ``sample_x0`` and ``sample_pt`` drawn from the model's own reverse process.
+
+  ``pool_size`` trajectories of ``config.eval.sampler`` (its Langevin settings included) are run from the prior
+  on a ``MODEL_POOL_STEPS``-step log-linear schedule and every state is kept (:func:`ddm.samplers.make_trajectory`).
+  A draw of ``p_t`` takes a random trajectory's state at the first fine point ``t_j >= t`` and moves it to ``t``
+  with one more step of the same sampler (the identity when ``t = t_j``); ``sample_x0`` is the trajectory's end,
+  denoised when ``config.eval.denoise_final``. The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
+  """
+  from ddm import samplers
+  from ddm.paths import denoiser_from_score, per_example
+  path, score_fn, shape = problem.path, problem.score_fn, tuple(problem.data_shape)
+  ev = config.eval
+  ts = baselines.make_baseline('log_linear', path, MODEL_POOL_STEPS).t
+  per_trajectory = (MODEL_POOL_STEPS + 1) * int(np.prod(shape)) * 4
+  n = int(min(pool_size, max(MODEL_POOL_MIN, MODEL_POOL_BYTES // per_trajectory)))
+  trajectory = jax.jit(samplers.make_trajectory(ev.sampler, path, score_fn, langevin_snr=ev.langevin_snr,
+                                                langevin_steps=ev.langevin_steps))
+  key_prior, key_walk = jax.random.split(key)
+  batch, chunks = int(ev.batch_size), []
+  for start in range(0, n, batch):
+    m = min(batch, n - start)
+    x1 = samplers.prior_sample(path, jax.random.fold_in(key_prior, start), (m,) + shape)
+    chunks.append(trajectory(jax.random.fold_in(key_walk, start), ts, x1))
+  states = jnp.concatenate(chunks, axis=1)                                   # [MODEL_POOL_STEPS + 1, n, *S]
+  x0 = states[0]
+  if ev.denoise_final:
+    t0 = jnp.full((n,), ts[0])
+    x0 = denoiser_from_score(x0, score_fn(x0, t0), per_example(path.alpha(t0), x0), per_example(path.sigma(t0), x0))
+  step_fn = samplers.SAMPLERS.get(ev.sampler, 'config.eval.sampler')
+  dyn = samplers._Dynamics(path, score_fn, float(ev.langevin_snr), int(ev.langevin_steps))
+
+  def sample_x0(key, m):
+    return x0[jax.random.randint(key, (m,), 0, n)]
+
+  def sample_pt(key, t):
+    t = jnp.asarray(t, states.dtype)
+    key_i, key_step = jax.random.split(key)
+    j = jnp.clip(jnp.searchsorted(ts, t, side='left'), 0, MODEL_POOL_STEPS)
+    x = states[j, jax.random.randint(key_i, t.shape, 0, n)]
+    move = lambda xi, tj, ti, ki: step_fn(dyn, xi[None], tj, ti, ki, False)[0]
+    moved = jax.vmap(move)(x, ts[j], t, jax.random.split(key_step, t.shape[0]))
+    return jnp.where(per_example(ts[j] == t, x), x, moved)
+
+  return problem._replace(sample_x0=sample_x0, sample_pt=sample_pt)
 
 
 def has_checkpoint(workdir) -> bool:
@@ -122,15 +194,36 @@ def make_problem(config, workdir) -> Problem:
 
 
 def score_optimal(config, problem: Problem, key) -> Result:
-  """Algorithm 1 on a fine grid (method.md section 4) with the rate of ``config.schedule.cost``."""
-  rate_fn = costs.make_rate_fn(config.schedule.cost)
+  """Algorithm 1 on a fine grid (method.md section 4) with the rate of ``config.schedule.cost``.
+
+  'corrector': ``delta`` of ``L_c``; 'predictor': the order-normalised rate of ``L_p`` for
+  ``config.schedule.predictor`` (:mod:`schedule.predictor`; equal-length steps are then steps of equal
+  ``L_p``), evaluated in chunks of ``config.schedule.cost_batch_size`` examples. Networks must be twice
+  differentiable for the predictor cost (checked first, with a message naming ``config.schedule.cost``).
+  """
+  sch = config.schedule
+  if sch.cost == 'predictor':
+    check_predictor_cost(problem, key)
+  rate_fn = costs.make_rate_fn(sch)
   rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
-      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, config.schedule.num_samples))
-  keys = iter(jax.random.split(key, config.schedule.fit_iterations))
-  init = baselines.make_baseline(config.schedule.init, problem.path, config.schedule.num_steps).t
-  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, config.schedule.num_steps,
-                   config.schedule.fit_grid, config.schedule.fit_iterations)
+      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples))
+  keys = iter(jax.random.split(key, sch.fit_iterations))
+  init = baselines.make_baseline(sch.init, problem.path, sch.num_steps).t
+  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, sch.num_steps, sch.fit_grid,
+                   sch.fit_iterations)
   return Result(lam=lam)
+
+
+def check_predictor_cost(problem: Problem, key, num_probes: int = 8):
+  """The predictor cost needs second derivatives of the score in x: a network (``problem.model``) is probed
+  with perturbed parameters (:func:`schedule.predictor.check_model`), any other non-exact score at draws of
+  ``p_t``; the closed-form scores of toy targets are smooth and pass."""
+  if problem.model is not None:
+    predictor.check_model(problem.model, problem.path, problem.data_shape, key)
+  elif problem.target is None:
+    t = jnp.linspace(0.2, 0.8, num_probes)
+    x = problem.sample_pt(key, t)
+    predictor.require_twice_differentiable(problem.score_fn, x, t, key, 'the score')
 
 
 def fit_exact(config, path, target, key):

@@ -18,7 +18,7 @@ from flax import jax_utils
 from configs.base import validate
 from ddm import losses
 from ddm.paths import make_path
-from schedule import baselines, costs, online
+from schedule import baselines, costs, online, predictor
 from train import checkpoints, data, hooks, model as model_lib, state as state_lib
 from train.writers import MetricWriter
 
@@ -33,7 +33,9 @@ def make_train_step(config, path, model: model_lib.Model):
   """
   loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
                                 config.loss.weighting)
-  rate_fn = costs.make_rate_fn(config.schedule.cost)
+  rate_fn = costs.make_rate_fn(config.schedule)
+  if config.schedule.cost == 'predictor':  # second derivatives of the network in x (method.md section 2)
+    predictor.check_model(model, path, data.data_shape(config))
   sch = config.schedule
 
   def objective(params, x0, ts, keys, key_dropout):
@@ -53,7 +55,8 @@ def make_train_step(config, path, model: model_lib.Model):
     state = state.replace(ema_params=state_lib.ema_update(state.ema_params, state.params, config.optim.ema_decay))
 
     # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level.
-    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t, t)
+    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t, t,
+                   jax.random.fold_in(key_dropout, 1))
     zeros = jnp.zeros_like(state.cost_sum)
     batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level), AXIS)
     state = state.replace(cost_sum=state.cost_sum + batch_sum, cost_count=state.cost_count + batch_count)
