@@ -121,7 +121,10 @@ def predictor_cost(score_fn: ScoreFn, path: Path, x, t_next, t, predictor: str =
   s1 = _one(score_fn)
 
   def one(xi, tn, ti, ki):
-    y, q_score, _ = push_forward_score(F, score_fn, xi, tn, ti, ki, probes)
+    if predictor == 'identity':  # J = I: the push-forward is p_t' itself (no solve, no round-off)
+      y, q_score = xi, s1(xi, tn)
+    else:
+      y, q_score, _ = push_forward_score(F, score_fn, xi, tn, ti, ki, probes)
     return path.sigma(ti)**2 * _sq(s1(y, ti) - q_score)
 
   return jax.vmap(one)(x, t_next, t, jax.random.split(key, batch[0]))
