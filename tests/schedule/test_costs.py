@@ -46,3 +46,33 @@ def test_two_evaluation_cost_is_rate_times_dt_squared_on_short_steps():
   two_point = jnp.mean(costs.corrector_cost(score, PATH, x, t + dt, t))
   rate = jnp.mean(costs.corrector_rate(score, PATH, x, jnp.full((50000,), t + dt / 2)))
   np.testing.assert_allclose(two_point, rate * dt**2, rtol=0.02)
+
+
+def test_make_rate_fn_binds_the_schedule_settings():
+  """``make_rate_fn(config.schedule)`` -> ``rate(score_fn, path, x, t, key)``; a cost name alone still works."""
+  from configs import toy1d
+  sch = toy1d.get_config('smoke').schedule
+  g = targets.gaussian_mixture([-1.0, 0.5], [0.1, 0.3], [0.3, 0.7])
+  t = jnp.linspace(0.1, 0.9, 10)
+  x = g.sample_pt(jax.random.PRNGKey(0), PATH, t)
+  corrector = costs.corrector_rate(g.score_fn(PATH), PATH, x, t)
+  np.testing.assert_allclose(costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1)), corrector)
+  np.testing.assert_allclose(costs.make_rate_fn('corrector')(g.score_fn(PATH), PATH, x, t), corrector)
+  sch.update(cost='predictor', predictor='identity', cost_batch_size=3)
+  np.testing.assert_allclose(costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1)), corrector,
+                             rtol=1e-5)
+  sch.predictor = 'euler'
+  euler = costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1))
+  assert euler.shape == (10,) and np.all(np.isfinite(euler)) and np.all(euler > 0)
+
+
+def test_online_learning_with_the_predictor_cost(tmp_path):
+  """Algorithm 2 with ``config.schedule.cost='predictor'``: the train step takes the order-normalised L_p rate
+  of the network (second derivatives through the MLP) and the schedule moves."""
+  from configs import toy1d
+  from train import loop
+  config = toy1d.get_config('smoke')
+  config.schedule.cost = 'predictor'
+  state = loop.train_and_evaluate(config, str(tmp_path))
+  assert int(state.num_updates) > 0 and int(state.num_skipped) == 0
+  assert np.all(np.diff(state.schedule) > 0) and not np.allclose(state.schedule, np.linspace(0, 1, 17), atol=1e-4)

@@ -30,6 +30,22 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   assert (tmp_path / 'schedule.png').stat().st_size > 1000 and (tmp_path / 'costs.png').stat().st_size > 1000
 
 
+@pytest.mark.parametrize('predictor', ['identity', 'euler'])  # heun: tests/schedule/test_predictor_cost.py
+def test_fit_schedule_with_the_predictor_cost(tmp_path, predictor):
+  """The exact score's predictor-optimised schedule; 'identity' is the corrector's (method.md section 2)."""
+  config = toy1d.get_config('smoke')
+  config.data.target = 'bimodal'
+  config.schedule.update(cost='predictor', predictor=predictor, fit_grid=64, num_samples=16)
+  record = run.fit_schedule(config, str(tmp_path / predictor))
+  assert record['name'] == 'predictor' and record['cost'] == 'predictor' and len(record['t']) == 17
+  assert all(a < b for a, b in zip(record['t'], record['t'][1:]))
+  assert record['energy'] == pytest.approx(record['length']**2, rel=1e-3)
+  if predictor == 'identity':
+    config.schedule.cost = 'corrector'
+    corrector = run.fit_schedule(config, str(tmp_path / 'corrector'))
+    assert record['t'] == pytest.approx(corrector['t'], abs=1e-5)
+
+
 def _bad(**overrides):
   config = toy1d.get_config('smoke')
   for key, value in overrides.items():
@@ -50,6 +66,10 @@ def _bad(**overrides):
     (dict(data__dataset='digits'), "--mode=fit_schedule needs a trained checkpoint in --workdir="),
     (dict(schedule__method='watson'), "config.schedule.method='watson'; allowed: score_optimal, dp_elbo, ddss"),
     (dict(schedule__samples='prior'), "config.schedule.samples='prior'; allowed: data, model"),
+    (dict(schedule__cost='predictor', schedule__predictor='rk4'),
+     "config.schedule.predictor='rk4'; allowed: identity, euler, heun"),
+    (dict(schedule__cost='predictor', schedule__hutchinson_probes=0), 'config.schedule.hutchinson_probes=0; need >= 1'),
+    (dict(schedule__cost='predictor', schedule__cost_batch_size=0), 'config.schedule.cost_batch_size=0; need >= 1'),
     (dict(schedule__method='dp_elbo', schedule__num_steps=100, schedule__dp_grid=50),
      'config.schedule.num_steps=100 is larger than the dp_elbo grid config.schedule.dp_grid=50'),
 ])

@@ -156,10 +156,10 @@ class _ReluMLP(nn.Module):
     return nn.Dense(x.shape[-1])(act(nn.Dense(16)(h)))
 
 
-def _model(activation):
+def _model(activation, dim=2):
   module = _ReluMLP(activation)
   denoise = networks.make_denoiser(module, PATH, 'edm', 0.5)
-  params = networks.init_params(module, jax.random.PRNGKey(0), (2,))
+  params = networks.init_params(module, jax.random.PRNGKey(0), (dim,))
   return Model(params, denoise, lambda params, path: networks.make_score_fn(denoise, params, path))
 
 

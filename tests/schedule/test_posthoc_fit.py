@@ -1,0 +1,128 @@
+"""Post-hoc schedules of trained models (--mode=fit_schedule on a checkpoint), with p_t drawn from the data
+or from the model's own reverse process, for the corrector and the predictor cost."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import toy1d
+from ddm.paths import make_path
+from schedule import run, store
+from train import loop
+from tests.schedule.test_predictor_cost import _model
+
+K = 10
+
+
+def _config(target='bimodal', **overrides):
+  config = toy1d.get_config('smoke')
+  config.data.target = target
+  config.schedule.num_steps = K
+  config.schedule.fit_grid = 512
+  config.schedule.num_samples = 1024
+  config.eval.batch_size = 4096  # model-sample trajectories in few batches
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return config
+
+
+def _sigmas(config, problem, seed=0):
+  lam = run.score_optimal(config, problem, jax.random.PRNGKey(seed)).lam
+  return np.asarray(problem.path.sigma(lam.schedule(config.schedule.num_steps)))
+
+
+def _relative(a, b):
+  """Per interior point ``|sigma_a / sigma_b - 1|`` (the end points are pinned)."""
+  return np.abs(a[1:-1] / b[1:-1] - 1)
+
+
+@pytest.mark.parametrize('target', ['bimodal', 'cantor'])
+def test_model_samples_of_the_exact_score_reproduce_the_exact_ladder(target):
+  config = _config(target)
+  path = make_path(config.sde)
+  exact = run.exact_problem(config, path)
+  reference = _sigmas(config, exact)
+  from_model = _sigmas(config, run.with_model_samples(config, exact, jax.random.PRNGKey(3)))
+  assert _relative(from_model, reference).max() < 0.02
+
+
+def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path):
+  """A checkpoint trained with ``config.model.exact_score=True``, read back through ``checkpoint_problem``
+  (the post-hoc route), for a K other than the run's T, with samples from the data and from the model."""
+  workdir = str(tmp_path / 'exact')
+  train = _config(model__exact_score=True, train__num_steps=2, train__checkpoint_every=2, train__sample_every=2)
+  train.schedule.num_steps = 16
+  loop.train_and_evaluate(train, workdir)
+  config = _config(model__exact_score=True)
+  reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
+  for samples in ('data', 'model'):
+    config.schedule.samples = samples
+    problem = run.checkpoint_problem(config, workdir)
+    assert problem.model is not None and problem.target is None  # the model's route, not the closed form
+    assert _relative(_sigmas(config, problem), reference).max() < 0.02, samples
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A smoke-sized toy run (bimodal target), trained long enough for its score to take shape (~20 s)."""
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  config = _config(train__num_steps=6000, train__checkpoint_every=6000, train__sample_every=6000,
+                   train__log_every=500)
+  config.schedule.num_steps = 16
+  loop.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize('cost', ['corrector', pytest.param('predictor', marks=pytest.mark.slow)])
+def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
+  """Measured (smoke network, 6000 steps; 10-step ladders, |sigma / sigma_exact - 1| per interior point):
+  corrector: median 0.14 (data samples) and 0.17 (model samples), max 0.61 and 0.70 (the first point, where
+  the rate of the small network is dominated by its error near sigma_min; the whole ladder sits low). The
+  predictor (Euler) fit is far off (median 0.78, max 0.94): its rate is the eps^4 coefficient, made of second
+  derivatives of the network in t and x, which the small network gets wrong. With the full toy1d network
+  (width 256, depth 4, 15,000 steps) the corrector fit lands within 5% (median 1%), the Euler one within 80%
+  (median 15%; the first point again)."""
+  config = _config(schedule__cost=cost)
+  reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
+  for samples in ('data', 'model'):
+    config.schedule.samples = samples
+    fitted = _sigmas(config, run.checkpoint_problem(config, trained))
+    rel = _relative(fitted, reference)
+    print(f'{cost} {samples}: median {np.median(rel):.3f} max {rel.max():.3f}; {np.round(fitted, 4).tolist()}')
+    assert np.all(np.diff(fitted) > 0)
+    if cost == 'corrector':
+      assert np.median(rel) < 0.25 and rel.max() < 1.0
+    else:
+      assert np.median(rel) < 0.9
+
+
+def test_fit_schedule_mode_on_a_checkpoint_with_model_samples(trained):
+  config = _config(schedule__cost='predictor', schedule__samples='model', schedule__num_steps=7,
+                   schedule__fit_grid=128, schedule__num_samples=64)
+  run.fit_schedule(config, trained)
+  record = json.load(open(f'{trained}/schedule.json'))
+  assert record['name'] == 'predictor' and record['cost'] == 'predictor' and record['num_steps'] == 7
+  assert len(record['t']) == 8 and all(a < b for a, b in zip(record['t'], record['t'][1:]))
+  assert len(store.load(trained, 'predictor').schedule(20)) == 21
+  for name in ('schedule.png', 'costs.png'):
+    assert os.path.getsize(os.path.join(trained, name)) > 1000
+
+
+def test_predictor_cost_refuses_a_network_that_is_not_twice_differentiable(tmp_path):
+  config = _config(schedule__cost='predictor')
+  path = make_path(config.sde)
+  relu = _model('relu', dim=1)
+  exact = run.exact_problem(config, path)
+  problem = exact._replace(score_fn=relu.score_fn(relu.params, path), target=None, model=relu)
+  message = r"config.schedule.cost='predictor' needs a score that is twice differentiable"
+  with pytest.raises(ValueError, match=message):
+    run.score_optimal(config, problem, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=message):  # a custom score without a model is probed directly
+    run.score_optimal(config, problem._replace(model=None), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=message):  # online: the train step is refused before tracing
+    loop.make_train_step(config, path, relu)
+  config.schedule.cost = 'corrector'
+  loop.make_train_step(config, path, relu)  # the corrector cost needs first derivatives only
