@@ -24,6 +24,7 @@ and ``batch_stats/<path>/mean|var``, where ``<path>`` is the torch module path w
 ``params/Mixed_5b/branch5x5_2/conv/kernel`` (HWIO) from ``Mixed_5b.branch5x5_2.conv.weight`` (OIHW).
 """
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -227,9 +228,14 @@ def init_params(seed: int = 0):
 
 def variable_shapes() -> Dict[str, Tuple[int, ...]]:
   """``{'params/...': shape, 'batch_stats/...': shape}`` of the network, from abstract evaluation."""
+  return dict(_variable_shapes())
+
+
+@functools.lru_cache(maxsize=None)
+def _variable_shapes():
   x = jax.ShapeDtypeStruct((1, INIT_SIZE, INIT_SIZE, 3), jnp.float32)
   shapes = jax.eval_shape(InceptionV3().init, jax.random.PRNGKey(0), x)
-  return {k: tuple(v.shape) for k, v in flatten(shapes).items()}
+  return tuple((k, tuple(v.shape)) for k, v in flatten(shapes).items())
 
 
 def flatten(tree, prefix: str = '') -> Dict[str, Any]:

@@ -187,3 +187,81 @@ def test_convert_cli_writes_loadable_npz(tmp_path, monkeypatch, variables):
   loaded = inception.load_params(out)
   for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# An independent forward pass written the way the torch code reads: NCHW, weights looked up by state-dict
+# key in OIHW, branches in torch's concatenation order, pools as torch's F.avg_pool2d / F.max_pool2d.
+
+def _ref_conv(sd, name, x, stride=1, pad=(0, 0)):
+  w = jnp.asarray(sd[f'{name}.conv.weight'])
+  y = jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad[0], pad[0]), (pad[1], pad[1])),
+                                   precision=jax.lax.Precision.HIGHEST)
+  bn = lambda k: jnp.asarray(sd[f'{name}.bn.{k}'])[None, :, None, None]
+  y = (y - bn('running_mean')) / jnp.sqrt(bn('running_var') + 1e-3) * bn('weight') + bn('bias')
+  return jax.nn.relu(y)
+
+
+def _ref_pool(x, kind, stride, pad):
+  dims, strides, padding = (1, 1, 3, 3), (1, 1, stride, stride), ((0, 0), (0, 0), (pad, pad), (pad, pad))
+  if kind == 'max':
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, padding)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, padding)
+  count = jax.lax.reduce_window(jnp.ones_like(x[:1, :1]), 0.0, jax.lax.add, dims, strides, padding)
+  return total / count   # count_include_pad=False
+
+
+def _ref_forward(sd, x):
+  c = lambda name, x, s=1, p=(0, 0): _ref_conv(sd, name, x, s, p)
+  cat = lambda *xs: jnp.concatenate(xs, axis=1)
+  x = c('Conv2d_1a_3x3', x, 2)
+  x = c('Conv2d_2a_3x3', x)
+  x = c('Conv2d_2b_3x3', x, 1, (1, 1))
+  x = _ref_pool(x, 'max', 2, 0)
+  x = c('Conv2d_3b_1x1', x)
+  x = c('Conv2d_4a_3x3', x)
+  x = _ref_pool(x, 'max', 2, 0)
+  for m in ('Mixed_5b', 'Mixed_5c', 'Mixed_5d'):
+    x = cat(c(f'{m}.branch1x1', x),
+            c(f'{m}.branch5x5_2', c(f'{m}.branch5x5_1', x), 1, (2, 2)),
+            c(f'{m}.branch3x3dbl_3', c(f'{m}.branch3x3dbl_2', c(f'{m}.branch3x3dbl_1', x), 1, (1, 1)), 1, (1, 1)),
+            c(f'{m}.branch_pool', _ref_pool(x, 'avg', 1, 1)))
+  m = 'Mixed_6a'
+  x = cat(c(f'{m}.branch3x3', x, 2),
+          c(f'{m}.branch3x3dbl_3', c(f'{m}.branch3x3dbl_2', c(f'{m}.branch3x3dbl_1', x), 1, (1, 1)), 2),
+          _ref_pool(x, 'max', 2, 0))
+  for m in ('Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e'):
+    b7 = c(f'{m}.branch7x7_3', c(f'{m}.branch7x7_2', c(f'{m}.branch7x7_1', x), 1, (0, 3)), 1, (3, 0))
+    bd = c(f'{m}.branch7x7dbl_1', x)
+    for i, p in ((2, (3, 0)), (3, (0, 3)), (4, (3, 0)), (5, (0, 3))):
+      bd = c(f'{m}.branch7x7dbl_{i}', bd, 1, p)
+    x = cat(c(f'{m}.branch1x1', x), b7, bd, c(f'{m}.branch_pool', _ref_pool(x, 'avg', 1, 1)))
+  m = 'Mixed_7a'
+  b3 = c(f'{m}.branch3x3_2', c(f'{m}.branch3x3_1', x), 2)
+  b7 = c(f'{m}.branch7x7x3_3', c(f'{m}.branch7x7x3_2', c(f'{m}.branch7x7x3_1', x), 1, (0, 3)), 1, (3, 0))
+  x = cat(b3, c(f'{m}.branch7x7x3_4', b7, 2), _ref_pool(x, 'max', 2, 0))
+  for m, pool in (('Mixed_7b', 'avg'), ('Mixed_7c', 'max')):
+    b3 = c(f'{m}.branch3x3_1', x)
+    bd = c(f'{m}.branch3x3dbl_2', c(f'{m}.branch3x3dbl_1', x), 1, (1, 1))
+    x = cat(c(f'{m}.branch1x1', x),
+            c(f'{m}.branch3x3_2a', b3, 1, (0, 1)), c(f'{m}.branch3x3_2b', b3, 1, (1, 0)),
+            c(f'{m}.branch3x3dbl_3a', bd, 1, (0, 1)), c(f'{m}.branch3x3dbl_3b', bd, 1, (1, 0)),
+            c(f'{m}.branch_pool', _ref_pool(x, pool, 1, 1)))
+  return jnp.mean(x, axis=(2, 3))
+
+
+def test_network_matches_torch_layout_reference(variables):
+  """The Flax network against the NCHW reference above on a 75 x 75 input, with non-trivial BatchNorm
+  statistics, so every padding, pool and concatenation order is exercised at the smallest input size."""
+  rng = np.random.default_rng(1)
+  sd = inception.state_dict_from_variables(variables)
+  for k in sd:
+    if k.endswith(('bn.running_mean', 'bn.bias')):
+      sd[k] = (0.1 * rng.normal(size=sd[k].shape)).astype(np.float32)
+    elif k.endswith(('bn.running_var', 'bn.weight')):
+      sd[k] = rng.uniform(0.5, 1.5, size=sd[k].shape).astype(np.float32)
+  v = inception.convert_state_dict(sd)
+  x = rng.uniform(-1.0, 1.0, size=(1, 75, 75, 3)).astype(np.float32)
+  ours = np.asarray(jax.jit(inception.InceptionV3().apply)(v, jnp.asarray(x)))
+  ref = np.asarray(jax.jit(_ref_forward)(sd, jnp.asarray(x.transpose(0, 3, 1, 2))))
+  assert ours.shape == ref.shape == (1, 2048)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
