@@ -122,7 +122,7 @@ def get_config():
   eval_.inception_path = ''              # Images: Inception-v3 FID weights (.npz, see README); '' or missing ->
                                          # the offline classifier feature distance (never called FID).
   eval_.classifier_steps = 2000          # Offline feature classifier: training steps (cached in the workdir).
-  eval_.likelihood = False               # Negative log-likelihood (bits/dim) through the probability-flow ODE.
+  eval_.likelihood = True                # Negative log-likelihood (bits/dim) through the probability-flow ODE.
   eval_.likelihood_samples = 1024        # Data examples the likelihood is averaged over.
   eval_.likelihood_steps = 200           # Heun steps of the probability-flow ODE (uniform in log sigma).
   eval_.hutchinson_probes = 1            # Rademacher probes of the divergence (exact in 1-D).

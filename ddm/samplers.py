@@ -110,6 +110,22 @@ def prior_sample(path: Path, key, shape) -> Array:
   return std * jax.random.normal(key, shape)
 
 
+def _walk(step_fn, dyn, key, ts, x_init, keep_states: bool):
+  """``lax.scan`` of ``step_fn`` from ``ts[K]`` down to ``ts[0]``; step ``i`` uses ``fold_in(key, i)``.
+  Returns ``(x at ts[0], states f32[K, B, *S] at ts[K-1], ..., ts[0] or None)``."""
+  def body(x, i):
+    x = step_fn(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i), i == 0)
+    return x, x if keep_states else None
+  return jax.lax.scan(body, x_init, jnp.arange(ts.shape[0] - 1)[::-1])
+
+
+def denoise_at(path: Path, score_fn: ScoreFn, x, t0):
+  """Tweedie's ``D(x, t_0) = (x + sigma^2 s) / alpha`` at the scalar time ``t0``: f32[B, *S]."""
+  t_b = jnp.full(x.shape[:1], t0, x.dtype)
+  alpha, sigma = path.alpha(t_b), path.sigma(t_b)
+  return denoiser_from_score(x, score_fn(x, t_b), per_example(alpha, x), per_example(sigma, x))
+
+
 def make_sampler(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: float = 0.16,
                  langevin_steps: int = 1, denoise_final: bool = True):
   """Builds ``sample(key, ts, x_init)``, which integrates the reverse dynamics from ``ts[K]`` down to ``ts[0]``.
@@ -129,18 +145,8 @@ def make_sampler(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: floa
 
   def sample(key, ts, x_init):
     ts = jnp.asarray(ts, x_init.dtype)
-    index = jnp.arange(ts.shape[0] - 1)[::-1]                                    # K-1, ..., 0
-
-    def body(x, i):
-      x = step_fn(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i), i == 0)
-      return x, None
-
-    x, _ = jax.lax.scan(body, x_init, index)
-    if denoise_final:
-      t_b = jnp.full(x.shape[:1], ts[0], x.dtype)
-      alpha, sigma = path.alpha(t_b), path.sigma(t_b)
-      x = denoiser_from_score(x, score_fn(x, t_b), per_example(alpha, x), per_example(sigma, x))
-    return x
+    x, _ = _walk(step_fn, dyn, key, ts, x_init, keep_states=False)
+    return denoise_at(path, score_fn, x, ts[0]) if denoise_final else x
 
   return sample
 
@@ -160,13 +166,7 @@ def make_trajectory(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: f
 
   def trajectory(key, ts, x_init):
     ts = jnp.asarray(ts, x_init.dtype)
-    index = jnp.arange(ts.shape[0] - 1)[::-1]                                    # K-1, ..., 0
-
-    def body(x, i):
-      x = step_fn(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i), i == 0)
-      return x, x
-
-    _, states = jax.lax.scan(body, x_init, index)                               # states at ts[K-1], ..., ts[0]
+    _, states = _walk(step_fn, dyn, key, ts, x_init, keep_states=True)           # at ts[K-1], ..., ts[0]
     return jnp.concatenate([states[::-1], x_init[None]])
 
   return trajectory

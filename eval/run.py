@@ -103,8 +103,16 @@ def image_features(config, workdir):
 
 
 def batched(fn, x, batch: int):
-  """``fn`` over ``x`` in batches (bounded memory): the outputs concatenated as NumPy."""
-  return np.concatenate([np.asarray(fn(x[i:i + batch])) for i in range(0, len(x), batch)])
+  """``fn`` over ``x`` in batches of one shape (bounded memory, one compilation; the last batch is padded
+  with its own first example and the padding dropped): the outputs concatenated as NumPy."""
+  batch, out = min(batch, len(x)), []
+  for i in range(0, len(x), batch):
+    xb = x[i:i + batch]
+    pad = batch - len(xb)
+    if pad:
+      xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
+    out.append(np.asarray(fn(xb))[:batch - pad])
+  return np.concatenate(out)
 
 
 def reference_statistics(config, workdir, metric, features):
@@ -141,7 +149,7 @@ def likelihood(config, path, model, params, key):
                        for i in range(0, len(x), batch)])
   if config.data.dataset == 'toy':
     target = make_target(config.data)
-    return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob(x)))}
+    return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob_data(x)))}
   # P(bin) = p(x) (2 / (levels - 1))^d, so -log2 P / d = -log p / (d ln 2) + log2((levels - 1) / 2).
   offset = np.log2((levels - 1) / 2.0)
   return {'bits_per_dim': float(np.mean(-ll / (dim * np.log(2.0)) + offset))}
@@ -196,7 +204,8 @@ def evaluate(config, workdir):
     record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
                       '(no Inception weights); not comparable with FID')
   if config.eval.likelihood:
-    record['likelihood'] = likelihood(config, path, model, state.ema_params, jax.random.fold_in(key, -1))
+    record['likelihood'] = likelihood(config, path, model, state.ema_params,
+                                      state_lib.stream_key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
   records.write_json(record, os.path.join(workdir, 'eval.json'))
   with open(os.path.join(workdir, 'eval.md'), 'w') as f:

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 from ddm import samplers
-from ddm.paths import Path, denoiser_from_score, per_example
+from ddm.paths import Path
 from ddm.registry import SAMPLERS
 
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
@@ -134,11 +134,7 @@ def make_chain(path: Path, score_fn: Callable, denoise_fn: Callable, sampler: st
       return carry, None
 
     (x, _, _), _ = jax.lax.scan(body, (x_init, jnp.zeros_like(x_init), jnp.ones((), bool)), index)
-    if denoise_final:
-      t_b = jnp.full(x.shape[:1], ts[0], x.dtype)
-      alpha, sigma = path.alpha(t_b), path.sigma(t_b)
-      x = denoiser_from_score(x, score_fn(x, t_b), per_example(alpha, x), per_example(sigma, x))
-    return x
+    return samplers.denoise_at(path, score_fn, x, ts[0]) if denoise_final else x
 
   return chain
 

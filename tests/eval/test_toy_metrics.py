@@ -53,7 +53,7 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   config.data.target = 'bimodal'
   config.eval.num_samples = 2000
   config.eval.batch_size = 1000
-  config.eval.likelihood = False  # eval/likelihood.py is not written yet (issue 5)
+  config.eval.likelihood_steps = 100  # smoke's 20 Heun steps leave ~0.04 nats of ODE error
   loop.train_and_evaluate(config, str(tmp_path))
   fit_run.fit_schedule(config, str(tmp_path))  # stored as 'corrector': a row of the table ('fitted')
   record = eval_run.evaluate(config, str(tmp_path))
@@ -68,6 +68,9 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   table = (tmp_path / 'eval.md').read_text()
   assert '| learned |' in table and '**' in table
   assert json.load(open(tmp_path / 'eval.json'))['results'] == results
+  # Exact score: the ODE likelihood of data equals the closed-form E[-log p0] of the same points.
+  lik = record['likelihood']
+  assert lik['nll_nats'] == pytest.approx(lik['exact_nll_nats'], abs=0.02)
   assert (tmp_path / 'eval_density.png').exists() and list((tmp_path / 'eval').glob('events.out.tfevents*'))
   x = eval_run.sample(config, str(tmp_path))
   assert x.shape == (2000, 1) and (tmp_path / 'samples_learned_5.npz').exists()
