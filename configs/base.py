@@ -72,6 +72,8 @@ def get_config():
   schedule.init = 'linear'               # Initial schedule (a baseline): linear | cosine | edm_rho3 | edm_rho7 | log_linear.
   schedule.learn = True                  # Learn the schedule online while training (False: fixed baseline run).
   schedule.gamma = 0.1                   # Blend rate of each online update, in (0, 1].
+  schedule.cost_fraction = 1.0           # Online: fraction of each batch whose cost rate is measured (0, 1]
+                                         # (one jvp per such example; 1/16 keeps learning under 5% of a step).
   schedule.min_count = 8                 # Update once every level holds this many cost samples...
   schedule.update_every = 200            # ...or at the latest every this many training steps.
   schedule.fit_grid = 1024               # fit_schedule: points of the fine grid the rate is estimated on.
@@ -109,7 +111,7 @@ def get_config():
   train.distributed = False              # Multi-host: call jax.distributed.initialize() (SLURM, TPU pods, ...).
 
   config.eval = eval_ = ml_collections.ConfigDict()
-  eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc'.
+  eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'.
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
   eval_.schedules = ('learned', 'fitted', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
                                          # 'fitted': every schedule fit_schedule stored in <workdir>/schedules/
@@ -138,6 +140,7 @@ def apply_image_defaults(config):
   config.schedule.gamma = 0.05
   config.schedule.min_count = 8
   config.schedule.update_every = 1000
+  config.schedule.cost_fraction = 1 / 16
   config.optim.learning_rate = 2e-4
   config.optim.ema_decay = 0.9999
   config.train.batch_size = 128
@@ -234,6 +237,8 @@ def _problems(config, mode):
   check_name(registry.COSTS, sch.cost, 'config.schedule.cost')
   if not 0 < sch.gamma <= 1:
     problems.append(f'config.schedule.gamma={sch.gamma}; need 0 < gamma <= 1')
+  if not 0 < sch.cost_fraction <= 1:
+    problems.append(f'config.schedule.cost_fraction={sch.cost_fraction}; need 0 < cost_fraction <= 1')
   for field in ('min_count', 'update_every', 'num_samples', 'fit_iterations'):
     if sch[field] < 1:
       problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')

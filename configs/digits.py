@@ -17,6 +17,7 @@ def get_config(options: str = ''):
   config.schedule.gamma = 0.1
   config.schedule.min_count = 4
   config.schedule.update_every = 100
+  config.schedule.cost_fraction = 1 / 16  # 8 rates a step: learning costs ~3% of the step (README)
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 200
   config.optim.ema_decay = 0.999

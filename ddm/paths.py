@@ -108,6 +108,20 @@ VP_BETA_SCHEDULES = ('linear', 'cosine')
 COSINE_OFFSET = 0.008  # Nichol & Dhariwal (2021), eq. 17.
 
 
+def posterior(path: Path, s, t, x_t, x0):
+  """``q(x_s | x_t, x0) = N(mean, var I)`` for times ``s < t`` (scalars, or f32[B] per example):
+  ``(mean f32[B, *S], var)``. With ``a = alpha_t / alpha_s`` and ``v = sigma_t^2 - a^2 sigma_s^2`` (the
+  transition's variance), ``mean = (a sigma_s^2 x_t + alpha_s v x0) / sigma_t^2``, ``var = v sigma_s^2 / sigma_t^2``
+  (Kingma et al. 2021, VDM eq. 21-22; DDPM's posterior on VP paths)."""
+  alpha_s, sigma_s, alpha_t, sigma_t = path.alpha(s), path.sigma(s), path.alpha(t), path.sigma(t)
+  a = alpha_t / alpha_s
+  v = sigma_t**2 - a**2 * sigma_s**2
+  coef_t, coef_0 = a * sigma_s**2 / sigma_t**2, alpha_s * v / sigma_t**2
+  if jnp.ndim(coef_t):
+    coef_t, coef_0 = per_example(coef_t, x_t), per_example(coef_0, x_t)
+  return coef_t * x_t + coef_0 * x0, v * sigma_s**2 / sigma_t**2
+
+
 def ve_path(sigma_min: float, sigma_max: float, parametrisation: str = 'geometric') -> Path:
   """VE / EDM path: ``alpha = 1``; sigma geometric (score_sde) or linear (EDM's sigma(t) = t)."""
   lo, hi = float(sigma_min), float(sigma_max)

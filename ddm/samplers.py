@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ddm.paths import Path, denoiser_from_score, per_example
+from ddm.paths import Path, denoiser_from_score, per_example, posterior
 from ddm.registry import SAMPLERS
 
 Array = jax.Array
@@ -96,6 +96,17 @@ def _pc_step(dyn, x, t, t_next, key, is_last):
     z = jax.random.normal(jax.random.fold_in(key, j + 1), x.shape, x.dtype)
     x = x + step * score + jnp.sqrt(2.0 * step) * z
   return x
+
+
+@SAMPLERS.register('ancestral')
+def _ancestral_step(dyn, x, t, t_next, key, is_last):
+  """Ancestral sampling (DDPM; Watson et al.'s ELBO-optimal schedules are optimal for this sampler): draw
+  ``x_next ~ q(x_next | x, x0 = D(x, t))``, the forward posterior with the denoised estimate in place of
+  ``x0``; no noise on the final step (its mean is the estimate at ``t_0``)."""
+  x0_hat = denoise_at(dyn.path, dyn.score_fn, x, t)
+  mean, var = posterior(dyn.path, t_next, t, x, x0_hat)
+  std = jnp.sqrt(jnp.maximum(var, 0.0)) * jnp.where(is_last, 0.0, 1.0)
+  return mean + std * jax.random.normal(key, x.shape, x.dtype)
 
 
 def prior_sample(path: Path, key, shape) -> Array:

@@ -62,8 +62,6 @@ def define_flags():
   flags.DEFINE_integer('pipeline_batches', 50, 'Batches per timed run of the input pipeline.')
   flags.DEFINE_integer('sample_batch', 0, 'Images per sampling run (0: config.eval.batch_size).')
   flags.DEFINE_list('sample_steps', ['10', '100'], 'Sampler step counts K.')
-  flags.DEFINE_float('jvp_fraction', 0.125, 'Also time the loop step with the jvp on this fraction of the '
-                     'examples (a design alternative; 0: skip).')
   flags.DEFINE_float('fd_step', 1e-3, 'Finite-difference step in t of the cost estimator comparison.')
 
 
@@ -132,32 +130,20 @@ def _example_batch(config, shape):
 
 
 @contextlib.contextmanager
-def _patched_schedule_machinery(kind, fraction=1.0):
+def _without_schedule_machinery():
   """While building and tracing the loop's step, replaces the rate estimator the loop asks
-  ``costs.make_rate_fn`` for. ``'stub'``: zeros, and an update that is never ready (the loop's step without
-  the schedule machinery). ``'subsample'``: the real rate on the first ``fraction`` of each device's
-  examples and NaN (dropped by the statistics) on the rest: what the jvp would cost on a subsample.
-
-  Yields a dict whose 'used' turns True once the loop asked for the estimator (so a changed loop cannot
-  silently time the real estimator under this name)."""
+  ``costs.make_rate_fn`` for by zeros, and makes the update never ready: the loop's step without the
+  schedule machinery. Yields a dict whose 'used' turns True once the loop asked for the estimator (so a
+  changed loop cannot silently time the real estimator under this name)."""
   seen = {'used': False}
   real_make, real_ready = costs.make_rate_fn, online.ready
 
   def make_rate_fn(*args, **kwargs):
     seen['used'] = True
-    if kind == 'stub':
-      return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
-    real = real_make(*args, **kwargs)
-
-    def rate(score_fn, path, x, t, *rest, **kw):
-      k = max(1, int(round(fraction * x.shape[0])))
-      head = real(score_fn, path, x[:k], t[:k], *rest, **kw)
-      return jnp.concatenate([head, jnp.full((x.shape[0] - k,), jnp.nan, head.dtype)])
-    return rate
+    return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
 
   costs.make_rate_fn = make_rate_fn
-  if kind == 'stub':
-    online.ready = lambda *args, **kwargs: jnp.zeros((), bool)
+  online.ready = lambda *args, **kwargs: jnp.zeros((), bool)
   try:
     yield seen
   finally:
@@ -213,11 +199,12 @@ class _Timed:
     return out
 
 
-def prepare_loop_step(config, path, model, batch, devices, args, patch=None, fraction=1.0):
+def prepare_loop_step(config, path, model, batch, devices, args, stub=False):
   """The loop's step as the loop builds it (pmapped on ``devices``, state donated, replicated state, the
-  batch sharded and already on the devices), compiled; None if ``patch`` was not used by the loop."""
+  batch sharded and already on the devices), compiled; with ``stub``, without the schedule machinery
+  (None if the loop did not ask for the estimator)."""
   n = len(devices)
-  with (_patched_schedule_machinery(patch, fraction) if patch else contextlib.nullcontext({'used': True})) as seen:
+  with (_without_schedule_machinery() if stub else contextlib.nullcontext({'used': True})) as seen:
     p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, donate_argnums=(0,),
                       devices=devices)
     p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
@@ -454,11 +441,14 @@ def run(config, args) -> dict:
   variants['loop_learn_off'] = prepare_loop_step(config, path, model, batch, devices, args)
   with config.unlocked():
     config.schedule.learn = True
-  variants['loop_no_schedule_machinery'] = prepare_loop_step(config, path, model, batch, devices, args, 'stub')
-  fraction = getattr(args, 'jvp_fraction', 0.125)
-  if fraction:
-    variants['loop_jvp_subsample'] = prepare_loop_step(config, path, model, batch, devices, args, 'subsample',
-                                                       fraction)
+  variants['loop_no_schedule_machinery'] = prepare_loop_step(config, path, model, batch, devices, args, stub=True)
+  fraction = config.schedule.cost_fraction
+  if fraction < 1:  # the same step with a rate for every example, for comparison
+    with config.unlocked():
+      config.schedule.cost_fraction = 1.0
+    variants['loop_jvp_every_example'] = prepare_loop_step(config, path, model, batch, devices, args)
+    with config.unlocked():
+      config.schedule.cost_fraction = fraction
   variants['bare'] = prepare_bare_step(config, path, model, batch, args)
   variants = {k: v for k, v in variants.items() if v is not None}
   time_interleaved(variants, args.repeats, args.warmup)
@@ -478,12 +468,15 @@ def run(config, args) -> dict:
               'update_branch_s': update_s, 'expected_update_period_steps': period, 'amortisation': method})
     return step
 
+  per_device = batch.shape[0] // len(devices)
+  fed = loop.cost_examples(per_device, config.schedule.cost_fraction) * len(devices)
   on = timed['loop_learn_on']
-  on_step = amortise(on, _update_period(config, batch.shape[0]))
+  on.update({'cost_fraction': config.schedule.cost_fraction, 'examples_with_jvp_per_step': fed})
+  on_step = amortise(on, _update_period(config, fed))
   off, stub, bare = timed['loop_learn_off'], timed.get('loop_no_schedule_machinery'), timed['bare']
   base = stub['step_s'] if stub else off['step_s']
   train = {**{k: timed.get(k) for k in ('loop_learn_on', 'loop_learn_off', 'loop_no_schedule_machinery',
-                                         'loop_jvp_subsample', 'bare')},
+                                         'loop_jvp_every_example', 'bare')},
            # learning the schedule: the loop's step with it over the same step without the estimator/update
            'overhead_schedule_learning': on_step / base - 1.0,
            # config.schedule.learn True vs False (False still measures the costs; only the schedule is kept)
@@ -492,13 +485,10 @@ def run(config, args) -> dict:
            'overhead_loop_over_bare': base / bare['step_s'] - 1.0,
            'overhead_loop_with_learning_over_bare': on_step / bare['step_s'] - 1.0,
            'schedule_share_of_step': 1.0 - base / on_step}
-  sub = timed.get('loop_jvp_subsample')
-  if sub:
-    per_device = batch.shape[0] // len(devices)
-    fed = max(1, int(round(fraction * per_device))) * len(devices)
-    sub_step = amortise(sub, _update_period(config, fed))
-    sub.update({'fraction': fraction, 'examples_with_jvp_per_step': fed})
-    train['overhead_schedule_learning_jvp_subsample'] = sub_step / base - 1.0
+  every = timed.get('loop_jvp_every_example')
+  if every:
+    every_step = amortise(every, _update_period(config, batch.shape[0]))
+    train['overhead_schedule_learning_jvp_every_example'] = every_step / base - 1.0
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
   result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
@@ -543,14 +533,16 @@ def table(result) -> str:
           ('train, loop step, no schedule machinery (ex/s)',
            _fmt(tr['loop_no_schedule_machinery'] and tr['loop_no_schedule_machinery']['examples_per_s'])),
           ('train, bare jit step (ex/s)', _fmt(tr['bare']['examples_per_s'])),
-          ('train, loop step, jvp on a subsample (ex/s)',
-           _fmt(tr.get('loop_jvp_subsample') and tr['loop_jvp_subsample']['amortised_examples_per_s'])),
+          ('train, loop step, jvp on every example (ex/s)',
+           _fmt(tr.get('loop_jvp_every_example') and tr['loop_jvp_every_example']['amortised_examples_per_s'])),
           ('update branch (s) / expected period (steps)',
            f"{_fmt(tr['loop_learn_on']['update_branch_s'])} / {_fmt(tr['loop_learn_on']['expected_update_period_steps'])}"),
-          ('overhead of schedule learning', _fmt(100 * tr['overhead_schedule_learning'], '%')),
-          ('overhead of schedule learning, jvp on a subsample',
-           _fmt(tr.get('overhead_schedule_learning_jvp_subsample') and
-                100 * tr['overhead_schedule_learning_jvp_subsample'], '%')),
+          ('overhead of schedule learning (cost_fraction '
+           f"{tr['loop_learn_on']['cost_fraction']:.3g}, {tr['loop_learn_on']['examples_with_jvp_per_step']} "
+           'jvp/step)', _fmt(100 * tr['overhead_schedule_learning'], '%')),
+          ('overhead of schedule learning, jvp on every example',
+           _fmt(tr.get('overhead_schedule_learning_jvp_every_example') and
+                100 * tr['overhead_schedule_learning_jvp_every_example'], '%')),
           ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
           ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
           ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),

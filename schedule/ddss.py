@@ -62,7 +62,7 @@ from ddm.registry import SAMPLERS
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
 # Score evaluations per step of each registered sampler (pc: one predictor and config.eval.langevin_steps
 # corrector evaluations); GGDM one denoiser evaluation.
-EVALUATIONS_PER_STEP = {'euler': 1, 'heun': 2, 'euler_maruyama': 1}
+EVALUATIONS_PER_STEP = {'euler': 1, 'heun': 2, 'euler_maruyama': 1, 'ancestral': 1}
 
 
 MIN_INCREMENT = 1e-3  # share of the log-ratio range spread evenly over the steps (floors every increment)

@@ -10,7 +10,7 @@ The model of a K-step sub-path ``0 = t_0 < t_1 < ... < t_K = 1`` of the path ``z
     p(x0 | z_{t_0}) = N(x0; z_{t_0} / alpha_0, (sigma_0 / alpha_0)^2 I)   (reconstruction),
 
 with ``D`` the denoiser ``E[x0 | z_t]`` (``problem.denoise_fn``; on VP paths too it predicts x0 itself, the
-alpha scaling is in the posterior mean below). Its negative ELBO decomposes over the steps:
+alpha scaling is in the posterior mean below, ``ddm.paths.posterior``). Its negative ELBO decomposes over the steps:
 
     NELBO = E[-log p(x0 | z_0)] + sum_{k=1..K} C(t_{k-1}, t_k) + E[KL(q(z_1 | x0) || p(z_1))].
 
@@ -86,15 +86,6 @@ def step_coefficient(snr_s, snr_t):
   Equals ``alpha_s^2 (sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2) / (2 sigma_s^2 sigma_t^2)``. Broadcasts.
   """
   return 0.5 * (snr_s - snr_t)
-
-
-def posterior(path: Path, s, t, z_t, x0):
-  """``q(z_s | z_t, x0) = N(mean, var I)`` for scalar times ``s < t``: ``(mean f32[B, *S], var scalar)``."""
-  alpha_s, sigma_s, alpha_t, sigma_t = path.alpha(s), path.sigma(s), path.alpha(t), path.sigma(t)
-  a = alpha_t / alpha_s
-  v = sigma_t**2 - a**2 * sigma_s**2
-  mean = (a * sigma_s**2 / sigma_t**2) * z_t + (alpha_s * v / sigma_t**2) * x0
-  return mean, v * sigma_s**2 / sigma_t**2
 
 
 def cost_matrix(snrs, mse) -> np.ndarray:

@@ -6,6 +6,7 @@ Algorithm 1 update blended with rate gamma once the statistics are ready. Metric
 device at logging steps only.
 """
 import functools
+import math
 import os
 import time
 
@@ -54,11 +55,13 @@ def make_train_step(config, path, model: model_lib.Model):
     state = state.apply_gradients(grads=grads)
     state = state.replace(ema_params=state_lib.ema_update(state.ema_params, state.params, config.optim.ema_decay))
 
-    # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level.
-    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t, t,
+    # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level, on the first
+    # cost_examples of the device's batch (levels are i.i.d. per example, so any subset is unbiased).
+    n = cost_examples(batch_size, sch.cost_fraction)
+    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
                    jax.random.fold_in(key_dropout, 1))
     zeros = jnp.zeros_like(state.cost_sum)
-    batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level), AXIS)
+    batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level[:n]), AXIS)
     state = state.replace(cost_sum=state.cost_sum + batch_sum, cost_count=state.cost_count + batch_count)
 
     go = online.ready(state.cost_count, state.step - state.last_update, sch.min_count, sch.update_every)
@@ -70,6 +73,11 @@ def make_train_step(config, path, model: model_lib.Model):
     return state, metrics
 
   return train_step
+
+
+def cost_examples(device_batch: int, fraction: float) -> int:
+  """Examples of a device's batch whose cost rate is measured each step: ``ceil(fraction * B)``, at least 1."""
+  return max(1, min(device_batch, math.ceil(fraction * device_batch - 1e-9)))
 
 
 def _update_schedule(sch, path, state):

@@ -60,6 +60,26 @@ def test_gaussian_sample_variance(name, path_name):
   assert abs(ratio - 1.0) < 4 * np.sqrt(2.0 / (n * d)) + allowance, ratio
 
 
+@pytest.mark.parametrize('path_name', sorted(PATHS))
+def test_ancestral_variance_follows_its_gaussian_recursion(path_name):
+  # Gaussian data: D(x, t) = k_t x with k_t = alpha c^2 / (alpha^2 c^2 + sigma^2), so a step t -> s maps the
+  # variance V to (a_t + b_t k_t)^2 V + var_post (ddm.paths.posterior's coefficients): exact for any K. The
+  # sampler is first order, so it loses variance at few steps (DDPM's "small" posterior variance).
+  path, n, d = PATHS[path_name], 4000, 16
+  ts = np.asarray(baselines.edm_rho7(path, 20), np.float64)
+  k = lambda t: float(path.alpha(t)) * C**2 / (float(path.alpha(t))**2 * C**2 + float(path.sigma(t))**2)
+  var = float(path.alpha(1.0))**2 + float(path.sigma(1.0))**2
+  for i in range(len(ts) - 1, 0, -1):
+    t, s = ts[i], ts[i - 1]
+    a, _ = paths.posterior(path, s, t, jnp.ones(()), jnp.zeros(()))
+    b, post = paths.posterior(path, s, t, jnp.zeros(()), jnp.ones(()))
+    var = (float(a) + float(b) * k(t))**2 * var + float(post) * (i > 1)
+  var *= k(ts[0])**2                                        # the final denoising step
+  x = _run('ancestral', path, _gaussian(d), ts, n, d)
+  assert abs(float(jnp.var(x)) / var - 1.0) < 4 * np.sqrt(2.0 / (n * d)), (float(jnp.var(x)), var)
+  assert var / C**2 < 0.99                                  # and the recursion is not the trivial answer
+
+
 @pytest.fixture(scope='module')
 def bimodal_expected_log_prob():
   """``E_{p_0}[log p_0(x)]`` by Monte Carlo from true samples (standard error about 0.002)."""
@@ -68,8 +88,7 @@ def bimodal_expected_log_prob():
 
 @pytest.mark.parametrize('path_name', sorted(PATHS))
 @pytest.mark.parametrize('name', [
-    'heun', 'euler_maruyama',
-    'pc'])
+    'heun', 'euler_maruyama', 'pc', 'ancestral'])
 def test_bimodal_modes_and_log_likelihood(name, path_name, bimodal_expected_log_prob):
   path, n = PATHS[path_name], 4000
   x = _run(name, path, BIMODAL, baselines.edm_rho7(path, 200), n, 1)
@@ -80,7 +99,7 @@ def test_bimodal_modes_and_log_likelihood(name, path_name, bimodal_expected_log_
                                                                                   bimodal_expected_log_prob)
 
 
-@pytest.mark.parametrize('name', ['euler', 'heun', 'euler_maruyama', 'pc'])
+@pytest.mark.parametrize('name', ['euler', 'heun', 'euler_maruyama', 'pc', 'ancestral'])
 def test_image_shapes_and_no_recompilation(name):
   path, shape = PATHS['ve'], (4, 8, 8, 1)
   score_fn = lambda x, t: -x / per_example(1.0 + path.sigma(t)**2, x)

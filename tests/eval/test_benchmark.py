@@ -9,14 +9,14 @@ from configs import digits, toy1d
 from eval import benchmark
 
 ARGS = dict(repeats=1, steps=2, warmup=1, num_devices=0, pipeline_batches=3, sample_batch=8,
-            sample_steps=['10', '100'], jvp_fraction=0.25, fd_step=1e-3)
+            sample_steps=['10', '100'], fd_step=1e-3)
 
 POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'train.loop_learn_on.step_s', 'train.loop_learn_on.examples_per_s', 'train.loop_learn_on.amortised_step_s',
     'train.loop_learn_on.amortised_examples_per_s', 'train.loop_learn_on.update_branch_s',
     'train.loop_learn_on.expected_update_period_steps', 'train.loop_learn_off.examples_per_s',
     'train.loop_no_schedule_machinery.examples_per_s', 'train.bare.examples_per_s',
-    'train.loop_jvp_subsample.amortised_examples_per_s',
+    'train.loop_jvp_every_example.amortised_examples_per_s',
     'input_pipeline.examples_per_s', 'loop_end_to_end.examples_per_s',
     'cost_estimator.jvp.s_per_sample', 'cost_estimator.fd_central.s_per_sample',
     'cost_estimator.fd_forward.s_per_sample', 'cost_estimator.jvp.batch_mean',
@@ -26,7 +26,7 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'compile.bare_step.compile_s',
 ]
 FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'train.overhead_loop_over_bare',
-          'train.overhead_loop_with_learning_over_bare', 'train.overhead_schedule_learning_jvp_subsample',
+          'train.overhead_loop_with_learning_over_bare', 'train.overhead_schedule_learning_jvp_every_example',
           'cost_estimator.fd_central.rel_diff_of_means',
           'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
 PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
@@ -49,9 +49,12 @@ def _tiny_digits():
   return config
 
 
-@pytest.mark.parametrize('make_config', [lambda: toy1d.get_config('smoke'), _tiny_digits], ids=['toy1d', 'digits'])
+# The U-Net variant compiles five train steps (~80 s on 2 cores): run with `pytest -m slow`.
+@pytest.mark.parametrize('make_config', [lambda: toy1d.get_config('smoke'),
+                                         pytest.param(_tiny_digits, marks=pytest.mark.slow)], ids=['toy1d', 'digits'])
 def test_benchmark_reports_every_figure(make_config, tmp_path):
   config = make_config()
+  config.schedule.cost_fraction = 0.25  # rates on a quarter of each batch, and the every-example variant beside
   result = benchmark.run(config, types.SimpleNamespace(**ARGS))
   out = tmp_path / 'bench.json'
   out.write_text(json.dumps(benchmark._jsonable(result)))
@@ -69,4 +72,6 @@ def test_benchmark_reports_every_figure(make_config, tmp_path):
   # the jvp rate and a central difference agree; the scan and the Python loop sample the same images
   assert result['cost_estimator']['fd_central']['rel_diff_of_means'] < 1e-2
   assert result['sampling']['100']['max_abs_diff'] < 1e-3
+  on = result['train']['loop_learn_on']
+  assert on['examples_with_jvp_per_step'] == 2 * math.ceil(0.25 * config.train.batch_size / 2)
   benchmark.table(result)  # the printed table builds from the JSON

@@ -57,7 +57,7 @@ def test_frechet_zero_for_identical_statistics_and_symmetric():
   d12 = frechet.frechet_distance(mu1, cov1, mu2, cov2)
   d21 = frechet.frechet_distance(mu2, cov2, mu1, cov1)
   assert d12 > 0
-  assert abs(d12 - d21) < 1e-9 * d12
+  assert abs(d12 - d21) < 1e-6 * d12  # cov2 is singular: sqrtm of the product is only good to ~1e-8 relative
 
 
 def test_frechet_diagonal_gaussians_closed_form():

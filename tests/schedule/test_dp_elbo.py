@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import toy1d
+from ddm import paths
 from ddm.paths import make_path, ve_path, vp_path
 from schedule import dp_elbo, run
 
@@ -67,7 +68,7 @@ def test_posterior_is_the_gaussian_conditional(path):
   a = a_t / a_s                                                         # z_t = a z_s + N(0, v)
   cov_st, var_t = a * g_s**2, g_t**2
   x0, z_t = jnp.array([[0.7, -1.2]]), jnp.array([[0.1, 0.4]])
-  mean, var = dp_elbo.posterior(path, s, t, z_t, x0)
+  mean, var = paths.posterior(path, s, t, z_t, x0)
   np.testing.assert_allclose(mean, a_s * x0 + cov_st / var_t * (z_t - a_t * x0), rtol=1e-5, atol=1e-6)
   assert float(var) == pytest.approx(g_s**2 - cov_st**2 / var_t, rel=1e-4)
   # alpha_s^2 v / (2 sigma_s^2 sigma_t^2) = (SNR(s) - SNR(t)) / 2
@@ -85,8 +86,8 @@ def test_step_kl_matches_monte_carlo(path):
   x0 = jax.random.normal(keys[0], (1, dim))
   x0_hat = x0 + 0.3 * jax.random.normal(keys[1], (1, dim))
   z_t = path.marginal_sample(x0, jnp.full((1,), t), jax.random.normal(keys[2], (1, dim)))
-  mean_q, var = dp_elbo.posterior(path, s, t, z_t, x0)
-  mean_p, var_p = dp_elbo.posterior(path, s, t, z_t, x0_hat)
+  mean_q, var = paths.posterior(path, s, t, z_t, x0)
+  mean_p, var_p = paths.posterior(path, s, t, z_t, x0_hat)
   assert float(var_p) == float(var)
   z_s = np.asarray(mean_q, np.float64) + np.sqrt(float(var)) * np.asarray(jax.random.normal(keys[3], (n, dim)),
                                                                            np.float64)

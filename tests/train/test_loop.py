@@ -96,6 +96,16 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
   np.testing.assert_allclose(np.mean(ladders, axis=0), path.sigma(fitted_ts), rtol=0.05)
 
 
+def test_cost_fraction_measures_rates_on_that_share_of_each_device_batch():
+  config = _smoke(schedule__cost_fraction=0.25, schedule__update_every=1000, schedule__min_count=1000)
+  state = _run_steps(config, jax.local_devices()[:2], 3)
+  per_device = config.train.batch_size // 2
+  assert loop.cost_examples(per_device, 0.25) == -(-per_device // 4)
+  assert float(state.cost_count.sum()) == 3 * 2 * loop.cost_examples(per_device, 0.25)
+  assert float(state.cost_sum.sum()) > 0
+  assert loop.cost_examples(3, 0.01) == 1 and loop.cost_examples(32, 1.0) == 32
+
+
 def test_nonfinite_costs_never_corrupt_the_schedule():
   from schedule import online
   ts = jnp.linspace(0.0, 1.0, 9)
@@ -129,6 +139,7 @@ def test_tensorboard_events_hold_the_expected_tags(tmp_path):
     (dict(train__batch_size=63), 'config.train.batch_size=63 is not divisible by the 2 devices'),
     (dict(schedule__gamma=0.0), 'config.schedule.gamma=0.0; need 0 < gamma <= 1'),
     (dict(schedule__gamma=1.5), 'config.schedule.gamma=1.5; need 0 < gamma <= 1'),
+    (dict(schedule__cost_fraction=0.0), 'config.schedule.cost_fraction=0.0; need 0 < cost_fraction <= 1'),
     (dict(eval__sampler='ddim'), "config.eval.sampler='ddim' is not a known sampler"),
 ])
 def test_bad_training_input(tmp_path, overrides, message):

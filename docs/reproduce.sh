@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Regenerates the evaluation tables and figures under docs/ that the README shows.
+#
+#   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~40 min, 2 CPU cores)
+#   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
+#
+# Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
+# predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
+# and figure are copied to docs/<run>_eval.* . An existing workdir resumes (training) or is re-fitted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:?usage: bash docs/reproduce.sh toy|digits [RUNS]}
+RUNS=${2:-runs}
+
+fits() {  # fits <workdir> <config flags...>: every schedule search on the workdir's checkpoint
+  local w=$1; shift
+  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.cost=corrector
+  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.cost=predictor \
+    --config.schedule.predictor=heun
+  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.method=dp_elbo
+  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.method=ddss
+}
+
+evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
+  local w=$1 name=$2 sampler=$3; shift 3
+  python main.py "$@" --workdir="$w" --mode=eval --config.eval.sampler="$sampler"
+  cp "$w/eval.md" "docs/${name}_eval_${sampler}.md"
+  cp "$w/eval.json" "docs/${name}_eval_${sampler}.json"
+  for png in eval_density.png eval_samples.png; do
+    [[ -f "$w/$png" ]] && cp "$w/$png" "docs/${name}_${png%.png}_${sampler}.png"
+  done
+  return 0
+}
+
+case "$WHAT" in
+  toy)
+    for target in cantor bimodal; do
+      toy=(--config=configs/toy1d.py --config.data.target=$target "--config.eval.num_steps=(5,10,20,50)")
+      # The exact score: schedules and samplers alone, no model error (method.md section 7).
+      exact=("${toy[@]}" --config.model.exact_score=True --config.train.num_steps=3000)
+      python main.py "${exact[@]}" --workdir="$RUNS/${target}_exact"
+      fits "$RUNS/${target}_exact" "${exact[@]}"
+      evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}"
+      evals "$RUNS/${target}_exact" "${target}_exact" ancestral "${exact[@]}"
+      # A trained MLP whose schedule was learned online (the README's *_learned run).
+      python main.py "${toy[@]}" --workdir="$RUNS/${target}_learned"
+      fits "$RUNS/${target}_learned" "${toy[@]}"
+      evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}"
+    done
+    ;;
+  digits)
+    # DDSS back-propagates through every sampling chain: fewer, smaller iterations than the default on a CPU.
+    dig=(--config=configs/digits.py "--config.eval.num_steps=(5,10,20,50)" --config.schedule.fit_grid=256
+         --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64)
+    python main.py "${dig[@]}" --workdir="$RUNS/digits"
+    fits "$RUNS/digits" "${dig[@]}"
+    evals "$RUNS/digits" digits heun "${dig[@]}"
+    ;;
+  *)
+    echo "unknown target '$WHAT'; allowed: toy, digits" >&2
+    exit 2
+    ;;
+esac
