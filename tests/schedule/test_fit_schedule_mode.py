@@ -18,8 +18,9 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   run.fit_schedule(config, str(tmp_path))
   record = json.load(open(tmp_path / 'schedule.json'))
   assert set(record) == {'t', 'sigma', 'alpha', 'num_steps', 'cost', 'length', 'energy', 'incremental_costs',
-                         'method', 'name'}
+                         'method', 'name', 'time_s', 'rate_evaluations'}
   assert record['method'] == 'score_optimal' and record['name'] == 'corrector'
+  assert record['time_s'] > 0 and record['rate_evaluations'] == 3 * 128 * 32  # passes x grid x samples (smoke)
   stored = store.load(str(tmp_path), 'corrector')  # usable by name in config.eval.schedules
   assert stored.schedule(16) == pytest.approx(record['t'], abs=1e-6) and len(stored.schedule(7)) == 8
   t, costs, num_steps = record['t'], record['incremental_costs'], record['num_steps']
