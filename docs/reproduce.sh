@@ -6,19 +6,20 @@
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
 # predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
-# and figure are copied to docs/<run>_eval.* . An existing workdir resumes (training) or is re-fitted.
+# and figure are copied to docs/<run>_eval.* . Run again, it resumes: training continues from the last
+# checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:?usage: bash docs/reproduce.sh toy|digits [RUNS]}
 RUNS=${2:-runs}
 
-fits() {  # fits <workdir> <config flags...>: every schedule search on the workdir's checkpoint
+fits() {  # fits <workdir> <config flags...>: every schedule search on the workdir's checkpoint (kept if stored)
   local w=$1; shift
-  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.cost=corrector
-  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.cost=predictor \
-    --config.schedule.predictor=heun
-  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.method=dp_elbo
-  python main.py "$@" --workdir="$w" --mode=fit_schedule --config.schedule.method=ddss
+  fit() { [[ -f "$w/schedules/$1.json" ]] || python main.py "${@:2}" --workdir="$w" --mode=fit_schedule; }
+  fit corrector "$@" --config.schedule.cost=corrector
+  fit predictor "$@" --config.schedule.cost=predictor --config.schedule.predictor=heun
+  fit dp_elbo "$@" --config.schedule.method=dp_elbo
+  fit ddss "$@" --config.schedule.method=ddss
 }
 
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>

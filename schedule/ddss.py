@@ -239,10 +239,12 @@ def prior_noise(path: Path, key, shape, stratified: bool = False, jitter: bool =
 
 
 def default_loss(config, problem, key, batch_size: int) -> tuple:
-  """``(name, loss_fn)``: the quantile W2 on toy targets, else KID in the offline classifier's features
-  against ``batch_size`` fixed data examples."""
-  if problem.target is not None:
-    return 'w2_squared', quantile_w2_loss(problem.target, batch_size)
+  """``(name, loss_fn)``: the quantile W2 to the true density on toy targets (a trained model's checkpoint
+  too), else KID in the offline classifier's features against ``batch_size`` fixed data examples."""
+  if problem.target is not None or config.data.dataset == 'toy':
+    from ddm.targets import make_target
+    target = problem.target if problem.target is not None else make_target(config.data)
+    return 'w2_squared', quantile_w2_loss(target, batch_size)
   from eval import classifier
   features, _ = classifier.get_feature_fn(config, problem.workdir)
   data = problem.sample_x0(key, batch_size)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import toy1d
+from configs import digits, toy1d
 from ddm import samplers
 from ddm.paths import make_path, ve_path, vp_path
 from schedule import ddss, run
@@ -162,9 +162,22 @@ def test_default_image_loss_uses_the_classifier_features(monkeypatch):
   path = ve_path(0.002, 80.0)
   sample_x0 = lambda key, n: jax.random.normal(key, (n, 2, 2, 1))
   problem = run.Problem(path, (2, 2, 1), None, None, sample_x0, None, workdir='/some/run')
-  name, loss_fn = ddss.default_loss(toy1d.get_config('smoke'), problem, jax.random.PRNGKey(0), 32)
+  name, loss_fn = ddss.default_loss(digits.get_config('smoke'), problem, jax.random.PRNGKey(0), 32)
   assert name == 'kid_classifier' and calls == ['/some/run']
   assert np.isfinite(float(loss_fn(sample_x0(jax.random.PRNGKey(5), 32))))
+
+
+def test_trained_toy_checkpoint_keeps_the_exact_w2_loss():
+  """A toy model's checkpoint has no closed-form score (problem.target is None), but its data do: the loss is
+  the exact W2 to the true density, never the image classifier's KID."""
+  config = toy1d.get_config('smoke')
+  config.data.target = 'bimodal'
+  problem = run.Problem(ve_path(0.002, 80.0), (1,), None, None, None, None, workdir='/some/run')
+  name, loss_fn = ddss.default_loss(config, problem, jax.random.PRNGKey(0), 64)
+  exact = run.exact_problem(config, ve_path(0.002, 80.0)).target
+  _, reference = ddss.default_loss(config, problem._replace(target=exact), jax.random.PRNGKey(0), 64)
+  x = jnp.linspace(-1.5, 1.5, 64)[:, None]
+  assert name == 'w2_squared' and float(loss_fn(x)) == pytest.approx(float(reference(x)))
 
 
 def test_fit_schedule_with_ddss_stores_its_ladders(tmp_path):
