@@ -55,8 +55,10 @@ case "$WHAT" in
     ;;
   digits)
     # DDSS back-propagates through every sampling chain: fewer, smaller iterations than the default on a CPU.
+    # Evaluation: 512 samples per cell (fd_classifier's bias is shared by every row), 256 likelihood examples.
     dig=(--config=configs/digits.py "--config.eval.num_steps=(5,10,20,50)" --config.schedule.fit_grid=256
-         --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64)
+         --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64
+         --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
     # L_p of the Heun predictor needs nested derivatives of the U-Net (Hutchinson): on a CPU a coarser fit
     # (64 x 16 samples, 2 passes; the full 256 x 64 x 3 did not finish in 40 min on 2 shared cores).
