@@ -137,5 +137,5 @@ def test_prior_sample_std(path_name):
 
 
 def test_unknown_sampler_lists_allowed_names():
-  with pytest.raises(ValueError, match=r'config\.eval\.sampler=.*allowed: euler, euler_maruyama, heun, pc'):
+  with pytest.raises(ValueError, match=r'config\.eval\.sampler=.*allowed: ancestral, euler, euler_maruyama, heun, pc'):
     samplers.make_sampler('rk4', PATHS['ve'], lambda x, t: -x)
