@@ -102,16 +102,18 @@ def image_features(config, workdir):
   return 'fd_classifier', features
 
 
-def batched(fn, x, batch: int):
+def batched(fn, x, batch: int, key=None):
   """``fn`` over ``x`` in batches of one shape (bounded memory, one compilation; the last batch is padded
-  with its own first example and the padding dropped): the outputs concatenated as NumPy."""
+  with its own first example and the padding dropped): the outputs concatenated as NumPy. With ``key``,
+  ``fn(xb, fold_in(key, i))`` for the batch starting at example ``i``."""
   batch, out = min(batch, len(x)), []
   for i in range(0, len(x), batch):
     xb = x[i:i + batch]
     pad = batch - len(xb)
     if pad:
       xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
-    out.append(np.asarray(fn(xb))[:batch - pad])
+    args = (xb,) if key is None else (xb, jax.random.fold_in(key, i))
+    out.append(np.asarray(fn(*args))[:batch - pad])
   return np.concatenate(out)
 
 
@@ -144,9 +146,7 @@ def likelihood(config, path, model, params, key):
   score_fn = model.score_fn(params, path)
   fn = jax.jit(lambda xb, k: lik.log_likelihood(score_fn, path, xb, k, config.eval.likelihood_steps,
                                                 probes=config.eval.hutchinson_probes))
-  batch = config.eval.batch_size
-  ll = np.concatenate([np.asarray(fn(x[i:i + batch], jax.random.fold_in(key_ode, i)))
-                       for i in range(0, len(x), batch)])
+  ll = batched(fn, np.asarray(x), config.eval.batch_size, key_ode)
   if config.data.dataset == 'toy':
     target = make_target(config.data)
     return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob_data(x)))}

@@ -58,6 +58,7 @@ import optax
 from ddm import samplers
 from ddm.paths import Path
 from ddm.registry import SAMPLERS
+from ddm.targets import make_target
 
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
 # Score evaluations per step of each registered sampler (pc: one predictor and config.eval.langevin_steps
@@ -242,7 +243,6 @@ def default_loss(config, problem, key, batch_size: int) -> tuple:
   """``(name, loss_fn)``: the quantile W2 to the true density on toy targets (a trained model's checkpoint
   too), else KID in the offline classifier's features against ``batch_size`` fixed data examples."""
   if problem.target is not None or config.data.dataset == 'toy':
-    from ddm.targets import make_target
     target = problem.target if problem.target is not None else make_target(config.data)
     return 'w2_squared', quantile_w2_loss(target, batch_size)
   from eval import classifier
