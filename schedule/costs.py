@@ -4,10 +4,13 @@ A score function is any ``score_fn(x: f32[B, *S], t: f32[B]) -> f32[B, *S]`` (ex
 network otherwise). Velocity scaling is ``v(t) = sigma(t)`` throughout.
 
 Rate functions, registered in ``COSTS`` under ``config.schedule.cost``, have the signature
-``rate(score_fn, path, x f32[B, *S], t f32[B], key=None) -> f32[B]`` (per example; the key drives
-Hutchinson probes and is ignored by the corrector rate). :func:`make_rate_fn` binds the settings of
-``config.schedule``: 'corrector' (``L_c``) or 'predictor' (``L_p`` of ``config.schedule.predictor``,
-:mod:`schedule.predictor`, evaluated in chunks of ``config.schedule.cost_batch_size`` examples).
+``rate(score_fn, path, x f32[B, *S], t f32[B], key=None) -> f32[B]``: per example, the leading coefficient
+``kappa`` of the cost of a short step, ``L(t -> t - eps) = E_x[kappa] eps^(2p) + ...``, which is additive over
+examples (sum it, average it per level). Its order ``p`` is :func:`order`; the rate whose square root the length
+integrates is ``E[kappa]^(1/p)`` (:func:`to_rate`), taken after the average. ``p = 1`` for 'corrector' (``kappa``
+is ``delta``). :func:`make_rate_fn` binds the settings of ``config.schedule``: 'corrector' (``L_c``) or
+'predictor' (``L_p`` of ``config.schedule.predictor``, :mod:`schedule.predictor`, evaluated in chunks of
+``config.schedule.cost_batch_size`` examples). The key drives Hutchinson probes (ignored by the corrector).
 """
 import functools
 from typing import Callable
@@ -61,9 +64,9 @@ def corrector_cost(score_fn: ScoreFn, path: Path, x, t_next, t):
 
 @COSTS.register('predictor')
 def predictor_rate(score_fn: ScoreFn, path: Path, x, t, key=None, *, predictor: str = 'euler', probes: int = 1):
-  """Order-normalised local rate of ``L_p`` per example (:func:`schedule.predictor.predictor_rate`): the
-  ``dt^(2p)`` coefficient of the predictor-optimised cost to the power ``1/p`` (``p`` = 1, 2, 3 for
-  'identity', 'euler', 'heun'; 'identity' gives :func:`corrector_rate`). f32[B]."""
+  """Leading coefficient ``kappa = v^2 ||c_p||^2`` of ``L_p`` per example (:func:`schedule.predictor.predictor_rate`),
+  ``L_p(t -> t - eps) = E[kappa] eps^(2p) + ...`` with ``p`` = 1, 2, 3 for 'identity', 'euler', 'heun'
+  ('identity' gives :func:`corrector_rate`). f32[B]."""
   return predictor_lib.predictor_rate(score_fn, path, x, t, key, predictor=predictor, probes=probes)
 
 
@@ -93,13 +96,34 @@ def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
   return rate
 
 
+def order(schedule_config) -> int:
+  """``p`` of the cost of ``config.schedule`` (or of a cost name, with its default predictor): a short step's cost
+  is ``O(eps^(2p))``. 1 for 'corrector'; :data:`schedule.predictor.ORDERS` of the predictor for 'predictor'."""
+  if isinstance(schedule_config, str):
+    return 1 if schedule_config == 'corrector' else predictor_lib.ORDERS['euler']
+  if schedule_config.cost == 'predictor':
+    return predictor_lib.ORDERS[schedule_config.predictor]
+  return 1
+
+
+def to_rate(mean_kappa, p: int):
+  """The rate whose square root the length integrates, ``E[kappa]^(1/p)``, from an average of per-example
+  coefficients (negative Monte Carlo means, possible with Hutchinson probes, count as 0). Steps of equal length
+  in it are steps of equal cost ``E[kappa] eps^(2p)`` (method.md section 3 with ``sqrt(delta)`` replaced by
+  ``E[kappa]^(1/(2p))``). The power comes after the average: ``E[kappa^(1/p)]`` would be a different, smaller
+  rate whose ladder does not equalise the cost."""
+  mean_kappa = jnp.maximum(mean_kappa, 0.0)
+  return mean_kappa if p == 1 else mean_kappa**(1.0 / p)
+
+
 def make_rate_fn(schedule_config) -> Callable:
-  """The per-example local-rate estimator ``rate(score_fn, path, x, t, key=None) -> f32[B]`` of
+  """The per-example coefficient estimator ``rate(score_fn, path, x, t, key=None) -> f32[B]`` of
   ``config.schedule`` (a ``config.schedule`` section; a cost name alone means its default settings).
 
   'predictor' binds ``config.schedule.predictor`` and ``hutchinson_probes`` and runs in chunks of
   ``cost_batch_size`` examples. Whether a network is twice differentiable is checked by the callers that
-  hold it (:func:`schedule.predictor.check_model`).
+  hold it (:func:`schedule.predictor.check_model`). Average its output, then apply :func:`to_rate` with
+  :func:`order`.
   """
   if isinstance(schedule_config, str):
     return COSTS.get(schedule_config, 'config.schedule.cost')
@@ -112,10 +136,11 @@ def make_rate_fn(schedule_config) -> Callable:
   return rate_fn
 
 
-def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, num_samples: int):
-  """Monte Carlo ``delta(t_j) = E_{x ~ p_{t_j}}[rate(x, t_j)]`` at every grid time.
+def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, num_samples: int, p: int = 1):
+  """Monte Carlo ``delta(t_j) = E_{x ~ p_{t_j}}[kappa(x, t_j)]^(1/p)`` at every grid time (:func:`to_rate`).
 
   Args:
+    rate_fn: per-example coefficients (:func:`make_rate_fn`); p: their order (:func:`order`).
     sample_pt: ``(key, t: f32[n]) -> f32[n, *S]``, draws of ``p_t`` (forward process or a model).
     grid: f32[N] times. num_samples: samples per grid time (independent across times).
   Returns:
@@ -128,4 +153,4 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
     t = jnp.full((num_samples,), t_j)
     return jnp.mean(rate_fn(score_fn, path, sample_pt(key_j, t), t, jax.random.fold_in(key_j, 1)))
 
-  return jax.lax.map(one, (jax.random.split(key, grid.shape[0]), grid))
+  return to_rate(jax.lax.map(one, (jax.random.split(key, grid.shape[0]), grid)), p)

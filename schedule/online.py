@@ -1,12 +1,13 @@
 """The online learner of method.md section 5 (Algorithm 2, steps 2-4), as pure jit-able functions.
 
-Statistics are per-level running sums and counts of the per-example rate ``delta`` (one jvp per training
-example at its own level); the update turns them into incremental costs, runs Algorithm 1 and blends.
+Statistics are per-level running sums and counts of the per-example coefficient ``kappa`` of the cost (for
+``L_c`` the rate ``delta``: one jvp per training example at its own level; :mod:`schedule.costs`); the update
+turns their means into rates (``mean^(1/p)``), then incremental costs, runs Algorithm 1 and blends.
 """
 import jax
 import jax.numpy as jnp
 
-from schedule import fit
+from schedule import costs as costs_lib, fit
 
 
 def accumulate(cost_sum, cost_count, rate, level):
@@ -52,13 +53,16 @@ def step_costs(path, ts, rates):
   return fit.costs_from_rates(u, rates / du_dt**2)
 
 
-def update(path, ts, cost_sum, cost_count, gamma):
+def update(path, ts, cost_sum, cost_count, gamma, p: int = 1):
   """Steps 3-4 of Algorithm 2: ``t <- gamma UpdateSchedule(t, L) + (1 - gamma) t``.
+
+  ``p`` is the order of the accumulated coefficients (:func:`schedule.costs.order`): each level's mean becomes
+  the rate ``mean^(1/p)`` (:func:`schedule.costs.to_rate`) before the costs are integrated.
 
   Returns ``(ts_new f32[T+1], ok bool[], costs f32[T])``. When the costs are unusable (non-finite, negative,
   all zero) the schedule is returned unchanged and ``ok`` is False, for the caller to log.
   """
-  costs = step_costs(path, ts, level_rates(ts, cost_sum, cost_count))
+  costs = step_costs(path, ts, costs_lib.to_rate(level_rates(ts, cost_sum, cost_count), p))
   ok = fit.valid_costs(costs) & jnp.any(cost_count > 0)
   safe_costs = jnp.where(ok, costs, jnp.ones_like(costs))
   new = fit.blend(ts, fit.update_schedule(ts, safe_costs), gamma)

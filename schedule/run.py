@@ -199,7 +199,7 @@ def make_problem(config, workdir) -> Problem:
 def score_optimal(config, problem: Problem, key) -> Result:
   """Algorithm 1 on a fine grid (method.md section 4) with the rate of ``config.schedule.cost``.
 
-  'corrector': ``delta`` of ``L_c``; 'predictor': the order-normalised rate of ``L_p`` for
+  'corrector': ``delta`` of ``L_c``; 'predictor': ``E[kappa]^(1/p)`` of ``L_p`` for
   ``config.schedule.predictor`` (:mod:`schedule.predictor`; equal-length steps are then steps of equal
   ``L_p``), evaluated in chunks of ``config.schedule.cost_batch_size`` examples. Networks must be twice
   differentiable for the predictor cost (checked first, with a message naming ``config.schedule.cost``).
@@ -210,7 +210,7 @@ def score_optimal(config, problem: Problem, key) -> Result:
     check_predictor_cost(problem, key)
   rate_fn = costs.make_rate_fn(sch)
   rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
-      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples))
+      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch)))
   keys = iter(jax.random.split(key, sch.fit_iterations))
   init = baselines.make_baseline(sch.init, problem.path, sch.num_steps).t
   _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, sch.num_steps, sch.fit_grid,

@@ -82,7 +82,8 @@ def cost_examples(device_batch: int, fraction: float) -> int:
 
 def _update_schedule(sch, path, state):
   """Algorithm 2, steps 3-4; statistics restart for the new points. ``learn=False`` measures only."""
-  ts, ok, step_costs = online.update(path, state.schedule, state.cost_sum, state.cost_count, sch.gamma)
+  ts, ok, step_costs = online.update(path, state.schedule, state.cost_sum, state.cost_count, sch.gamma,
+                                     costs.order(sch))
   zeros = jnp.zeros_like(state.cost_sum)
   return state.replace(
       schedule=ts if sch.learn else state.schedule, cost_sum=zeros, cost_count=zeros,

@@ -22,7 +22,8 @@ class TrainState(train_state.TrainState):
   Attributes:
     ema_params: EMA of ``params``, used for sampling and evaluation.
     schedule: f32[T+1], the current schedule ``ts`` (ascending, ``ts[0] = 0`` data end, ``ts[T] = 1``).
-    cost_sum, cost_count: f32[T+1], running per-level sums and counts of the jvp rate ``delta``
+    cost_sum, cost_count: f32[T+1], running per-level sums and counts of the per-example cost coefficient
+      ``kappa`` (the jvp rate ``delta`` for L_c; :mod:`schedule.costs`)
       since the last schedule update (method.md section 5).
     step_costs: f32[T], incremental costs ``L_i`` at the last update (for length, energy, schedule.json).
     last_update, num_updates, num_skipped: i32[], step of the last update; updates done; updates refused
