@@ -209,8 +209,12 @@ def score_optimal(config, problem: Problem, key) -> Result:
   if sch.cost == 'predictor':
     check_predictor_cost(problem, key)
   rate_fn = costs.make_rate_fn(sch)
-  rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
-      rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch)))
+  if sch.cost == 'predictor':  # nested derivatives: compiled alone, for one chunk (costs.rate_on_grid_host)
+    rate_on_grid = lambda grid, k: costs.rate_on_grid_host(
+        rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch))
+  else:
+    rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
+        rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch)))
   keys = iter(jax.random.split(key, sch.fit_iterations))
   init = baselines.make_baseline(sch.init, problem.path, sch.num_steps).t
   _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, sch.num_steps, sch.fit_grid,

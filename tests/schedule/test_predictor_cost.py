@@ -169,6 +169,23 @@ def test_rate_in_batches_is_the_same_rate():
   np.testing.assert_allclose(chunked, whole, rtol=1e-6)
 
 
+@pytest.mark.parametrize('batch', [64, 5])  # one chunk; several, the last one padded
+def test_rate_on_grid_host_is_the_in_graph_rate(batch):
+  """The predictor fit's host loop (the rate compiled alone, for one chunk) gives the values of the jitted
+  ``lax.map`` version: same keys, same chunks."""
+  g = targets.gaussian_mixture(*MIXTURE)
+  sch = ml_collections.ConfigDict(dict(cost='predictor', predictor='heun', hutchinson_probes=1, cost_batch_size=batch))
+  rate_fn, score = costs.make_rate_fn(sch), g.score_fn(PATH)
+  sample_pt = lambda key, tt: g.sample_pt(key, PATH, tt)
+  grid, key = jnp.linspace(0.1, 0.9, 4), jax.random.PRNGKey(3)
+  in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, score, PATH, sample_pt, grid, key, 12, 3))(grid)
+  host = costs.rate_on_grid_host(rate_fn, score, PATH, sample_pt, grid, key, 12, 3)
+  np.testing.assert_allclose(host, in_graph, rtol=1e-5)
+  corrector = costs.rate_on_grid_host(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12)
+  np.testing.assert_allclose(corrector, costs.rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12),
+                             rtol=1e-5)
+
+
 class _ReluMLP(nn.Module):
   activation: str = 'relu'
 
