@@ -13,10 +13,13 @@ is ``delta``). :func:`make_rate_fn` binds the settings of ``config.schedule``: '
 ``config.schedule.cost_batch_size`` examples). The key drives Hutchinson probes (ignored by the corrector).
 """
 import functools
+import os
+import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from ddm.paths import Path
 from ddm.registry import COSTS
@@ -169,9 +172,17 @@ def rate_on_grid_host(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, k
   chunk_fn = getattr(rate_fn, 'chunk_fn', rate_fn)
   batch = min(getattr(rate_fn, 'batch_size', num_samples), num_samples)
   chunks = -(-num_samples // batch)
-  rate = jax.jit(lambda x, t, k: chunk_fn(score_fn, path, x, t, k))
   sample = jax.jit(sample_pt)
   grid = jnp.asarray(grid, float)
+  x0 = jax.eval_shape(sample, key, jnp.zeros((num_samples,), grid.dtype))
+  chunk = jax.ShapeDtypeStruct((batch,) + x0.shape[1:], x0.dtype)
+  start = time.perf_counter()
+  rate = jax.jit(lambda x, t, k: chunk_fn(score_fn, path, x, t, k)).lower(
+      chunk, jax.ShapeDtypeStruct((batch,), grid.dtype), key).compile()
+  need = check_chunk_memory(rate, batch)
+  logging.info('cost rate compiled for chunks of %d examples in %.1f s (temporaries %s); %d grid times x %d samples',
+               batch, time.perf_counter() - start, 'unknown' if need is None else _size(need), grid.shape[0],
+               num_samples)
   out = []
   for key_j, t_j in zip(jax.random.split(key, grid.shape[0]), grid):
     t = jnp.full((num_samples,), t_j)
@@ -186,3 +197,42 @@ def rate_on_grid_host(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, k
                                 for c in range(chunks)])[:num_samples]
     out.append(jnp.mean(values))
   return to_rate(jnp.stack(out), p)
+
+
+def available_bytes(device=None):
+  """Memory a computation on ``device`` may still use: the accelerator's free memory, or the host's available
+  RAM for a CPU device; None when the backend does not say."""
+  device = device or jax.local_devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  if stats and 'bytes_limit' in stats:
+    return int(stats['bytes_limit']) - int(stats.get('bytes_in_use', 0))
+  if device.platform == 'cpu':
+    try:
+      return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+      return None
+  return None
+
+
+def check_chunk_memory(compiled, batch: int, available=None, setting: str = 'config.schedule.cost_batch_size'):
+  """Stops, before any rate is computed, when one compiled chunk's temporaries (``memory_analysis()``) exceed
+  the memory left on the device, with the largest ``batch`` that fits. Returns the chunk's bytes (or None)."""
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # not every backend implements it
+    return None
+  need = getattr(stats, 'temp_size_in_bytes', None)
+  available = available_bytes() if available is None else available
+  if need is None or available is None or need <= available:
+    return need
+  fits = int(batch * available // need)
+  raise ValueError(
+      f'{setting}={batch}: one chunk of the cost rate needs {_size(need)} of temporaries (nested derivatives of '
+      f'the network), but {_size(available)} are available on {jax.local_devices()[0]}; '
+      + (f'set {setting} to at most {fits}.' if fits >= 1 else
+         f'even one example does not fit (about {_size(need / batch)}); use config.schedule.cost=\'corrector\'.'))
+
+
+def _size(n):
+  return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB' if n >= 2**20 else f'{n:.0f} bytes'
+

@@ -1,5 +1,7 @@
 """The predictor-optimised cost L_p (method.md section 2) against a change of variables on a grid (1-D), an
 explicit Jacobian (a few dimensions), L_c (identity predictor), and the check for non-smooth networks."""
+import types
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -184,6 +186,29 @@ def test_rate_on_grid_host_is_the_in_graph_rate(batch):
   corrector = costs.rate_on_grid_host(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12)
   np.testing.assert_allclose(corrector, costs.rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12),
                              rtol=1e-5)
+
+
+def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monkeypatch):
+  """The predictor fit compiles one chunk first and compares its temporaries with the memory left on the device."""
+  from configs import toy1d
+  from ddm.paths import make_path
+  from schedule import run
+  config = toy1d.get_config('smoke')
+  config.schedule.update(cost='predictor', predictor='heun', cost_batch_size=16, num_samples=16)
+  problem = run.exact_problem(config, make_path(config.sde))
+  calls = []
+  monkeypatch.setattr(costs, 'available_bytes', lambda device=None: 40000)  # ~6 examples of 16
+  monkeypatch.setattr(costs, 'to_rate', lambda *a: calls.append(a))
+  with pytest.raises(ValueError, match=r'config.schedule.cost_batch_size=16: one chunk of the cost rate needs .* of '
+                                       r'temporaries .* but 40000 bytes are available .* set '
+                                       r'config.schedule.cost_batch_size to at most \d+\.'):
+    run.score_optimal(config, problem, jax.random.PRNGKey(0))
+  assert not calls
+  with pytest.raises(ValueError, match=r'even one example does not fit'):
+    costs.check_chunk_memory(types.SimpleNamespace(memory_analysis=lambda: types.SimpleNamespace(
+        temp_size_in_bytes=10 * 2**20)), 4, available=2**20)
+  assert costs.check_chunk_memory(types.SimpleNamespace(memory_analysis=lambda: types.SimpleNamespace(
+      temp_size_in_bytes=2**20)), 4, available=2**30) == 2**20
 
 
 class _ReluMLP(nn.Module):
