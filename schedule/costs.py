@@ -160,26 +160,36 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
   return to_rate(jax.lax.map(one, (jax.random.split(key, grid.shape[0]), grid)), p)
 
 
-def rate_on_grid_host(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, num_samples: int, p: int = 1):
+def rate_on_grid_host(rate_fn, score_fn, path: Path, sample_pt, grid, key, num_samples: int, p: int = 1,
+                      params=None):
   """:func:`rate_on_grid` with the loops over grid times and chunks on the host: the same values (same keys,
-  same chunks as :func:`in_batches`), but the rate is compiled alone, for one chunk.
+  same chunks as :func:`in_batches`), but the rate is compiled alone, for one chunk, with the network's
+  parameters as arguments.
 
-  For nested derivatives of a network (``L_p``) that matters: inside ``lax.map`` bodies XLA:CPU spent more than
-  20 minutes and 9 GB compiling the Heun coefficient of the digits U-Net (one chunk alone: 7 minutes). ``rate_fn``
-  is :func:`make_rate_fn`'s (its chunk size is read off :func:`in_batches`) or any per-example rate (one chunk).
-  Returns f32[N].
+  For nested derivatives of a network (``L_p``) both matter. Inside ``lax.map`` bodies, with the parameters
+  closed over as constants, XLA:CPU spent more than 20 minutes and 9 GB compiling the Heun coefficient of the
+  digits U-Net, and still more than 17 minutes for one chunk alone (constant folding through the weights); with
+  the parameters as arguments one chunk compiles in about 7 minutes (``python -m eval.bench_costs``).
+
+  Args:
+    rate_fn: :func:`make_rate_fn`'s (its chunk size is read off :func:`in_batches`) or any per-example rate
+      (one chunk). score_fn: a score function, or, with ``params``, ``score_fn(params) -> score function``.
+  Returns:
+    f32[N].
   """
   chunk_fn = getattr(rate_fn, 'chunk_fn', rate_fn)
   batch = min(getattr(rate_fn, 'batch_size', num_samples), num_samples)
   chunks = -(-num_samples // batch)
+  score_of = score_fn if params is not None else (lambda _: score_fn)
   sample = jax.jit(sample_pt)
   grid = jnp.asarray(grid, float)
   x0 = jax.eval_shape(sample, key, jnp.zeros((num_samples,), grid.dtype))
   chunk = jax.ShapeDtypeStruct((batch,) + x0.shape[1:], x0.dtype)
   start = time.perf_counter()
-  rate = jax.jit(lambda x, t, k: chunk_fn(score_fn, path, x, t, k)).lower(
-      chunk, jax.ShapeDtypeStruct((batch,), grid.dtype), key).compile()
-  need = check_chunk_memory(rate, batch)
+  compiled = jax.jit(lambda params, x, t, k: chunk_fn(score_of(params), path, x, t, k)).lower(
+      params, chunk, jax.ShapeDtypeStruct((batch,), grid.dtype), key).compile()
+  rate = lambda x, t, k: compiled(params, x, t, k)
+  need = check_chunk_memory(compiled, batch)
   logging.info('cost rate compiled for chunks of %d examples in %.1f s (temporaries %s); %d grid times x %d samples',
                batch, time.perf_counter() - start, 'unknown' if need is None else _size(need), grid.shape[0],
                num_samples)

@@ -183,6 +183,12 @@ def test_rate_on_grid_host_is_the_in_graph_rate(batch):
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, score, PATH, sample_pt, grid, key, 12, 3))(grid)
   host = costs.rate_on_grid_host(rate_fn, score, PATH, sample_pt, grid, key, 12, 3)
   np.testing.assert_allclose(host, in_graph, rtol=1e-5)
+  net = _model('silu', dim=1)
+  net_score = net.score_fn(net.params, PATH)
+  in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, net_score, PATH, sample_pt, grid, key, 12, 3))(grid)
+  host = costs.rate_on_grid_host(rate_fn, lambda params: net.score_fn(params, PATH), PATH, sample_pt, grid, key, 12, 3,
+                                 params=net.params)  # the network's parameters as arguments of the chunk
+  np.testing.assert_allclose(host, in_graph, rtol=1e-4)  # third derivatives in f32, two compiled graphs
   corrector = costs.rate_on_grid_host(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12)
   np.testing.assert_allclose(corrector, costs.rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12),
                              rtol=1e-5)
