@@ -96,7 +96,7 @@ def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
     out = jax.lax.map(lambda a: rate_fn(score_fn, path, a[0], a[1], jax.random.fold_in(key, a[2])),
                       (xs, tp.reshape(chunks, batch_size), jnp.arange(chunks)))
     return out.reshape(-1)[:n]
-  rate.chunk_fn, rate.batch_size = rate_fn, batch_size  # for rate_on_grid_host
+  rate.chunk_fn, rate.batch_size = rate_fn, batch_size  # for host_rate_on_grid
   return rate
 
 
@@ -160,53 +160,57 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
   return to_rate(jax.lax.map(one, (jax.random.split(key, grid.shape[0]), grid)), p)
 
 
-def rate_on_grid_host(rate_fn, score_fn, path: Path, sample_pt, grid, key, num_samples: int, p: int = 1,
-                      params=None):
-  """:func:`rate_on_grid` with the loops over grid times and chunks on the host: the same values (same keys,
-  same chunks as :func:`in_batches`), but the rate is compiled alone, for one chunk, with the network's
-  parameters as arguments.
+def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int, p: int = 1, params=None):
+  """:func:`rate_on_grid` as ``(grid f32[N], key) -> f32[N]`` with the loops over grid times and chunks on the
+  host: the same values (same keys, same chunks as :func:`in_batches`), but the rate is compiled alone, once
+  (at the first call; every later call, e.g. every pass of :func:`schedule.fit.fit`, reuses it), for one chunk,
+  with the network's parameters as arguments.
 
-  For nested derivatives of a network (``L_p``) both matter. Inside ``lax.map`` bodies, with the parameters
+  For nested derivatives of a network (``L_p``) this matters. Inside ``lax.map`` bodies, with the parameters
   closed over as constants, XLA:CPU spent more than 20 minutes and 9 GB compiling the Heun coefficient of the
   digits U-Net, and still more than 17 minutes for one chunk alone (constant folding through the weights); with
-  the parameters as arguments one chunk compiles in about 7 minutes (``python -m eval.bench_costs``).
+  the parameters as arguments one chunk compiles in about 7 minutes (``python -m eval.bench_costs``). The
+  compiled chunk's temporaries are checked against the device's free memory first (:func:`check_chunk_memory`).
 
   Args:
     rate_fn: :func:`make_rate_fn`'s (its chunk size is read off :func:`in_batches`) or any per-example rate
       (one chunk). score_fn: a score function, or, with ``params``, ``score_fn(params) -> score function``.
-  Returns:
-    f32[N].
   """
   chunk_fn = getattr(rate_fn, 'chunk_fn', rate_fn)
   batch = min(getattr(rate_fn, 'batch_size', num_samples), num_samples)
   chunks = -(-num_samples // batch)
   score_of = score_fn if params is not None else (lambda _: score_fn)
   sample = jax.jit(sample_pt)
-  grid = jnp.asarray(grid, float)
-  x0 = jax.eval_shape(sample, key, jnp.zeros((num_samples,), grid.dtype))
-  chunk = jax.ShapeDtypeStruct((batch,) + x0.shape[1:], x0.dtype)
-  start = time.perf_counter()
-  compiled = jax.jit(lambda params, x, t, k: chunk_fn(score_of(params), path, x, t, k)).lower(
-      params, chunk, jax.ShapeDtypeStruct((batch,), grid.dtype), key).compile()
-  rate = lambda x, t, k: compiled(params, x, t, k)
-  need = check_chunk_memory(compiled, batch)
-  logging.info('cost rate compiled for chunks of %d examples in %.1f s (temporaries %s); %d grid times x %d samples',
-               batch, time.perf_counter() - start, 'unknown' if need is None else _size(need), grid.shape[0],
-               num_samples)
-  out = []
-  for key_j, t_j in zip(jax.random.split(key, grid.shape[0]), grid):
-    t = jnp.full((num_samples,), t_j)
-    x = sample(key_j, t)
-    key_rate = jax.random.fold_in(key_j, 1)
-    if chunks == 1:
-      values = rate(x, t, jax.random.fold_in(key_rate, 0) if chunk_fn is not rate_fn else key_rate)
-    else:
-      pad = chunks * batch - num_samples
-      xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-      values = jnp.concatenate([rate(xp[c * batch:(c + 1) * batch], t[:batch], jax.random.fold_in(key_rate, c))
-                                for c in range(chunks)])[:num_samples]
-    out.append(jnp.mean(values))
-  return to_rate(jnp.stack(out), p)
+  compiled = {}
+
+  def chunk_rate(x, t, key):
+    if t.dtype not in compiled:
+      start = time.perf_counter()
+      compiled[t.dtype] = jax.jit(lambda params, x, t, k: chunk_fn(score_of(params), path, x, t, k)).lower(
+          params, x, t, key).compile()
+      need = check_chunk_memory(compiled[t.dtype], batch)
+      logging.info('cost rate compiled for chunks of %d examples in %.1f s (temporaries %s)', batch,
+                   time.perf_counter() - start, 'unknown' if need is None else _size(need))
+    return compiled[t.dtype](params, x, t, key)
+
+  def rate_on_grid_(grid, key):
+    grid = jnp.asarray(grid, float)
+    out = []
+    for key_j, t_j in zip(jax.random.split(key, grid.shape[0]), grid):
+      t = jnp.full((num_samples,), t_j)
+      x = sample(key_j, t)
+      key_rate = jax.random.fold_in(key_j, 1)
+      if chunks == 1:
+        values = chunk_rate(x, t, jax.random.fold_in(key_rate, 0) if chunk_fn is not rate_fn else key_rate)
+      else:
+        pad = chunks * batch - num_samples
+        xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+        values = jnp.concatenate([chunk_rate(xp[c * batch:(c + 1) * batch], t[:batch], jax.random.fold_in(key_rate, c))
+                                  for c in range(chunks)])[:num_samples]
+      out.append(jnp.mean(values))
+    return to_rate(jnp.stack(out), p)
+
+  return rate_on_grid_
 
 
 def available_bytes(device=None):

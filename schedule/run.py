@@ -209,12 +209,12 @@ def score_optimal(config, problem: Problem, key) -> Result:
   if sch.cost == 'predictor':
     check_predictor_cost(problem, key)
   rate_fn = costs.make_rate_fn(sch)
-  if sch.cost == 'predictor':  # nested derivatives: compiled alone, for one chunk (costs.rate_on_grid_host)
+  if sch.cost == 'predictor':  # nested derivatives: compiled once, alone, for one chunk
     score, params = problem.score_fn, None
     if problem.model is not None and problem.params is not None:  # parameters as arguments, not constants
       score, params = (lambda params: problem.model.score_fn(params, problem.path)), problem.params
-    rate_on_grid = lambda grid, k: costs.rate_on_grid_host(
-        rate_fn, score, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch), params)
+    rate_on_grid = costs.host_rate_on_grid(rate_fn, score, problem.path, problem.sample_pt, sch.num_samples,
+                                           costs.order(sch), params)
   else:
     rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
         rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, sch.num_samples, costs.order(sch)))

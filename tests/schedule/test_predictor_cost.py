@@ -172,26 +172,35 @@ def test_rate_in_batches_is_the_same_rate():
 
 
 @pytest.mark.parametrize('batch', [64, 5])  # one chunk; several, the last one padded
-def test_rate_on_grid_host_is_the_in_graph_rate(batch):
-  """The predictor fit's host loop (the rate compiled alone, for one chunk) gives the values of the jitted
+def test_host_rate_on_grid_is_the_in_graph_rate(batch, monkeypatch):
+  """The predictor fit's host loop (the rate compiled once, alone, for one chunk) gives the values of the jitted
   ``lax.map`` version: same keys, same chunks."""
+  checks, check = [], costs.check_chunk_memory
+  monkeypatch.setattr(costs, 'check_chunk_memory', lambda compiled, b, *a: checks.append(b) or check(compiled, b, *a))
   g = targets.gaussian_mixture(*MIXTURE)
   sch = ml_collections.ConfigDict(dict(cost='predictor', predictor='heun', hutchinson_probes=1, cost_batch_size=batch))
   rate_fn, score = costs.make_rate_fn(sch), g.score_fn(PATH)
   sample_pt = lambda key, tt: g.sample_pt(key, PATH, tt)
   grid, key = jnp.linspace(0.1, 0.9, 4), jax.random.PRNGKey(3)
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, score, PATH, sample_pt, grid, key, 12, 3))(grid)
-  host = costs.rate_on_grid_host(rate_fn, score, PATH, sample_pt, grid, key, 12, 3)
+  host_fn = costs.host_rate_on_grid(rate_fn, score, PATH, sample_pt, 12, 3)
+  host = host_fn(grid, key)
   np.testing.assert_allclose(host, in_graph, rtol=1e-5)
+  checks_exact = list(checks)
   net = _model('silu', dim=1)
   net_score = net.score_fn(net.params, PATH)
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, net_score, PATH, sample_pt, grid, key, 12, 3))(grid)
-  host = costs.rate_on_grid_host(rate_fn, lambda params: net.score_fn(params, PATH), PATH, sample_pt, grid, key, 12, 3,
-                                 params=net.params)  # the network's parameters as arguments of the chunk
+  host = costs.host_rate_on_grid(rate_fn, lambda params: net.score_fn(params, PATH), PATH, sample_pt, 12, 3,
+                                 params=net.params)(grid, key)  # the network's parameters as arguments of the chunk
   np.testing.assert_allclose(host, in_graph, rtol=1e-4)  # third derivatives in f32, two compiled graphs
-  corrector = costs.rate_on_grid_host(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12)
+  corrector = costs.host_rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, 12)(grid, key)
   np.testing.assert_allclose(corrector, costs.rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12),
                              rtol=1e-5)
+  # a second call (the next pass of a fit) reuses the compiled chunk: no second compile, no second memory check
+  other = jnp.linspace(0.2, 0.7, 3)
+  np.testing.assert_allclose(host_fn(other, key), jax.jit(lambda grid: costs.rate_on_grid(
+      rate_fn, score, PATH, sample_pt, grid, key, 12, 3))(other), rtol=1e-5)
+  assert checks_exact == [min(batch, 12)] and len(checks) == 3  # exact, network, corrector: one compile each
 
 
 def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monkeypatch):
