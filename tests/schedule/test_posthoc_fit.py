@@ -81,10 +81,10 @@ def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
   """Measured (smoke network, 6000 steps; 10-step ladders, |sigma / sigma_exact - 1| per interior point):
   corrector: median 0.14 (data samples) and 0.17 (model samples), max 0.61 and 0.70 (the first point, where
   the rate of the small network is dominated by its error near sigma_min; the whole ladder sits low). The
-  predictor (Euler) fit is far off (median 0.78, max 0.94): its rate is the eps^4 coefficient, made of second
-  derivatives of the network in t and x, which the small network gets wrong. With the full toy1d network
-  (width 256, depth 4, 15,000 steps) the corrector fit lands within 5% (median 1%), the Euler one within 80%
-  (median 15%; the first point again)."""
+  predictor (Euler) fit is far off (median 0.68 with data and with model samples, max 0.95): its rate is the
+  eps^4 coefficient, made of second derivatives of the network in t and x, which the small network gets wrong.
+  With the full toy1d network (width 256, depth 4, 15,000 steps; docs/reproduce.sh) on the bimodal target the
+  corrector fit lands within 5% (median 1.2%), the Heun predictor fit within 76% (median 27%)."""
   config = _config(schedule__cost=cost)
   reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
   for samples in ('data', 'model'):
