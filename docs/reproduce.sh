@@ -61,10 +61,11 @@ case "$WHAT" in
          --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64
          --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
-    # L_p of the Heun predictor needs nested derivatives of the U-Net (Hutchinson): on a CPU a coarser fit
-    # (64 x 16 samples, 2 passes; the full 256 x 64 x 3 did not finish in 40 min on 2 shared cores).
+    # L_p of the Heun predictor needs nested derivatives of the U-Net (Hutchinson), ~45x a jvp per example and a
+    # 10-minute compile on a CPU (python -m eval.bench_costs): a coarser fit, 128 x 32 samples, 2 passes (~15 min).
     fit "$RUNS/digits" predictor "${dig[@]}" --config.schedule.cost=predictor --config.schedule.predictor=heun \
-      --config.schedule.fit_grid=64 --config.schedule.num_samples=16 --config.schedule.fit_iterations=2
+      --config.schedule.fit_grid=128 --config.schedule.num_samples=32 --config.schedule.cost_batch_size=32 \
+      --config.schedule.fit_iterations=2
     fits "$RUNS/digits" "${dig[@]}"
     evals "$RUNS/digits" digits heun "${dig[@]}"
     ;;
