@@ -12,9 +12,6 @@ compilation, the compiled chunk's ``memory_analysis()`` (temporaries per example
 initialisation with perturbed parameters (an untrained output layer of zeros would make every derivative zero);
 the times do not depend on the values. Examples are drawn from N(0, 1) at times uniform in [0.2, 0.8].
 """
-import json
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +20,7 @@ from ml_collections import config_flags
 
 from configs.base import validate
 from ddm.paths import make_path
-from eval.benchmark import _compile, _jsonable, _median_time, _memory_analysis, machine_info
+from eval.benchmark import _compile, _median_time, _memory_analysis, machine_info, report
 from schedule import costs, predictor
 from train import data, model as model_lib, state as state_lib
 
@@ -111,12 +108,7 @@ def table(result) -> str:
 
 def main(argv):
   del argv
-  result = run(FLAGS.config, FLAGS.costs, FLAGS.batch, FLAGS.repeats, FLAGS.warmup)
-  result['command'] = ' '.join(sys.argv)
-  print(table(result))
-  with open(FLAGS.out, 'w') as f:
-    json.dump(_jsonable(result), f, indent=1)
-  logging.info('wrote %s', FLAGS.out)
+  report(run(FLAGS.config, FLAGS.costs, FLAGS.batch, FLAGS.repeats, FLAGS.warmup), table, FLAGS.out)
 
 
 if __name__ == '__main__':

@@ -580,14 +580,18 @@ def _jsonable(tree):
   return tree
 
 
+def report(result: dict, table_fn, out: str):
+  """Prints ``table_fn(result)`` and writes ``result`` (with the command line) as JSON to ``out``."""
+  result['command'] = ' '.join(sys.argv)
+  print(table_fn(result))
+  with open(out, 'w') as f:
+    json.dump(_jsonable(result), f, indent=1)
+  logging.info('wrote %s', out)
+
+
 def main(argv):
   del argv
-  result = run(FLAGS.config, FLAGS)
-  result['command'] = ' '.join(sys.argv)
-  print(table(result))
-  with open(FLAGS.out, 'w') as f:
-    json.dump(_jsonable(result), f, indent=1)
-  logging.info('wrote %s', FLAGS.out)
+  report(run(FLAGS.config, FLAGS), table, FLAGS.out)
 
 
 if __name__ == '__main__':
