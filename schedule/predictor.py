@@ -30,7 +30,7 @@ the rate handed to the length machinery (which integrates ``sqrt(rate)``, :mod:`
 :mod:`schedule.online`) is ``kappa_bar^(1/p)``. :func:`predictor_rate` returns the per-example ``kappa =
 v^2 ||c_p||^2``, which is additive over examples; the power ``1/p`` is taken after averaging
 (:func:`schedule.costs.to_rate`), because ``E[kappa^(1/p)] < E[kappa]^(1/p)`` and the gap is not small: on the
-exact bimodal and Cantor targets the Heun ladder built from per-example powers is 10-60% per point away from
+exact bimodal and Cantor targets the Heun ladder built from per-example powers is 6-60% per point away from
 the one that equalises ``L_p`` (tests/schedule/test_predictor_cost.py checks the equalised finite-step costs).
 For the identity ``kappa`` is exactly ``delta`` of ``L_c``; for euler and heun the length is the ``p``-th root
 scale of ``L_p``, ``L_p(step) ~ (Lambda increment)^(2p)``, and the incremental costs written for a predictor

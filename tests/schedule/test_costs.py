@@ -67,7 +67,7 @@ def test_make_rate_fn_binds_the_schedule_settings():
 
 
 def test_online_learning_with_the_predictor_cost(tmp_path):
-  """Algorithm 2 with ``config.schedule.cost='predictor'``: the train step takes the order-normalised L_p rate
+  """Algorithm 2 with ``config.schedule.cost='predictor'``: the train step accumulates the L_p coefficient kappa
   of the network (second derivatives through the MLP) and the schedule moves."""
   from configs import toy1d
   from train import loop
