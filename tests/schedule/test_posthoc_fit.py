@@ -49,20 +49,27 @@ def test_model_samples_of_the_exact_score_reproduce_the_exact_ladder(target):
   assert _relative(from_model, reference).max() < 0.02
 
 
-def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path):
+@pytest.mark.parametrize('cost', ['corrector', pytest.param('predictor', marks=pytest.mark.slow)])
+def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path, cost):
   """A checkpoint trained with ``config.model.exact_score=True``, read back through ``checkpoint_problem``
-  (the post-hoc route), for a K other than the run's T, with samples from the data and from the model."""
+  (the post-hoc route), for a K other than the run's T, with samples from the data and from the model; for the
+  predictor cost (Euler's L_p, the host-looped chunk with the model's parameters as arguments) too. Measured:
+  corrector within 2% with both; predictor 0.95% (max) with data samples, 2.5% (median 2.3%, systematic) with
+  model samples: the pool is a 256-step sampler's trajectories, not p_t exactly, and the heavy-tailed L_p
+  coefficient weighs the tails where they differ, so that case is held to 3%."""
   workdir = str(tmp_path / 'exact')
   train = _config(model__exact_score=True, train__num_steps=2, train__checkpoint_every=2, train__sample_every=2)
   train.schedule.num_steps = 16
   loop.train_and_evaluate(train, workdir)
-  config = _config(model__exact_score=True)
+  config = _config(model__exact_score=True, schedule__cost=cost)
   reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
   for samples in ('data', 'model'):
     config.schedule.samples = samples
     problem = run.checkpoint_problem(config, workdir)
     assert problem.model is not None and problem.target is None  # the model's route, not the closed form
-    assert _relative(_sigmas(config, problem), reference).max() < 0.02, samples
+    rel = _relative(_sigmas(config, problem), reference)
+    print(f'{cost} {samples}: max {rel.max():.4f} median {np.median(rel):.4f}')
+    assert rel.max() < (0.03 if (cost, samples) == ('predictor', 'model') else 0.02), samples
 
 
 @pytest.fixture(scope='module')
