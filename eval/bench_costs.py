@@ -13,7 +13,6 @@ initialisation with perturbed parameters (an untrained output layer of zeros wou
 the times do not depend on the values. Examples are drawn from N(0, 1) at times uniform in [0.2, 0.8].
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -38,10 +37,10 @@ def define_flags():
   flags.DEFINE_integer('warmup', 1, 'Untimed runs after compilation.')
 
 
-def _rate_fn(config, name):
-  """The per-example coefficient ``(params, x, t, key) -> f32[B]`` of ``name`` with the config's settings."""
+def _rate_fn(config, name, batch):
+  """The per-example coefficient of ``name`` with the config's settings, in chunks of ``batch``, and its order."""
   sch = config.schedule.copy_and_resolve_references()
-  sch.cost, sch.cost_batch_size = ('corrector', 1) if name == 'corrector' else ('predictor', 2**30)
+  sch.cost, sch.cost_batch_size = ('corrector' if name == 'corrector' else 'predictor'), batch
   if name != 'corrector':
     sch.predictor = name
   return costs.make_rate_fn(sch), costs.order(sch)
@@ -56,10 +55,7 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
   validate(config, None, 'fit_schedule')
   path, shape = make_path(config.sde), tuple(data.data_shape(config))
   model = model_lib.make_model(config, path, shape, state_lib.stream_key(config.seed, 'init'))
-  leaves, tree = jax.tree.flatten(model.params)
-  keys = jax.random.split(jax.random.PRNGKey(1), max(len(leaves), 1))
-  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, jnp.shape(p), jnp.result_type(p))
-                                     for p, k in zip(leaves, keys)])
+  params = predictor.perturbed(model.params, jax.random.PRNGKey(1))
   x = jax.random.normal(jax.random.PRNGKey(2), (batch,) + shape)
   t = jax.random.uniform(jax.random.PRNGKey(3), (batch,), minval=0.2, maxval=0.8)
   key = jax.random.PRNGKey(4)
@@ -67,12 +63,12 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
   evaluations = int(sch.fit_grid) * int(sch.num_samples) * int(sch.fit_iterations)
   result = {'machine': machine_info(),
             'settings': {'batch': batch, 'repeats': repeats, 'data_shape': list(shape),
-                         'num_params': int(sum(np.size(p) for p in leaves)),
+                         'num_params': int(sum(np.size(p) for p in jax.tree.leaves(params))),
                          'hutchinson_probes': int(sch.hutchinson_probes),
                          'fit_rate_evaluations': evaluations},
             'estimators': {}}
   for name in costs_names:
-    rate_fn, order = _rate_fn(config, name)
+    rate_fn, order = _rate_fn(config, name, batch)
     jitted = jax.jit(lambda params, x, t, key, rate_fn=rate_fn: rate_fn(model.score_fn(params, path), path, x, t, key))
     compiled, lower_s, compile_s = _compile(jitted, params, x, t, key)
     median, _ = _median_time(lambda: compiled(params, x, t, key), repeats, warmup)

@@ -101,10 +101,8 @@ def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
 
 
 def order(schedule_config) -> int:
-  """``p`` of the cost of ``config.schedule`` (or of a cost name, with its default predictor): a short step's cost
-  is ``O(eps^(2p))``. 1 for 'corrector'; :data:`schedule.predictor.ORDERS` of the predictor for 'predictor'."""
-  if isinstance(schedule_config, str):
-    return 1 if schedule_config == 'corrector' else predictor_lib.ORDERS['euler']
+  """``p`` of the cost of ``config.schedule``: a short step's cost is ``O(eps^(2p))``. 1 for 'corrector';
+  :data:`schedule.predictor.ORDERS` of the predictor for 'predictor'."""
   if schedule_config.cost == 'predictor':
     return predictor_lib.ORDERS[schedule_config.predictor]
   return 1
@@ -162,7 +160,8 @@ def rate_on_grid(rate_fn, score_fn: ScoreFn, path: Path, sample_pt, grid, key, n
 
 def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int, p: int = 1, params=None):
   """:func:`rate_on_grid` as ``(grid f32[N], key) -> f32[N]`` with the loops over grid times and chunks on the
-  host: the same values (same keys, same chunks as :func:`in_batches`), but the rate is compiled alone, once
+  host: the same values (same keys, same chunks as :func:`in_batches`: chunk ``c`` gets ``fold_in(key, c)``), but
+  the rate is compiled alone, once
   (at the first call; every later call, e.g. every pass of :func:`schedule.fit.fit`, reuses it), for one chunk,
   with the network's parameters as arguments.
 
@@ -195,19 +194,15 @@ def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int
 
   def rate_on_grid_(grid, key):
     grid = jnp.asarray(grid, float)
+    pad = chunks * batch - num_samples
     out = []
     for key_j, t_j in zip(jax.random.split(key, grid.shape[0]), grid):
-      t = jnp.full((num_samples,), t_j)
-      x = sample(key_j, t)
+      t = jnp.full((batch,), t_j)
+      x = sample(key_j, jnp.full((num_samples,), t_j))
+      x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
       key_rate = jax.random.fold_in(key_j, 1)
-      if chunks == 1:
-        values = chunk_rate(x, t, jax.random.fold_in(key_rate, 0) if chunk_fn is not rate_fn else key_rate)
-      else:
-        pad = chunks * batch - num_samples
-        xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-        values = jnp.concatenate([chunk_rate(xp[c * batch:(c + 1) * batch], t[:batch], jax.random.fold_in(key_rate, c))
-                                  for c in range(chunks)])[:num_samples]
-      out.append(jnp.mean(values))
+      values = [chunk_rate(x[c * batch:(c + 1) * batch], t, jax.random.fold_in(key_rate, c)) for c in range(chunks)]
+      out.append(jnp.mean(jnp.concatenate(values)[:num_samples]))
     return to_rate(jnp.stack(out), p)
 
   return rate_on_grid_
