@@ -113,14 +113,16 @@ def get_config():
   config.eval = eval_ = ml_collections.ConfigDict()
   eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'.
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
+  eval_.nfe = ()                         # Or: network evaluations per sample to compare at (K derived per
+                                         # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs num_steps=().
+  eval_.seeds = 3                        # Independent sample sets per cell: tables give mean ± std over seeds.
   eval_.schedules = ('learned', 'fitted', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
                                          # 'fitted': every schedule fit_schedule stored in <workdir>/schedules/
                                          # (or one by its name).
-  eval_.num_samples = 4096               # Samples per (schedule, K).
+  eval_.num_samples = 4096               # Samples per (schedule, K, seed); >= batch_size.
   eval_.batch_size = 1024                # Sampling batch size.
   eval_.langevin_snr = 0.16              # pc: signal-to-noise ratio of the Langevin corrector (score_sde).
   eval_.langevin_steps = 1               # pc: corrector steps per noise level.
-  eval_.denoise_final = True             # Return D(x, t_0) after the last step (removes sigma_min noise).
   eval_.inception_path = ''              # Images: Inception-v3 FID weights (.npz, see README); '' or missing ->
                                          # the offline classifier feature distance (never called FID).
   eval_.classifier_steps = 2000          # Offline feature classifier: training steps (cached in the workdir).
@@ -183,6 +185,7 @@ def apply_options(config, options: str):
     config.eval.num_steps = (5, 10)
     config.eval.num_samples = 256
     config.eval.batch_size = 128
+    config.eval.seeds = 2
     config.eval.classifier_steps = 50
     config.eval.likelihood_samples = 64
     config.eval.likelihood_steps = 20
@@ -292,8 +295,26 @@ def _problems(config, mode):
   for field in ('classifier_steps', 'likelihood_samples', 'likelihood_steps', 'hutchinson_probes'):
     if config.eval[field] < 1:
       problems.append(f'config.eval.{field}={config.eval[field]}; need >= 1')
-  if not config.eval.num_steps or min(config.eval.num_steps) < 1:
-    problems.append(f'config.eval.num_steps={config.eval.num_steps}; need step counts >= 1')
+  ev = config.eval
+  if len(ev.nfe) and len(ev.num_steps):
+    problems.append(f'config.eval.nfe={tuple(ev.nfe)} and config.eval.num_steps={tuple(ev.num_steps)} are both set; '
+                    'give one: --config.eval.num_steps=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
+  elif len(ev.nfe) and ev.sampler in registry.SAMPLERS:
+    from ddm import samplers
+    for n in ev.nfe:
+      try:
+        samplers.steps_for_nfe(ev.sampler, n, ev.langevin_steps)
+      except ValueError as e:
+        problems.append(str(e))
+  elif not len(ev.num_steps) or min(ev.num_steps) < 1:
+    problems.append(f'config.eval.num_steps={tuple(ev.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
+  if not (isinstance(ev.seeds, int) and ev.seeds >= 1):
+    problems.append(f'config.eval.seeds={ev.seeds!r}; need an integer >= 1')
+  if ev.batch_size < 1:
+    problems.append(f'config.eval.batch_size={ev.batch_size}; need >= 1')
+  elif not ev.batch_size <= ev.num_samples:
+    problems.append(f'config.eval.num_samples={ev.num_samples} is smaller than config.eval.batch_size='
+                    f'{ev.batch_size}; need num_samples >= batch_size >= 1')
   if mode == 'train':
     n = jax.device_count()
     if config.train.batch_size % n:

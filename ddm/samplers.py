@@ -1,16 +1,26 @@
 """Samplers that walk a schedule ``ts: f32[K+1]`` from ``t_K = 1`` (noise end) down to ``t_0`` (data end).
 
-For the path ``x_t = alpha(t) x0 + sigma(t) eps`` (ddm/paths.py) the forward SDE ``dx = f x dt + g dw`` has
+Conventions of the field (method.md section 9; Karras et al. 2022, "Elucidating the Design Space of
+Diffusion-Based Generative Models", Algorithm 1; NVlabs/edm ``edm_sampler``; k-diffusion ``sample_heun``):
 
-    f(t) = alpha' / alpha,   g(t)^2 = 2 sigma sigma' - 2 f sigma^2
+- The data end ``t_0`` plays EDM's ``sigma = 0``: the step from ``t_1`` into ``t_0`` returns the denoiser's
+  output ``D(x, t_1)`` (for the ODE samplers this *is* the Euler step into sigma = 0; for the stochastic
+  ones it is their noise-free last step taken to zero noise). No sampler adds a denoising evaluation after
+  its last step, and none applies a second-order correction into the data end.
+- The probability-flow samplers ('euler', 'heun') integrate in EDM's variables, the noise level
+  ``r = sigma / alpha`` (``ddm.paths.Path.ratio``) and the scaled state ``y = x / alpha``:
 
-(matching ``d sigma^2/dt = 2 f sigma^2 + g^2``), and with the score ``s = grad_x log p_t``
-(Song et al. 2021, "Score-Based Generative Modeling through SDEs", eqs. 6 and 13):
+      dy/dr = (y - D(x, t)) / r = -sigma(t) s(x, t),     x = alpha(t) y,
 
-    probability-flow ODE:  dx/dt = f x - g^2 s / 2,
-    reverse-time SDE:      dx = [f x - g^2 s] dt + g dw,   dt < 0 (time runs from 1 down to 0).
+  so a schedule supplies only its noise ladder ``r(t_i)``: the samples of a ladder are the same on every
+  parametrisation of the same path (VE geometric or linear), and on VP paths the Euler step is DDIM.
+- The stochastic samplers keep their published forms and step in the path's own time ``t``. For the path
+  ``x_t = alpha(t) x0 + sigma(t) eps`` the forward SDE ``dx = f x dt + g dw`` has ``f = alpha'/alpha``,
+  ``g^2 = 2 sigma sigma' - 2 f sigma^2``, and the reverse-time SDE is ``dx = [f x - g^2 s] dt + g dw``
+  (Song et al. 2021, eq. 6).
 
-The drift is written once (:func:`_drift`); each registered sampler is one step ``t -> t_next < t``.
+Each registered :class:`Sampler` is an interior step ``t -> t_next > t_0``, the last step ``t_1 -> t_0`` and
+its network-evaluation count (NFE) for K steps; :func:`nfe` and :func:`steps_for_nfe` convert between them.
 The grid is an argument, never owned here: a new ``ts`` of the same length reuses the compiled sampler.
 """
 from typing import Callable, NamedTuple
@@ -33,81 +43,156 @@ class _Dynamics(NamedTuple):
   langevin_steps: int
 
 
-def _drift(dyn: _Dynamics, x, t, ode: bool):
-  """``f x - w g^2 s`` with ``w = 1/2`` (probability-flow ODE) or ``w = 1`` (reverse SDE) at scalar ``t``.
+class Sampler(NamedTuple):
+  """A registered sampler.
 
-  Returns:
-    (drift f32[B, *S], g^2 f32[B] per example); dx/dt in forward time, so a step to an
-    earlier time multiplies it by the negative ``t_next - t``.
+  Attributes:
+    step: ``(dyn, x f32[B, *S], t, t_next, key) -> x at t_next``, scalar times with ``t_0 < t_next < t``.
+    last: ``(dyn, x, t_1, t_0, key) -> the sample``, the step into the data end.
+    nfe: ``(K, langevin_steps) -> int``, network evaluations per sample for K steps.
   """
+  step: Callable
+  last: Callable
+  nfe: Callable[[int, int], int]
+
+
+def _score(dyn: _Dynamics, x, t):
+  return dyn.score_fn(x, jnp.full(x.shape[:1], t, x.dtype))
+
+
+def denoise_at(path: Path, score_fn: ScoreFn, x, t):
+  """Tweedie's ``D(x, t) = (x + sigma^2 s) / alpha`` at the scalar time ``t``: f32[B, *S]."""
+  t_b = jnp.full(x.shape[:1], t, x.dtype)
+  alpha, sigma = path.alpha(t_b), path.sigma(t_b)
+  return denoiser_from_score(x, score_fn(x, t_b), per_example(alpha, x), per_example(sigma, x))
+
+
+def _denoise_last(dyn, x, t, t_next, key):
+  """The step into the data end: ``D(x, t_1)``, one evaluation."""
+  del t_next, key
+  return denoise_at(dyn.path, dyn.score_fn, x, t)
+
+
+# --- Probability flow, in EDM's variables --------------------------------------------------------------
+
+def _slope(dyn: _Dynamics, x, t):
+  """``dy/dr = (y - D) / r = -sigma(t) s(x, t)`` at scalar ``t`` (module docstring): f32[B, *S]."""
+  return -dyn.path.sigma(t) * _score(dyn, x, t)
+
+
+def _euler_step(dyn, x, t, t_next, key):
+  """'euler': the probability-flow ODE by Euler steps in ``(r, y)``: ``y <- y + (r' - r) dy/dr``, ``x = alpha y``
+  (DDIM on VP paths; k-diffusion ``sample_euler``); the last step is ``D(x, t_1)``. NFE = K."""
+  del key
+  path = dyn.path
+  h = path.ratio(t_next) - path.ratio(t)
+  return path.alpha(t_next) * (x / path.alpha(t) + h * _slope(dyn, x, t))
+
+
+def _heun_step(dyn, x, t, t_next, key):
+  """'heun': Karras et al. (2022) Algorithm 1 (deterministic, ``S_churn = 0``) in ``(r, y)``: an Euler predictor,
+  then the trapezoid rule; the last step into the data end is a plain Euler step, ``D(x, t_1)``. NFE = 2K - 1."""
+  del key
+  path = dyn.path
+  alpha_next, h = path.alpha(t_next), path.ratio(t_next) - path.ratio(t)
+  y, d = x / path.alpha(t), _slope(dyn, x, t)
+  x_euler = alpha_next * (y + h * d)
+  return alpha_next * (y + 0.5 * h * (d + _slope(dyn, x_euler, t_next)))
+
+
+SAMPLERS.register('euler')(Sampler(_euler_step, _denoise_last, lambda k, n: int(k)))
+
+SAMPLERS.register('heun')(Sampler(_heun_step, _denoise_last, lambda k, n: 2 * int(k) - 1))
+
+
+# --- Reverse SDE, in the path's own time ---------------------------------------------------------------
+
+def _reverse_sde(dyn: _Dynamics, x, t, t_next, key):
+  """'euler_maruyama': Euler-Maruyama of the reverse SDE in ``t`` (Song et al. 2021, eq. 6; score_sde's
+  ``EulerMaruyamaPredictor``): ``x <- x + (t' - t)(f x - g^2 s) + g sqrt(t - t') z``. The last step returns
+  ``D(x, t_1)``, not the noise-free SDE step ``x + 2 sigma (sigma - sigma_0) s`` (which reflects ``x`` through
+  ``D``). NFE = K."""
   t_b = jnp.full(x.shape[:1], t, x.dtype)
   alpha, sigma, dalpha, dsigma = dyn.path.derivatives(t_b)
   f = dalpha / alpha
   g2 = 2.0 * sigma * dsigma - 2.0 * f * sigma**2
-  score = dyn.score_fn(x, t_b)
-  weight = 0.5 if ode else 1.0
-  return per_example(f, x) * x - weight * per_example(g2, x) * score, g2
-
-
-@SAMPLERS.register('euler')
-def _euler_step(dyn, x, t, t_next, key, is_last):
-  """Probability-flow ODE, Euler: ``x <- x + (t_next - t) (f x - g^2 s / 2)``."""
-  del key, is_last
-  return x + (t_next - t) * _drift(dyn, x, t, ode=True)[0]
-
-
-@SAMPLERS.register('heun')
-def _heun_step(dyn, x, t, t_next, key, is_last):
-  """Probability-flow ODE, Heun's 2nd order (Karras et al. 2022, Algorithm 1), corrected on every step
-  (``t_0`` has sigma > 0 on every path, so there is no zero-sigma last step)."""
-  del key, is_last
-  h = t_next - t
-  d = _drift(dyn, x, t, ode=True)[0]
-  x_euler = x + h * d
-  return x + h * 0.5 * (d + _drift(dyn, x_euler, t_next, ode=True)[0])
-
-
-@SAMPLERS.register('euler_maruyama')
-def _euler_maruyama(dyn, x, t, t_next, key, is_last):
-  """Reverse SDE, Euler-Maruyama: ``x <- x + (t_next - t) (f x - g^2 s) + g sqrt(t - t_next) z``, ``z ~ N(0, I)``;
-  no noise on the final step."""
-  drift, g2 = _drift(dyn, x, t, ode=False)
-  noise_std = jnp.sqrt(jnp.maximum(g2 * (t - t_next), 0.0)) * jnp.where(is_last, 0.0, 1.0)
+  drift = per_example(f, x) * x - per_example(g2, x) * dyn.score_fn(x, t_b)
+  noise_std = jnp.sqrt(jnp.maximum(g2 * (t - t_next), 0.0))
   return x + (t_next - t) * drift + per_example(noise_std, x) * jax.random.normal(key, x.shape, x.dtype)
 
 
-@SAMPLERS.register('pc')
-def _pc_step(dyn, x, t, t_next, key, is_last):
-  """Predictor-corrector (Song et al. 2021, App. G): an Euler-Maruyama predictor to ``t_next``, then
-  ``langevin_steps`` Langevin steps targeting ``p_{t_next}``: ``x <- x + h s + sqrt(2 h) z`` with
-  ``h = 2 a snr^2 sigma(t_next)^2`` and ``a = (alpha(t) / alpha(t_next))^2`` (DDPM's ``1 - beta_i``, 1 on VE).
+def _langevin(dyn: _Dynamics, x, t, t_next, key):
+  """``langevin_steps`` Langevin steps targeting ``p_t``: ``x <- x + h s + sqrt(2 h) z`` with
+  ``h = 2 a (snr sigma(t))^2``, ``a = (alpha(t) / alpha(t_next))^2`` (DDPM's ``1 - beta_i``, 1 on VE).
 
   score_sde's ``LangevinCorrector`` uses ``h = 2 a (snr ||z|| / ||s||)^2`` with norms averaged over the
   batch (a collective); per example that ratio is heavy-tailed in low dimension (``||s|| -> 0`` at a mode)
   and the chain diverges on 1-D targets. ``sigma^2`` is the expected ``||z||^2 / ||s||^2`` for data much
   narrower than the noise, i.e. the annealed-Langevin step of Song & Ermon (2019), and needs no batch.
   """
-  x = _euler_maruyama(dyn, x, t, t_next, jax.random.fold_in(key, 0), is_last)
-  a_i = (dyn.path.alpha(t) / dyn.path.alpha(t_next))**2
-  t_b = jnp.full(x.shape[:1], t_next, x.dtype)
-  step = 2.0 * a_i * (dyn.langevin_snr * dyn.path.sigma(t_next))**2
+  a = (dyn.path.alpha(t) / dyn.path.alpha(t_next))**2
+  h = 2.0 * a * (dyn.langevin_snr * dyn.path.sigma(t))**2
   for j in range(dyn.langevin_steps):
-    score = dyn.score_fn(x, t_b)
     z = jax.random.normal(jax.random.fold_in(key, j + 1), x.shape, x.dtype)
-    x = x + step * score + jnp.sqrt(2.0 * step) * z
+    x = x + h * _score(dyn, x, t) + jnp.sqrt(2.0 * h) * z
   return x
 
 
-@SAMPLERS.register('ancestral')
-def _ancestral_step(dyn, x, t, t_next, key, is_last):
-  """Ancestral sampling (DDPM; Watson et al.'s ELBO-optimal schedules are optimal for this sampler): draw
-  ``x_next ~ q(x_next | x, x0 = D(x, t))``, the forward posterior with the denoised estimate in place of
-  ``x0``; no noise on the final step (its mean is the estimate at ``t_0``)."""
+def _pc_step(dyn, x, t, t_next, key):
+  """'pc': predictor-corrector (Song et al. 2021, Algorithm 1 of App. G; score_sde ``pc_sampler``): at each level
+  the Langevin corrector at ``t``, then the Euler-Maruyama predictor to ``t'``; the last predictor returns
+  ``D(x, t_1)``. NFE = K (1 + langevin_steps)."""
+  x = _langevin(dyn, x, t, t_next, key)
+  return _reverse_sde(dyn, x, t, t_next, jax.random.fold_in(key, 0))
+
+
+def _pc_last(dyn, x, t, t_next, key):
+  """The corrector at ``t_1``, then the predictor into the data end: ``D``."""
+  return _denoise_last(dyn, _langevin(dyn, x, t, t_next, key), t, t_next, key)
+
+
+def _ancestral_step(dyn, x, t, t_next, key):
+  """'ancestral': DDPM's ancestral sampling on the ladder (Ho et al. 2020, Algorithm 2; Watson et al. 2021's
+  ELBO-optimal schedules are optimal for it): ``x' ~ q(x' | x, x0 = D(x, t))``, the forward posterior with the
+  denoised estimate in place of ``x0``. The last step is DDPM's noise-free posterior mean into zero noise,
+  which is ``D(x, t_1)``. NFE = K."""
   x0_hat = denoise_at(dyn.path, dyn.score_fn, x, t)
   mean, var = posterior(dyn.path, t_next, t, x, x0_hat)
-  std = jnp.sqrt(jnp.maximum(var, 0.0)) * jnp.where(is_last, 0.0, 1.0)
-  return mean + std * jax.random.normal(key, x.shape, x.dtype)
+  return mean + jnp.sqrt(jnp.maximum(var, 0.0)) * jax.random.normal(key, x.shape, x.dtype)
 
+
+SAMPLERS.register('euler_maruyama')(Sampler(_reverse_sde, _denoise_last, lambda k, n: int(k)))
+
+SAMPLERS.register('pc')(Sampler(_pc_step, _pc_last, lambda k, n: int(k) * (1 + int(n))))
+
+SAMPLERS.register('ancestral')(Sampler(_ancestral_step, _denoise_last, lambda k, n: int(k)))
+
+
+# --- NFE -------------------------------------------------------------------------------------------------
+
+def nfe(name: str, num_steps: int, langevin_steps: int = 1) -> int:
+  """Network evaluations per sample of ``name`` for ``num_steps`` steps (the registered sampler's count)."""
+  return SAMPLERS.get(name, 'config.eval.sampler').nfe(int(num_steps), int(langevin_steps))
+
+
+def steps_for_nfe(name: str, evaluations: int, langevin_steps: int = 1, setting: str = 'config.eval.nfe') -> int:
+  """The step count K at which ``name`` makes exactly ``evaluations`` network evaluations per sample.
+
+  Raises:
+    ValueError naming ``setting`` and the nearest reachable NFEs when none does (Heun reaches odd counts only).
+  """
+  sampler = SAMPLERS.get(name, 'config.eval.sampler')
+  counts = {sampler.nfe(k, int(langevin_steps)): k for k in range(1, max(int(evaluations), 1) + 2)}
+  if int(evaluations) in counts:
+    return counts[int(evaluations)]
+  below = max([c for c in counts if c < evaluations], default=None)
+  above = min(c for c in counts if c > evaluations)
+  near = ', '.join(str(c) for c in (below, above) if c is not None)
+  raise ValueError(f'{setting}: NFE {evaluations} is not reachable by config.eval.sampler={name!r} '
+                   f'(langevin_steps={langevin_steps}); nearest reachable NFE: {near}')
+
+
+# --- Walking a schedule ----------------------------------------------------------------------------------
 
 def prior_sample(path: Path, key, shape) -> Array:
   """``x_1 ~ N(0, (alpha(1)^2 + sigma(1)^2) I)``: the law of ``x_1`` for unit-variance data (method.md section 1).
@@ -121,43 +206,36 @@ def prior_sample(path: Path, key, shape) -> Array:
   return std * jax.random.normal(key, shape)
 
 
-def _walk(step_fn, dyn, key, ts, x_init, keep_states: bool):
-  """``lax.scan`` of ``step_fn`` from ``ts[K]`` down to ``ts[0]``; step ``i`` uses ``fold_in(key, i)``.
-  Returns ``(x at ts[0], states f32[K, B, *S] at ts[K-1], ..., ts[0] or None)``."""
+def _walk(sampler: Sampler, dyn, key, ts, x_init, keep_states: bool):
+  """Interior steps ``ts[i+1] -> ts[i]`` for ``i = K-1, ..., 1`` by ``lax.scan``, then ``sampler.last`` from
+  ``ts[1]``; step ``i`` uses ``fold_in(key, i)``. Returns ``(sample, states f32[K-1, B, *S] at ts[K-1], ...,
+  ts[1], or None)``."""
   def body(x, i):
-    x = step_fn(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i), i == 0)
+    x = sampler.step(dyn, x, ts[i + 1], ts[i], jax.random.fold_in(key, i))
     return x, x if keep_states else None
-  return jax.lax.scan(body, x_init, jnp.arange(ts.shape[0] - 1)[::-1])
-
-
-def denoise_at(path: Path, score_fn: ScoreFn, x, t0):
-  """Tweedie's ``D(x, t_0) = (x + sigma^2 s) / alpha`` at the scalar time ``t0``: f32[B, *S]."""
-  t_b = jnp.full(x.shape[:1], t0, x.dtype)
-  alpha, sigma = path.alpha(t_b), path.sigma(t_b)
-  return denoiser_from_score(x, score_fn(x, t_b), per_example(alpha, x), per_example(sigma, x))
+  x, states = jax.lax.scan(body, x_init, jnp.arange(1, ts.shape[0] - 1)[::-1])
+  return sampler.last(dyn, x, ts[1], ts[0], jax.random.fold_in(key, 0)), states
 
 
 def make_sampler(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: float = 0.16,
-                 langevin_steps: int = 1, denoise_final: bool = True):
-  """Builds ``sample(key, ts, x_init)``, which integrates the reverse dynamics from ``ts[K]`` down to ``ts[0]``.
+                 langevin_steps: int = 1):
+  """Builds ``sample(key, ts, x_init)``, which walks the reverse dynamics from ``ts[K]`` into the data end.
 
   Args:
-    name: a sampler in ``SAMPLERS`` ('euler', 'heun', 'euler_maruyama', 'pc'); ``config.eval.sampler``.
+    name: a sampler in ``SAMPLERS`` ('euler', 'heun', 'euler_maruyama', 'pc', 'ancestral'); ``config.eval.sampler``.
     path: the diffusion path. score_fn: ``(x: f32[B, *S], t: f32[B]) -> f32[B, *S]``, the score at ``(x, t)``.
     langevin_snr, langevin_steps: the pc corrector's signal-to-noise ratio and steps per level.
-    denoise_final: return the Tweedie denoiser ``D(x, t_0) = (x + sigma^2 s) / alpha`` after the last step.
   Returns:
-    A pure ``sample(key, ts: f32[K+1], x_init: f32[B, *S]) -> f32[B, *S]``, jit-able with no static
-    arguments; ``ts`` ascends (``ts[0]`` data end, ``ts[K] = 1`` noise end) and is walked from the end down.
-    Step ``i`` (from ``ts[i+1]`` to ``ts[i]``) uses the key ``fold_in(key, i)``.
+    A pure ``sample(key, ts: f32[K+1], x_init: f32[B, *S]) -> f32[B, *S]`` (data space), jit-able with no
+    static arguments; ``ts`` ascends (``ts[0]`` data end, ``ts[K] = 1`` noise end) and is walked from the end
+    down. Step ``i`` (from ``ts[i+1]`` to ``ts[i]``) uses the key ``fold_in(key, i)``; the step into ``ts[0]``
+    returns the denoiser's output (module docstring). It makes ``nfe(name, K, langevin_steps)`` evaluations.
   """
-  step_fn = SAMPLERS.get(name, 'config.eval.sampler')
+  sampler = SAMPLERS.get(name, 'config.eval.sampler')
   dyn = _Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
 
   def sample(key, ts, x_init):
-    ts = jnp.asarray(ts, x_init.dtype)
-    x, _ = _walk(step_fn, dyn, key, ts, x_init, keep_states=False)
-    return denoise_at(path, score_fn, x, ts[0]) if denoise_final else x
+    return _walk(sampler, dyn, key, jnp.asarray(ts, x_init.dtype), x_init, keep_states=False)[0]
 
   return sample
 
@@ -166,18 +244,18 @@ def make_trajectory(name: str, path: Path, score_fn: ScoreFn, *, langevin_snr: f
                     langevin_steps: int = 1):
   """Builds ``trajectory(key, ts, x_init)``: the states of :func:`make_sampler`'s walk at every point of ``ts``.
 
-  Same steps and keys as ``make_sampler(name, ...)`` (step ``i`` from ``ts[i+1]`` to ``ts[i]`` uses
-  ``fold_in(key, i)``), without the final denoising. Used to draw ``p_t`` from a model's own reverse process.
+  Same steps and keys as ``make_sampler(name, ...)``. Used to draw ``p_t`` from a model's own reverse process.
   Returns:
     A pure ``trajectory(key, ts: f32[K+1], x_init: f32[B, *S]) -> f32[K+1, B, *S]`` whose entry ``i`` is the
-    state at ``ts[i]`` (entry ``K`` is ``x_init``).
+    state at ``ts[i]`` for ``i >= 1`` (entry ``K`` is ``x_init``) and entry 0 the sample (``make_sampler``'s
+    output, the denoiser's at ``ts[1]``).
   """
-  step_fn = SAMPLERS.get(name, 'config.eval.sampler')
+  sampler = SAMPLERS.get(name, 'config.eval.sampler')
   dyn = _Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
 
   def trajectory(key, ts, x_init):
     ts = jnp.asarray(ts, x_init.dtype)
-    _, states = _walk(step_fn, dyn, key, ts, x_init, keep_states=True)           # at ts[K-1], ..., ts[0]
-    return jnp.concatenate([states[::-1], x_init[None]])
+    x0, states = _walk(sampler, dyn, key, ts, x_init, keep_states=True)           # at ts[K-1], ..., ts[1]
+    return jnp.concatenate([x0[None], states[::-1], x_init[None]])
 
   return trajectory

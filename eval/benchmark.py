@@ -42,7 +42,7 @@ from ml_collections import config_flags
 
 from configs.base import validate
 from ddm import losses, samplers
-from ddm.paths import denoiser_from_score, make_path, per_example
+from ddm.paths import make_path, per_example
 from ddm.registry import SAMPLERS
 from schedule import baselines, costs, online
 from train import data, loop, model as model_lib, state as state_lib
@@ -365,24 +365,20 @@ def bench_sampling(config, path, model, params, shape, args):
   name, device = config.eval.sampler, jax.local_devices()[0]
   batch = args.sample_batch or config.eval.batch_size
   opts = dict(langevin_snr=config.eval.langevin_snr, langevin_steps=config.eval.langevin_steps)
-  step_fn = SAMPLERS.get(name, 'config.eval.sampler')
+  chosen = SAMPLERS.get(name, 'config.eval.sampler')
 
   @jax.jit
   def scan_sample(params, key, ts, x_init):
-    return samplers.make_sampler(name, path, model.score_fn(params, path), denoise_final=config.eval.denoise_final,
-                                 **opts)(key, ts, x_init)
+    return samplers.make_sampler(name, path, model.score_fn(params, path), **opts)(key, ts, x_init)
 
-  @jax.jit
-  def one_step(params, x, t, t_next, key, is_last):
-    dyn = samplers._Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
-                             int(opts['langevin_steps']))
-    return step_fn(dyn, x, t, t_next, key, is_last)
+  def jitted(move):
+    def one(params, x, t, t_next, key):
+      dyn = samplers._Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
+                               int(opts['langevin_steps']))
+      return move(dyn, x, t, t_next, key)
+    return jax.jit(one)
 
-  @jax.jit
-  def final(params, x, t0):
-    t_b = jnp.full(x.shape[:1], t0, x.dtype)
-    score = model.score_fn(params, path)(x, t_b)
-    return denoiser_from_score(x, score, per_example(path.alpha(t_b), x), per_example(path.sigma(t_b), x))
+  one_step, last_step = jitted(chosen.step), jitted(chosen.last)
 
   x_init = jax.device_put(samplers.prior_sample(path, jax.random.PRNGKey(1), (batch,) + tuple(shape)), device)
   key = jax.random.PRNGKey(2)
@@ -394,9 +390,9 @@ def bench_sampling(config, path, model, params, shape, args):
 
     def loop_sample():
       x = x_init
-      for i in reversed(range(k)):
-        x = one_step(params, x, ts_np[i + 1], ts_np[i], step_keys[i], np.bool_(i == 0))
-      return final(params, x, ts_np[0]) if config.eval.denoise_final else x
+      for i in reversed(range(1, k)):
+        x = one_step(params, x, ts_np[i + 1], ts_np[i], step_keys[i])
+      return last_step(params, x, ts_np[1], ts_np[0], step_keys[0])
 
     scan_times, loop_times = [], []
     for i in range(args.repeats + 1):   # interleaved; the first round is the warm-up (and compiles)

@@ -1,7 +1,8 @@
 """``--mode=eval`` and ``--mode=sample`` on the last checkpoint of a run.
 
 ``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.num_steps``
-and writes the comparison tables (the paper's Tables 1 and 2): exact KL, W1 and log-likelihood on 1-D toy
+(or at every NFE of ``config.eval.nfe``, K derived per sampler), ``config.eval.seeds`` times, and writes the
+comparison tables with NFE, mean and spread per cell (the paper's Tables 1 and 2): exact KL, W1 and log-likelihood on 1-D toy
 targets; on images the FID (Inception-v3 pool3 features, when ``config.eval.inception_path`` holds the
 weights) or else the Frechet distance in the features of a classifier the project trains itself
 (``fd_classifier``, never called FID). It also reports the model's negative log-likelihood through the
@@ -19,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from configs.base import validate
+from ddm import samplers
 from ddm.paths import make_path
 from ddm.targets import make_target
 from eval import plots, sampling, toy
@@ -158,20 +160,55 @@ def likelihood(config, path, model, params, key):
 DEQUANTIZE_LEVELS = {'digits': 17}  # intensity levels of the data in [-1, 1] (8-bit images: 256)
 
 
+def step_counts(ev) -> list:
+  """``[(K, NFE)]`` of the table's columns: ``config.eval.num_steps`` with each K's NFE under
+  ``config.eval.sampler``, or ``config.eval.nfe`` with the K that reaches each (a clear error if none does)."""
+  if len(ev.nfe):
+    return [(samplers.steps_for_nfe(ev.sampler, n, ev.langevin_steps), int(n)) for n in ev.nfe]
+  return [(int(k), samplers.nfe(ev.sampler, k, ev.langevin_steps)) for k in ev.num_steps]
+
+
+def _summary(per_seed: list) -> dict:
+  """Mean and spread over seeds of each metric: ``{m, m_std (ddof=1; 0 for one seed), per_seed: {m: [...]},
+  nonfinite_fraction}``. A seed with a non-finite value makes the mean non-finite."""
+  out, names = {'per_seed': {}}, [m for m in per_seed[0] if m != 'nonfinite_fraction']
+  for m in names:
+    values = np.array([row[m] for row in per_seed], np.float64)
+    out[m] = float(np.mean(values)) if np.all(np.isfinite(values)) else float('nan')
+    out[m + '_std'] = float(np.std(values, ddof=1)) if len(values) > 1 and np.isfinite(out[m]) else \
+        (0.0 if np.isfinite(out[m]) else float('nan'))
+    out['per_seed'][m] = values.tolist()
+  out['nonfinite_fraction'] = float(np.mean([row.get('nonfinite_fraction', 0.0) for row in per_seed]))
+  return out
+
+
+def toy_floor(target, n: int, seeds: int, key) -> dict:
+  """The sample-size floor: the toy metrics of ``n`` exact ``p_0`` samples against the truth, over ``seeds``
+  independent draws (what a perfect sampler scores at this n)."""
+  return _summary([toy.metrics(target, np.asarray(target.sample_p0(jax.random.fold_in(key, s), n)))
+                   for s in range(seeds)])
+
+
 def evaluate(config, workdir):
-  """Samples every schedule at every K; writes ``eval.json``, ``eval.md`` (best per column in bold),
-  ``eval_density.png`` (toy) or ``eval_samples.png`` (images), and the same figures to TensorBoard
-  (``eval/<metric>/<schedule>`` against K)."""
+  """Samples every schedule at every column of :func:`step_counts`, ``config.eval.seeds`` times with
+  ``config.eval.num_samples`` samples each, and writes ``eval.json``, ``eval.md`` (mean and spread per cell; a
+  best cell in bold only when it beats the runner-up by more than their spreads; the sample-size floor of
+  toy targets underneath), ``eval_density.png`` (toy) or ``eval_samples.png`` (images), and the same figures to
+  TensorBoard (``eval/<metric>/<schedule>`` and ``eval/<metric>_std/<schedule>`` against NFE).
+
+  A cell whose samples hold any non-finite value is non-finite (NaN in JSON, "diverged" in markdown)."""
   validate(config, workdir, 'eval')
+  columns = step_counts(config.eval)
   path, model, state = restore(config, workdir)
   names = schedule_names(config, workdir, state)
+  k_max = max(k for k, _ in columns)
   for name in names:  # every name resolves (or stops with a clear message) before any sampling
     if name != LEARNED:
-      schedule_for(name, max(config.eval.num_steps), path, state, workdir) if _available(
-          name, max(config.eval.num_steps), workdir) else store.load(workdir, name)
+      schedule_for(name, k_max, path, state, workdir) if _available(name, k_max, workdir) else store.load(workdir, name)
   is_toy, shape = config.data.dataset == 'toy', data.data_shape(config)
   draw = sampling.make_draw(config, path, model)
   key = state_lib.stream_key(config.seed, 'eval')
+  seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
   if is_toy:
     target = make_target(config.data)
     metrics = dict(TOY_METRICS)
@@ -180,26 +217,39 @@ def evaluate(config, workdir):
     metric, features = image_features(config, workdir)
     mu_ref, cov_ref = reference_statistics(config, workdir, metric, features)
     metrics = {metric: 'min'}
+
+  def cell_metrics(x):
+    if is_toy:
+      return toy.metrics(target, x)
+    bad = toy.nonfinite_fraction(x)
+    if bad:  # never fed to the feature network: a NaN image must not become a finite distance
+      return {metric: float('nan'), 'nonfinite_fraction': bad}
+    mu, cov = frechet.statistics(batched(features, x, config.eval.batch_size))
+    return {metric: float(frechet.frechet_distance(mu, cov, mu_ref, cov_ref)), 'nonfinite_fraction': 0.0}
+
   results, figures, timings = {}, {}, {}
   for name in names:
-    for k in config.eval.num_steps:
+    for k, evaluations in columns:
       if not _available(name, k, workdir):
         continue
       ts = schedule_for(name, k, path, state, workdir)
-      start = time.time()
-      x = draw(state.ema_params, ts, jax.random.fold_in(key, k), config.eval.num_samples, shape)
+      start, per_seed = time.time(), []
+      for s in range(seeds):
+        x = draw(state.ema_params, ts, jax.random.fold_in(jax.random.fold_in(key, k), s), n, shape)
+        per_seed.append(cell_metrics(x))
+        if s == 0 and k == columns[0][0]:
+          figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
       timings[f'{name}/{k}'] = time.time() - start
-      if is_toy:
-        row = toy.metrics(target, x)
-      else:
-        mu, cov = frechet.statistics(batched(features, x, config.eval.batch_size))
-        row = {metric: float(frechet.frechet_distance(mu, cov, mu_ref, cov_ref))}
+      row = dict(_summary(per_seed), nfe=evaluations)
       results.setdefault(name, {})[str(k)] = row
-      if k == min(config.eval.num_steps):
-        figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
-      logging.info('%s K=%d: %s (%.1f s)', name, k, row, timings[f'{name}/{k}'])
-  record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': config.eval.num_samples,
-            'metrics': metrics, 'results': results, 'sampling_seconds': timings}
+      logging.info('%s K=%d NFE=%d: %s (%.1f s)', name, k, evaluations,
+                   {m: row[m] for m in metrics}, timings[f'{name}/{k}'])
+  record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
+            'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
+            'metrics': metrics,
+            'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
+  if is_toy:
+    record['floor'] = toy_floor(target, n, seeds, state_lib.stream_key(config.seed, 'floor'))
   if not is_toy and metrics.get('fd_classifier'):
     record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
                       '(no Inception weights); not comparable with FID')
@@ -208,15 +258,14 @@ def evaluate(config, workdir):
                                       state_lib.stream_key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
   records.write_json(record, os.path.join(workdir, 'eval.json'))
-  with open(os.path.join(workdir, 'eval.md'), 'w') as f:
-    f.write(markdown_report(record, config.eval.num_steps))
-  k0 = min(config.eval.num_steps)
+  records.write_text(markdown_report(record), os.path.join(workdir, 'eval.md'))
+  k0 = columns[0][0]
   if is_toy:
     png = os.path.join(workdir, 'eval_density.png')
-    plots.plot_densities(png, {f'{n}, K={k0}': v for n, v in figures.items()}, toy.density_curve(target))
+    plots.plot_densities(png, {f'{n_}, K={k0}': v for n_, v in figures.items()}, toy.density_curve(target))
   else:
     png = os.path.join(workdir, 'eval_samples.png')
-    plots.save_schedule_grids(png, {f'{n}, K={k0}': v for n, v in figures.items()})
+    plots.save_schedule_grids(png, {f'{n_}, K={k0}': v for n_, v in figures.items()})
   _to_tensorboard(workdir, record, png)
   return record
 
@@ -224,52 +273,89 @@ def evaluate(config, workdir):
 def _to_tensorboard(workdir, record, png):
   writer = MetricWriter(os.path.join(workdir, 'eval'))
   for name, row in record['results'].items():
-    for k, values in row.items():
-      writer.write_scalars(int(k), {f'eval/{m}/{name}': v for m, v in values.items()})
+    for values in row.values():
+      writer.write_scalars(int(values['nfe']), {f'eval/{m}{suffix}/{name}': values[m + suffix]
+                                                for m in record['metrics'] for suffix in ('', '_std')})
   for m, v in record.get('likelihood', {}).items():
     writer.write_scalars(record['step'], {f'eval/{m}': v})
   writer.write_images(record['step'], {'eval/samples': plots.read_png(png)})
   writer.close()
 
 
-def markdown_report(record: dict, num_steps) -> str:
-  """One table per metric: schedules as rows, K as columns, the best of each column in bold."""
+def best_cells(cells: dict, better: str):
+  """The key of the best finite cell of ``cells: {key: (mean, std)}`` when it beats the runner-up by more than
+  the sum of the two spreads, else None (also when fewer than two cells are finite)."""
+  finite = sorted(((m, s, key) for key, (m, s) in cells.items() if np.isfinite(m)),
+                  key=lambda c: -c[0] if better == 'max' else c[0])
+  if len(finite) < 2:
+    return None
+  (m0, s0, key), (m1, s1, _) = finite[:2]
+  return key if abs(m0 - m1) > s0 + s1 else None
+
+
+def _cell(row: dict, metric: str) -> str:
+  value = row[metric]
+  if not np.isfinite(value):
+    bad = row.get('nonfinite_fraction', 0.0)
+    return f'diverged ({bad:.0%} non-finite)' if bad else 'non-finite'
+  std = row.get(metric + '_std', 0.0)
+  return f'{value:.4g} ± {std:.2g}' if std else f'{value:.4g}'
+
+
+def markdown_report(record: dict) -> str:
+  """One table per metric: schedules as rows, (K, NFE) columns, mean ± spread per cell, the best cell of a
+  column in bold only when it is better than the runner-up by more than both spreads added."""
   results, out = record['results'], []
+  columns = [(c['num_steps'], c['nfe']) for c in record['columns']]
+  by_nfe = record.get('by_nfe', False)
+  header = [f'NFE={e} (K={k})' if by_nfe else f'K={k} (NFE={e})' for k, e in columns]
   for metric, better in record['metrics'].items():
     out += [f'### {metric} ({"higher" if better == "max" else "lower"} is better)', '',
-            '| schedule | ' + ' | '.join(f'K={k}' for k in num_steps) + ' |',
-            '|---|' + '---|' * len(num_steps)]
-    pick = max if better == 'max' else min
-    best = {k: pick([r[str(k)][metric] for r in results.values() if str(k) in r] or [None]) for k in num_steps}
+            '| schedule | ' + ' | '.join(header) + ' |', '|---|' + '---|' * len(columns)]
+    best = {k: best_cells({name: (row[str(k)][metric], row[str(k)].get(metric + '_std', 0.0))
+                           for name, row in results.items() if str(k) in row}, better) for k, _ in columns}
     for name, row in results.items():
       cells = []
-      for k in num_steps:
-        value = row.get(str(k), {}).get(metric)
-        cells.append('-' if value is None else f'**{value:.4g}**' if value == best[k] else f'{value:.4g}')
+      for k, _ in columns:
+        if str(k) not in row:
+          cells.append('-')
+          continue
+        text = _cell(row[str(k)], metric)
+        cells.append(f'**{text}**' if best[k] == name else text)
       out.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     out.append('')
+    floor = record.get('floor')
+    if floor and metric in floor:
+      out += [f'Sample-size floor ({metric} of {record["num_samples"]} exact p_0 samples against the truth): '
+              f'{_cell(floor, metric)}.', '']
+  seeds = record.get('seeds', 1)
+  out += [f'Each cell: mean ± standard deviation over {seeds} seeds of {record["num_samples"]} samples; bold: '
+          'better than the runner-up by more than the two spreads added; "diverged": a seed had non-finite '
+          'samples (the share is given).', '']
   if 'note' in record:
     out += [record['note'], '']
   if 'likelihood' in record:
     out += ['Likelihood (probability-flow ODE, independent of the sampling schedule): ' +
             ', '.join(f'{k} = {v:.4g}' for k, v in record['likelihood'].items()), '']
-  out.append(f'Step {record["step"]}, sampler {record["sampler"]}, {record["num_samples"]} samples per cell.')
+  out.append(f'Step {record["step"]}, sampler {record["sampler"]} (NFE counts every network evaluation of a sample).')
   return '\n'.join(out) + '\n'
 
 
-def markdown_tables(results: dict, num_steps) -> str:
-  """The toy tables of ``results`` alone (no likelihood line)."""
-  return markdown_report({'results': results, 'metrics': TOY_METRICS, 'step': 0, 'sampler': '',
-                          'num_samples': 0}, num_steps).rsplit('Step 0', 1)[0]
+def markdown_tables(results: dict, columns) -> str:
+  """The toy tables of ``results`` alone (``columns``: ``[(K, NFE)]``; no likelihood line)."""
+  return markdown_report({'results': results, 'metrics': TOY_METRICS, 'step': 0, 'sampler': '', 'num_samples': 0,
+                          'columns': [{'num_steps': k, 'nfe': e} for k, e in columns]}).rsplit('Each cell', 1)[0]
 
 
 def sample(config, workdir):
   """Writes ``samples_<schedule>_<K>.npz`` and ``.png`` (an image grid, or a histogram over the true density
   on toy targets) for ``config.eval.schedules[0]`` (a baseline, 'learned' or a stored schedule's name) at
-  ``config.eval.num_steps[0]`` steps with ``config.eval.sampler``."""
+  the first column of :func:`step_counts` (``config.eval.num_steps[0]`` steps, or the K that reaches
+  ``config.eval.nfe[0]``) with ``config.eval.sampler``; the NFE is stored in the ``.npz``."""
   validate(config, workdir, 'sample')
+  k, evaluations = step_counts(config.eval)[0]
   path, model, state = restore(config, workdir)
-  name, k = config.eval.schedules[0], config.eval.num_steps[0]
+  name = config.eval.schedules[0]
   if name == FITTED:
     raise ValueError("config.eval.schedules[0]='fitted' names a group; --mode=sample needs one schedule: "
                      f'learned, a baseline or a stored name ({", ".join(store.names(workdir)) or "none stored"})')
@@ -278,10 +364,10 @@ def sample(config, workdir):
   x = draw(state.ema_params, ts, state_lib.stream_key(config.seed, 'sample'), config.eval.num_samples,
            data.data_shape(config))
   stem = os.path.join(workdir, f'samples_{name}_{k}')
-  np.savez(stem + '.npz', x=x, t=np.asarray(ts), sigma=np.asarray(path.sigma(ts)))
+  np.savez(stem + '.npz', x=x, t=np.asarray(ts), sigma=np.asarray(path.sigma(ts)), nfe=evaluations)
   if config.data.dataset == 'toy':
-    plots.plot_densities(stem + '.png', {f'{name}, K={k}': x[:, 0]}, toy.density_curve(make_target(config.data)))
+    plots.plot_densities(stem + '.png', {f'{name}, K={k} (NFE {evaluations})': x[:, 0]}, toy.density_curve(make_target(config.data)))
   else:
     plots.save_image_grid(stem + '.png', x[:256], columns=16, scale=max(1, 64 // x.shape[1]))
-  logging.info('wrote %s.npz and .png', stem)
+  logging.info('wrote %s.npz and .png (K=%d, NFE=%d)', stem, k, evaluations)
   return x

@@ -61,10 +61,21 @@ def score_error(score_fn, target: GaussianMixture, path, ts, key, num_samples: i
   return np.asarray(jax.lax.map(one, (jax.random.split(key, ts.shape[0]), ts)))
 
 
+def nonfinite_fraction(x) -> float:
+  """Share of samples (rows of ``x: [N, *S]``) with any non-finite coordinate."""
+  x = np.asarray(x)
+  return float(np.mean(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+
+
 def metrics(target: GaussianMixture, x) -> dict:
-  """All sample metrics: ``log_likelihood`` (higher is better), ``kl`` and ``w1`` (lower is better)."""
+  """All sample metrics: ``log_likelihood`` (higher is better), ``kl`` and ``w1`` (lower is better), and
+  ``nonfinite_fraction``. A sample set with any non-finite value has NaN metrics: dropping the bad samples
+  would score an all-NaN model by its few finite ones (or by nothing at all)."""
+  bad = nonfinite_fraction(x)
+  if bad:
+    return {'log_likelihood': float('nan'), 'kl': float('nan'), 'w1': float('nan'), 'nonfinite_fraction': bad}
   return {'log_likelihood': log_likelihood(target, x), 'kl': histogram_kl(target, x),
-          'w1': wasserstein1(target, x)}
+          'w1': wasserstein1(target, x), 'nonfinite_fraction': 0.0}
 
 
 def density_curve(target: GaussianMixture, num: int = 4000):

@@ -21,8 +21,8 @@ by orders of magnitude within float32's spacing of t).
 
 Sampler. With ``learn_coefficients=False`` the chain is ``config.eval.sampler``'s own step
 (:mod:`ddm.samplers`, the Euler or Heun probability-flow step by default; the stochastic samplers run with
-their noise fixed too), followed by the final denoising of ``config.eval.denoise_final``: exactly what
-``--mode=eval`` runs on the stored schedule. With ``learn_coefficients=True`` the step is a generalised,
+their noise fixed too), ending with its step into the data end: exactly what ``--mode=eval`` runs on the
+stored schedule. With ``learn_coefficients=True`` the step is a generalised,
 non-Markovian DDIM step (GGDM's family restricted to one step of memory):
 
     x_s = a x_t + b D(x_t, t) + c (D(x_t, t) - D_prev),
@@ -61,11 +61,6 @@ from ddm.registry import SAMPLERS
 from ddm.targets import make_target
 
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
-# Score evaluations per step of each registered sampler (pc: one predictor and config.eval.langevin_steps
-# corrector evaluations); GGDM one denoiser evaluation.
-EVALUATIONS_PER_STEP = {'euler': 1, 'heun': 2, 'euler_maruyama': 1, 'ancestral': 1}
-
-
 MIN_INCREMENT = 1e-3  # share of the log-ratio range spread evenly over the steps (floors every increment)
 
 
@@ -97,53 +92,53 @@ def ddim_coefficients(path: Path, t, t_next):
 
 
 def make_chain(path: Path, score_fn: Callable, denoise_fn: Callable, sampler: str, *, langevin_snr: float = 0.16,
-               langevin_steps: int = 1, denoise_final: bool = True):
+               langevin_steps: int = 1):
   """Builds the differentiable sampling chain ``chain(ts, coefficients, x_init, key) -> f32[B, *S]``.
 
   Args:
     path, score_fn, denoise_fn: as in ``schedule.run.Problem``. sampler: a name in ``ddm.samplers.SAMPLERS``
       (``config.eval.sampler``), or ``'ggdm'`` for the learned-coefficient step of the module docstring.
-    langevin_snr, langevin_steps, denoise_final: ``config.eval``'s settings, as in ``ddm.samplers.make_sampler``.
+    langevin_snr, langevin_steps: ``config.eval``'s settings, as in ``ddm.samplers.make_sampler``.
   Returns:
     A pure ``chain(ts f[K+1], coefficients f[K, 3] (ggdm: (rho_a, rho_b, rho_c) of step i from ts[i+1] to
     ts[i]; ignored otherwise), x_init f32[B, *S], key)``, walking ``ts`` from ``ts[K]`` down with step ``i``
-    under ``jax.checkpoint`` and key ``fold_in(key, i)`` (as ``make_sampler``; it matches ``make_sampler``'s
-    output for the registered samplers), then denoising with ``D(x, t_0)`` if ``denoise_final``.
+    under ``jax.checkpoint`` and key ``fold_in(key, i)``, the step into ``ts[0]`` last (as ``make_sampler``,
+    whose output it matches for the registered samplers). GGDM's last step is DDIM into zero noise
+    (``a = 0``, ``b = 1``): ``e^{rho_b} D + rho_c (D - D_prev)``.
   """
   if sampler != GGDM:
-    step_fn = SAMPLERS.get(sampler, 'config.eval.sampler')
+    chosen = SAMPLERS.get(sampler, 'config.eval.sampler')
   dyn = samplers._Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
 
-  def step(carry, t, t_next, coeff, key, is_last):
+  def step(carry, t, t_next, coeff, key, is_last: bool):
     x, d_prev, first = carry
     if sampler != GGDM:
-      return step_fn(dyn, x, t, t_next, key, is_last), d_prev, first
+      move = chosen.last if is_last else chosen.step
+      return move(dyn, x, t, t_next, key), d_prev, first
     d = denoise_fn(x, jnp.full(x.shape[:1], t, x.dtype))
     d_prev = jnp.where(first, d, d_prev)
-    a, b = ddim_coefficients(path, t, t_next)
+    a, b = (0.0, 1.0) if is_last else ddim_coefficients(path, t, t_next)
     x_next = a * jnp.exp(coeff[0]) * x + b * jnp.exp(coeff[1]) * d + coeff[2] * (d - d_prev)
     return x_next, d, jnp.zeros_like(first)
 
-  step = jax.checkpoint(step)
+  step = jax.checkpoint(step, static_argnums=(5,))
 
   def chain(ts, coefficients, x_init, key):
     ts = jnp.asarray(ts, x_init.dtype)
-    index = jnp.arange(ts.shape[0] - 1)[::-1]                                    # K-1, ..., 0
 
     def body(carry, i):
-      carry = step(carry, ts[i + 1], ts[i], coefficients[i], jax.random.fold_in(key, i), i == 0)
-      return carry, None
+      return step(carry, ts[i + 1], ts[i], coefficients[i], jax.random.fold_in(key, i), False), None
 
-    (x, _, _), _ = jax.lax.scan(body, (x_init, jnp.zeros_like(x_init), jnp.ones((), bool)), index)
-    return samplers.denoise_at(path, score_fn, x, ts[0]) if denoise_final else x
+    carry = (x_init, jnp.zeros_like(x_init), jnp.ones((), bool))
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(1, ts.shape[0] - 1)[::-1])    # K-1, ..., 1
+    return step(carry, ts[1], ts[0], coefficients[0], jax.random.fold_in(key, 0), True)[0]
 
   return chain
 
 
-def evaluations_per_sample(sampler: str, num_steps: int, langevin_steps: int = 1, denoise_final: bool = True) -> int:
-  """Network evaluations of one K-step chain per sample (forward only)."""
-  per_step = 1 if sampler == GGDM else EVALUATIONS_PER_STEP.get(sampler, 1 + int(langevin_steps))
-  return int(num_steps) * per_step + int(bool(denoise_final))
+def evaluations_per_sample(sampler: str, num_steps: int, langevin_steps: int = 1) -> int:
+  """Network evaluations of one K-step chain per sample (forward only): the sampler's NFE; GGDM: K."""
+  return int(num_steps) if sampler == GGDM else samplers.nfe(sampler, num_steps, langevin_steps)
 
 
 # Losses.
@@ -303,8 +298,8 @@ def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: 
 
   Args:
     config: uses ``config.schedule.ddss`` (``num_steps``, ``learning_rate``, ``num_iterations``,
-      ``batch_size`` B, ``learn_coefficients``) and ``config.eval`` (``sampler``, Langevin settings,
-      ``denoise_final``). problem: a ``schedule.run.Problem``. key: PRNG key.
+      ``batch_size`` B, ``learn_coefficients``) and ``config.eval`` (``sampler``, Langevin
+      settings). problem: a ``schedule.run.Problem``. key: PRNG key.
     loss_fn: ``x f32[B, *S] -> scalar`` to minimise; None: :func:`default_loss`. loss_name: its name in meta.
   Returns:
     ``Result(ladders={K: f64[K+1]}, meta)`` with meta ``loss_history`` ``{K: [num_iterations + 1 values]}``,
@@ -325,7 +320,7 @@ def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: 
     loss_name, loss_fn = default_loss(config, problem, key_loss, batch)
   sampler = GGDM if cfg.learn_coefficients else ev.sampler
   chain = make_chain(problem.path, problem.score_fn, problem.denoise_fn, sampler, langevin_snr=ev.langevin_snr,
-                     langevin_steps=ev.langevin_steps, denoise_final=ev.denoise_final)
+                     langevin_steps=ev.langevin_steps)
   shape = (batch,) + tuple(problem.data_shape)
   stratified = problem.target is not None and int(np.prod(problem.data_shape)) == 1
   ladders, history, heldout, coefficients, evaluations = {}, {}, {}, {}, 0
@@ -341,7 +336,7 @@ def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: 
     if cfg.learn_coefficients:
       coefficients[k] = coeff.tolist()
     evaluations += (int(cfg.num_iterations) + 3) * batch * evaluations_per_sample(
-        sampler, k, ev.langevin_steps, ev.denoise_final)
+        sampler, k, ev.langevin_steps)
   meta = dict(loss_history=history, heldout_loss=heldout, loss=loss_name, sampler=sampler,
               time_s=time.perf_counter() - start, network_evaluations=int(evaluations))
   if cfg.learn_coefficients:

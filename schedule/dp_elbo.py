@@ -221,8 +221,12 @@ def prior_nats(path: Path, x0) -> float:
 
 
 def requested_steps(config, num_intervals: int) -> list:
-  """Every K from 1 to ``config.schedule.num_steps`` and each of ``config.eval.num_steps``, capped at the grid."""
-  ks = set(range(1, int(config.schedule.num_steps) + 1)) | {int(k) for k in config.eval.num_steps}
+  """Every K from 1 to ``config.schedule.num_steps``, each of ``config.eval.num_steps`` and the K that reaches each
+  of ``config.eval.nfe`` with ``config.eval.sampler``, capped at the grid."""
+  from ddm import samplers
+  ev = config.eval
+  ks = set(range(1, int(config.schedule.num_steps) + 1)) | {int(k) for k in ev.num_steps}
+  ks |= {samplers.steps_for_nfe(ev.sampler, n, ev.langevin_steps) for n in ev.nfe}
   return sorted(k for k in ks if k <= num_intervals)
 
 

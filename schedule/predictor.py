@@ -64,15 +64,16 @@ def _one(score_fn: ScoreFn):
 def predictor_map(name: str, path: Path, score_fn: ScoreFn):
   """The sampler's predictor ``F(x f32[*S], t_from, t_to) -> f32[*S]`` for one example (scalar times).
 
-  'euler' and 'heun' are the registered probability-flow steps of :mod:`ddm.samplers` themselves.
+  'euler' and 'heun' are the registered probability-flow steps of :mod:`ddm.samplers` themselves (interior
+  steps, in EDM's variables ``(sigma / alpha, x / alpha)``).
   """
   if name == 'identity':
     return lambda x, t_from, t_to: x
   if name not in ORDERS:
     raise ValueError(f'{SETTING}={name!r}; allowed: {", ".join(ORDERS)}')
-  step = SAMPLERS.get(name, SETTING)
+  step = SAMPLERS.get(name, SETTING).step
   dyn = samplers._Dynamics(path, score_fn, 0.0, 0)  # the deterministic steps read only path and score
-  return lambda x, t_from, t_to: step(dyn, x[None], t_from, t_to, None, False)[0]
+  return lambda x, t_from, t_to: step(dyn, x[None], t_from, t_to, None)[0]
 
 
 def _rademacher(key, shape, dtype):

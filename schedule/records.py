@@ -28,10 +28,16 @@ def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
 
 
 def write_json(record: dict, filename: str):
-  """Writes atomically (temporary file, then rename), so a crash never leaves a half-written file."""
+  """Writes atomically (temporary file, then rename), so a crash never leaves a half-written file. Non-finite
+  numbers are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""
+  write_text(json.dumps(record, indent=1), filename)
+
+
+def write_text(text: str, filename: str):
+  """Writes ``text`` atomically (temporary file, then rename)."""
   tmp = filename + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(record, f, indent=1)
+    f.write(text)
   os.replace(tmp, filename)
 
 

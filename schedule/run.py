@@ -140,11 +140,11 @@ def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POO
   ``pool_size`` trajectories of ``config.eval.sampler`` (its Langevin settings included) are run from the prior
   on a ``MODEL_POOL_STEPS``-step log-linear schedule and every state is kept (:func:`ddm.samplers.make_trajectory`).
   A draw of ``p_t`` takes a random trajectory's state at the first fine point ``t_j >= t`` and moves it to ``t``
-  with one more step of the same sampler (the identity when ``t = t_j``); ``sample_x0`` is the trajectory's end,
-  denoised when ``config.eval.denoise_final``. The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
+  with one more step of the same sampler (the identity when ``t = t_j``); ``sample_x0`` is the trajectory's end
+  (the sampler's output, whose last step is the denoiser). The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
   """
   from ddm import samplers
-  from ddm.paths import denoiser_from_score, per_example
+  from ddm.paths import per_example
   path, score_fn, shape = problem.path, problem.score_fn, tuple(problem.data_shape)
   ev = config.eval
   ts = baselines.make_baseline('log_linear', path, MODEL_POOL_STEPS).t
@@ -159,11 +159,8 @@ def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POO
     x1 = samplers.prior_sample(path, jax.random.fold_in(key_prior, start), (m,) + shape)
     chunks.append(trajectory(jax.random.fold_in(key_walk, start), ts, x1))
   states = jnp.concatenate(chunks, axis=1)                                   # [MODEL_POOL_STEPS + 1, n, *S]
-  x0 = states[0]
-  if ev.denoise_final:
-    t0 = jnp.full((n,), ts[0])
-    x0 = denoiser_from_score(x0, score_fn(x0, t0), per_example(path.alpha(t0), x0), per_example(path.sigma(t0), x0))
-  step_fn = samplers.SAMPLERS.get(ev.sampler, 'config.eval.sampler')
+  x0 = states[0]                                                             # the samples (denoised last step)
+  step_fn = samplers.SAMPLERS.get(ev.sampler, 'config.eval.sampler').step
   dyn = samplers._Dynamics(path, score_fn, float(ev.langevin_snr), int(ev.langevin_steps))
 
   def sample_x0(key, m):
@@ -174,7 +171,7 @@ def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POO
     key_i, key_step = jax.random.split(key)
     j = jnp.clip(jnp.searchsorted(ts, t, side='left'), 0, MODEL_POOL_STEPS)
     x = states[j, jax.random.randint(key_i, t.shape, 0, n)]
-    move = lambda xi, tj, ti, ki: step_fn(dyn, xi[None], tj, ti, ki, False)[0]
+    move = lambda xi, tj, ti, ki: step_fn(dyn, xi[None], tj, ti, ki)[0]
     moved = jax.vmap(move)(x, ts[j], t, jax.random.split(key_step, t.shape[0]))
     return jnp.where(per_example(ts[j] == t, x), x, moved)
 

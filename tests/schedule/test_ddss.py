@@ -26,7 +26,7 @@ def test_logits_give_increasing_schedules_with_fixed_ends(path):
   np.testing.assert_allclose(ddss.logits_to_schedule(path, ddss.schedule_to_logits(path, ts)), ts, atol=2e-5)
 
 
-@pytest.mark.parametrize('sampler', ['euler', 'heun', 'euler_maruyama'])
+@pytest.mark.parametrize('sampler', ['euler', 'heun', 'euler_maruyama', 'pc', 'ancestral'])
 def test_chain_matches_the_evaluation_sampler(sampler):
   """Without learned coefficients the chain is ``ddm.samplers.make_sampler``'s walk, step for step."""
   config = toy1d.get_config('smoke')
@@ -42,19 +42,24 @@ def test_chain_matches_the_evaluation_sampler(sampler):
 
 
 def test_ggdm_step_starts_at_ddim():
-  """Zero coefficients: ``x_s = (sigma_s / sigma_t) x_t + (alpha_s - alpha_t sigma_s / sigma_t) D(x_t, t)``."""
+  """Zero coefficients: ``x_s = (sigma_s / sigma_t) x_t + (alpha_s - alpha_t sigma_s / sigma_t) D(x_t, t)``, and
+  the step into the data end is DDIM into zero noise, ``D(x, t_1)``."""
   path = vp_path('linear')
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
   problem = run.exact_problem(config, path)
   ts = ddss.logits_to_schedule(path, jnp.zeros(5))
   x = x1 = samplers.prior_sample(path, jax.random.PRNGKey(0), (32, 1))
-  for i in range(4, -1, -1):
+  for i in range(4, 0, -1):
     t, s = ts[i + 1], ts[i]
     d = problem.denoise_fn(x, jnp.full((32,), t))
     x = path.sigma(s) / path.sigma(t) * x + (path.alpha(s) - path.alpha(t) * path.sigma(s) / path.sigma(t)) * d
-  chain = ddss.make_chain(path, problem.score_fn, problem.denoise_fn, 'ggdm', denoise_final=False)
+  x = problem.denoise_fn(x, jnp.full((32,), ts[1]))
+  chain = ddss.make_chain(path, problem.score_fn, problem.denoise_fn, 'ggdm')
   np.testing.assert_allclose(chain(ts, jnp.zeros((5, 3)), x1, jax.random.PRNGKey(9)), x, rtol=1e-5, atol=1e-5)
+  # the DDIM chain is the Euler sampler in EDM's variables
+  euler = samplers.make_sampler('euler', path, problem.score_fn)(jax.random.PRNGKey(9), ts, x1)
+  np.testing.assert_allclose(euler, x, rtol=1e-4, atol=1e-4)
   # the memory term acts from the second step on
   moved = chain(ts, jnp.zeros((5, 3)).at[:, 2].set(0.5), x1, jax.random.PRNGKey(9))
   assert float(jnp.max(jnp.abs(moved - x))) > 1e-3
