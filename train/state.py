@@ -8,7 +8,7 @@ import optax
 from flax.training import train_state
 
 # Named PRNG streams, folded into ``PRNGKey(config.seed)``; the only place these constants live.
-STREAMS = {'init': 0, 'train': 1, 'eval': 2, 'sample': 3, 'data': 4, 'likelihood': 5}
+STREAMS = {'init': 0, 'train': 1, 'eval': 2, 'sample': 3, 'data': 4, 'likelihood': 5, 'floor': 6}
 OPTIMIZERS = ('adam', 'adamw')
 
 

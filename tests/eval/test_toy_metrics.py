@@ -59,14 +59,21 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   record = eval_run.evaluate(config, str(tmp_path))
   results = record['results']
   assert set(results) == set(config.eval.schedules) - {'fitted'} | {'corrector'}
+  assert record['columns'] == [{'num_steps': 5, 'nfe': 9}, {'num_steps': 10, 'nfe': 19}]   # heun: 2K - 1
+  assert record['seeds'] == config.eval.seeds == 2
   for name, row in results.items():
     assert set(row) == {'5', '10'}
-    for metrics in row.values():
-      assert set(metrics) == {'log_likelihood', 'kl', 'w1'} and all(np.isfinite(list(metrics.values())))
+    for cell in row.values():
+      assert {'log_likelihood', 'kl', 'w1', 'w1_std', 'nfe', 'nonfinite_fraction'} <= set(cell)
+      assert all(np.isfinite([cell[m] for m in ('log_likelihood', 'kl', 'w1', 'w1_std')]))
+      assert len(cell['per_seed']['w1']) == 2 and cell['w1'] == pytest.approx(np.mean(cell['per_seed']['w1']))
+      assert cell['w1_std'] == pytest.approx(np.std(cell['per_seed']['w1'], ddof=1))
   # The learned schedule at K = 10 beats the linear one on W1 with the exact score (method.md section 7).
   assert results['learned']['10']['w1'] < results['linear']['10']['w1']
+  # The floor: exact p_0 samples at the same n score below every schedule.
+  assert 0 < record['floor']['w1'] < min(row['10']['w1'] for row in results.values())
   table = (tmp_path / 'eval.md').read_text()
-  assert '| learned |' in table and '**' in table
+  assert '| learned |' in table and 'K=5 (NFE=9)' in table and ' ± ' in table and 'Sample-size floor' in table
   assert json.load(open(tmp_path / 'eval.json'))['results'] == results
   # Exact score: the ODE likelihood of data equals the closed-form E[-log p0] of the same points.
   lik = record['likelihood']
@@ -87,3 +94,62 @@ def test_mode_masses():
   np.testing.assert_allclose(toy.mode_masses(cantor, x, 8), 1 / 8, atol=0.01)
   uniform = np.random.default_rng(0).uniform(0, 1, (50_000, 1))
   assert toy.mode_masses(cantor, uniform, 8).sum() < 0.5
+
+
+def _record(cells: dict, metric='w1'):
+  """An eval record with one column (K = 5) and ``cells: {name: (mean, std, nonfinite_fraction)}``."""
+  results = {name: {'5': {metric: m, metric + '_std': sd, 'nonfinite_fraction': bad, 'nfe': 9}}
+             for name, (m, sd, bad) in cells.items()}
+  return {'results': results, 'metrics': {metric: 'min'}, 'step': 0, 'sampler': 'heun', 'num_samples': 100,
+          'seeds': 3, 'columns': [{'num_steps': 5, 'nfe': 9}]}
+
+
+@pytest.mark.parametrize('bad_share', [1.0, 0.5])
+def test_non_finite_samples_make_non_finite_metrics_never_the_best(bad_share):
+  x = np.array(_true_samples(4000))
+  x[:int(bad_share * len(x))] = np.nan
+  m = toy.metrics(BIMODAL, x)
+  assert all(np.isnan(m[k]) for k in ('log_likelihood', 'kl', 'w1')) and m['nonfinite_fraction'] == bad_share
+  row = eval_run._summary([toy.metrics(BIMODAL, _true_samples(4000, 1)), m])     # one bad seed of two
+  assert np.isnan(row['w1']) and row['nonfinite_fraction'] == bad_share / 2
+  table = eval_run.markdown_report(_record({'nan': (float('nan'), float('nan'), bad_share),
+                                            'good': (0.3, 0.01, 0.0), 'worse': (0.5, 0.01, 0.0)}))
+  assert f'| nan | diverged ({bad_share:.0%} non-finite) |' in table
+  assert '| good | **0.3 ± 0.01** |' in table                                # the finite best, not the NaN row
+
+
+def test_bold_only_when_better_than_the_runner_up_by_more_than_the_spread():
+  close = eval_run.markdown_report(_record({'a': (0.30, 0.02, 0.0), 'b': (0.33, 0.02, 0.0)}))
+  assert '**' not in close                                                    # 0.03 apart, spreads add to 0.04
+  clear = eval_run.markdown_report(_record({'a': (0.30, 0.01, 0.0), 'b': (0.33, 0.01, 0.0)}))
+  assert '| a | **0.3 ± 0.01** |' in clear and '| b | 0.33 ± 0.01 |' in clear
+  assert eval_run.best_cells({'a': (0.3, 0.0)}, 'min') is None                # nothing to beat
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(nfe=(9,)), r'config\.eval\.nfe=\(9,\) and config\.eval\.num_steps=\(5, 10\) are both set'),
+    (dict(nfe=(10,), num_steps=()), r"NFE 10 is not reachable by config\.eval\.sampler='heun'.*9, 11"),
+    (dict(seeds=0), r'config\.eval\.seeds=0; need an integer >= 1'),
+    (dict(num_samples=0), r'config\.eval\.num_samples=0 is smaller than config\.eval\.batch_size=128'),
+    (dict(num_samples=100), r'config\.eval\.num_samples=100 is smaller than config\.eval\.batch_size=128'),
+])
+def test_bad_evaluation_settings_are_refused_before_any_compute(tmp_path, change, message):
+  config = toy1d.get_config('smoke')
+  config.eval.update(change)
+  earlier = {'eval.json': '{"results": {"kept": 1}}', 'eval.md': '# an earlier table'}
+  for name, text in earlier.items():
+    (tmp_path / name).write_text(text)
+  with pytest.raises(ValueError, match=message):
+    eval_run.evaluate(config, str(tmp_path))
+  assert {name: (tmp_path / name).read_text() for name in earlier} == earlier
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['eval.json', 'eval.md']
+
+
+def test_equal_nfe_columns_derive_k_per_sampler():
+  config = toy1d.get_config('smoke')
+  config.eval.update(num_steps=(), nfe=(9, 19))
+  assert eval_run.step_counts(config.eval) == [(5, 9), (10, 19)]
+  config.eval.update(sampler='euler')
+  assert eval_run.step_counts(config.eval) == [(9, 9), (19, 19)]
+  config.eval.update(sampler='pc', langevin_steps=2, nfe=(9, 18))
+  assert eval_run.step_counts(config.eval) == [(3, 9), (6, 18)]

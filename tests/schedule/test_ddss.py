@@ -109,7 +109,7 @@ def test_ddss_decreases_the_loss_and_keeps_a_valid_schedule(target, learn_coeffi
   assert end < start                                                     # not only on its own noise
   assert result.meta['loss'] == 'w2_squared' and result.meta['time_s'] > 0
   assert result.meta['sampler'] == ('ggdm' if learn_coefficients else 'heun')
-  per_sample = 5 * (1 if learn_coefficients else 2) + 1                  # heun: 2 per step, + final denoising
+  per_sample = 5 if learn_coefficients else 2 * 5 - 1                   # heun: NFE 2K - 1 (Euler step into t_0)
   assert result.meta['network_evaluations'] == 43 * 128 * per_sample
   if learn_coefficients:
     assert np.asarray(result.meta['coefficients'][5]).shape == (5, 3)
