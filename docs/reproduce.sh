@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Regenerates the evaluation tables and figures under docs/ that the README shows.
 #
-#   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~40 min, 2 CPU cores)
+#   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
 # predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
-# and figure are copied to docs/<run>_eval.* . Run again, it resumes: training continues from the last
-# checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
+# and figure are copied to docs/<run>_eval_<sampler>.* . Every table is the evaluation protocol of the README:
+# EDM-convention samplers, NFE per column, mean ± std over config.eval.seeds (3) seeds, the sample-size floor.
+# Heun is evaluated at K = 5, 10, 20 (NFE 9, 19, 39); on the exact-score runs Euler and ancestral sampling are
+# evaluated at the same NFE (config.eval.nfe: K = 9, 19, 39). Run again, it resumes: training continues from
+# the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:?usage: bash docs/reproduce.sh toy|digits [RUNS]}
@@ -41,23 +44,30 @@ evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
 case "$WHAT" in
   toy)
     for target in cantor bimodal; do
-      toy=(--config=configs/toy1d.py --config.data.target=$target "--config.eval.num_steps=(5,10,20,50)")
+      toy=(--config=configs/toy1d.py --config.data.target=$target "--config.eval.num_steps=(5,10,20)")
+      nfe=("--config.eval.num_steps=()" "--config.eval.nfe=(9,19,39)")
       # The exact score: schedules and samplers alone, no model error (method.md section 7).
       exact=("${toy[@]}" --config.model.exact_score=True --config.train.num_steps=3000)
       python main.py "${exact[@]}" --workdir="$RUNS/${target}_exact"
       fits "$RUNS/${target}_exact" "${exact[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}"
-      evals "$RUNS/${target}_exact" "${target}_exact" ancestral "${exact[@]}"
-      # A trained MLP whose schedule was learned online (the README's *_learned run).
+      evals "$RUNS/${target}_exact" "${target}_exact" euler "${exact[@]}" "${nfe[@]}"
+      evals "$RUNS/${target}_exact" "${target}_exact" ancestral "${exact[@]}" "${nfe[@]}"
+      # A trained MLP whose schedule was learned online (the README's *_learned run), and the same MLP trained
+      # on the fixed linear schedule: the README's learned-against-linear table and docs/<target>_compare*.png.
       python main.py "${toy[@]}" --workdir="$RUNS/${target}_learned"
       fits "$RUNS/${target}_learned" "${toy[@]}"
       evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}"
+      python main.py "${toy[@]}" --workdir="$RUNS/${target}_linear" --config.schedule.learn=False
+      python -m eval.compare --workdirs="$RUNS/${target}_learned,$RUNS/${target}_linear" \
+        --out="docs/${target}_compare.png" --metrics=log_likelihood,kl,w1,score_error | tee "docs/${target}_compare.txt"
     done
     ;;
   digits)
     # DDSS back-propagates through every sampling chain: fewer, smaller iterations than the default on a CPU.
-    # Evaluation: 512 samples per cell (fd_classifier's bias is shared by every row), 256 likelihood examples.
-    dig=(--config=configs/digits.py "--config.eval.num_steps=(5,10,20,50)" --config.schedule.fit_grid=256
+    # Evaluation: 3 seeds of 512 samples per cell (fd_classifier's bias is shared by every row), 256 likelihood
+    # examples.
+    dig=(--config=configs/digits.py "--config.eval.num_steps=(5,10,20)" --config.schedule.fit_grid=256
          --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64
          --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
