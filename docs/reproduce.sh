@@ -44,20 +44,21 @@ evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
 case "$WHAT" in
   toy)
     for target in cantor bimodal; do
-      toy=(--config=configs/toy1d.py --config.data.target=$target "--config.eval.num_steps=(5,10,20)")
-      nfe=("--config.eval.num_steps=()" "--config.eval.nfe=(9,19,39)")
+      toy=(--config=configs/toy1d.py --config.data.target=$target)
+      steps=("--config.eval.num_steps=(5,10,20)")                      # Heun: NFE 9, 19, 39
+      nfe=("--config.eval.num_steps=()" "--config.eval.nfe=(9,19,39)")  # the same NFE for Euler and ancestral
       # The exact score: schedules and samplers alone, no model error (method.md section 7).
       exact=("${toy[@]}" --config.model.exact_score=True --config.train.num_steps=3000)
       python main.py "${exact[@]}" --workdir="$RUNS/${target}_exact"
       fits "$RUNS/${target}_exact" "${exact[@]}"
-      evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}"
+      evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}" "${steps[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" euler "${exact[@]}" "${nfe[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" ancestral "${exact[@]}" "${nfe[@]}"
       # A trained MLP whose schedule was learned online (the README's *_learned run), and the same MLP trained
       # on the fixed linear schedule: the README's learned-against-linear table and docs/<target>_compare*.png.
       python main.py "${toy[@]}" --workdir="$RUNS/${target}_learned"
       fits "$RUNS/${target}_learned" "${toy[@]}"
-      evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}"
+      evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}" "${steps[@]}"
       python main.py "${toy[@]}" --workdir="$RUNS/${target}_linear" --config.schedule.learn=False
       python -m eval.compare --workdirs="$RUNS/${target}_learned,$RUNS/${target}_linear" \
         --out="docs/${target}_compare.png" --metrics=log_likelihood,kl,w1,score_error | tee "docs/${target}_compare.txt"
@@ -67,7 +68,8 @@ case "$WHAT" in
     # DDSS back-propagates through every sampling chain: fewer, smaller iterations than the default on a CPU.
     # Evaluation: 3 seeds of 512 samples per cell (fd_classifier's bias is shared by every row), 256 likelihood
     # examples.
-    dig=(--config=configs/digits.py "--config.eval.num_steps=(5,10,20)" --config.schedule.fit_grid=256
+    # (Tuple fields given twice on the command line are concatenated: each is given once.)
+    dig=(--config=configs/digits.py --config.schedule.fit_grid=256
          --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64
          --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
@@ -77,7 +79,17 @@ case "$WHAT" in
       --config.schedule.fit_grid=128 --config.schedule.num_samples=32 --config.schedule.cost_batch_size=32 \
       --config.schedule.fit_iterations=2
     fits "$RUNS/digits" "${dig[@]}"
-    evals "$RUNS/digits" digits heun "${dig[@]}"
+    evals "$RUNS/digits" digits heun "${dig[@]}" "--config.eval.num_steps=(5,10,20)"
+    # docs/digits_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99).
+    for s in learned cosine; do
+      for k in 10 50; do
+        python main.py "${dig[@]}" --workdir="$RUNS/digits" --mode=sample "--config.eval.schedules=('$s',)" \
+          "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
+      done
+    done
+    python -c "import sys, numpy as np; from eval import plots
+plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
+    f'{sys.argv[1]}/samples_{s}_{k}.npz')['x'] for s in ('learned', 'cosine') for k in (10, 50)})" "$RUNS/digits"
     ;;
   *)
     echo "unknown target '$WHAT'; allowed: toy, digits" >&2

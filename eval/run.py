@@ -298,8 +298,8 @@ def _cell(row: dict, metric: str) -> str:
   if not np.isfinite(value):
     bad = row.get('nonfinite_fraction', 0.0)
     return f'diverged ({bad:.0%} non-finite)' if bad else 'non-finite'
-  std = row.get(metric + '_std', 0.0)
-  return f'{value:.4g} ± {std:.2g}' if std else f'{value:.4g}'
+  std = row.get(metric + '_std')
+  return f'{value:.4g}' if std is None else f'{value:.4g} ± {std:.2g}'
 
 
 def markdown_report(record: dict) -> str:

@@ -139,9 +139,10 @@ def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POO
 
   ``pool_size`` trajectories of ``config.eval.sampler`` (its Langevin settings included) are run from the prior
   on a ``MODEL_POOL_STEPS``-step log-linear schedule and every state is kept (:func:`ddm.samplers.make_trajectory`).
-  A draw of ``p_t`` takes a random trajectory's state at the first fine point ``t_j >= t`` and moves it to ``t``
-  with one more step of the same sampler (the identity when ``t = t_j``); ``sample_x0`` is the trajectory's end
-  (the sampler's output, whose last step is the denoiser). The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
+  A draw of ``p_t`` takes a random trajectory's state at the first fine point ``t_j >= t``, ``j >= 1``, and moves
+  it to ``t`` with one more interior step of the same sampler (the identity when ``t = t_j``; at ``t_0`` a step
+  from ``t_1``, so that ``p_{t_0}`` keeps its noise); ``sample_x0`` is the trajectory's end (the sampler's output,
+  whose last step is the denoiser). The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
   """
   from ddm import samplers
   from ddm.paths import per_example
@@ -169,7 +170,7 @@ def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POO
   def sample_pt(key, t):
     t = jnp.asarray(t, states.dtype)
     key_i, key_step = jax.random.split(key)
-    j = jnp.clip(jnp.searchsorted(ts, t, side='left'), 0, MODEL_POOL_STEPS)
+    j = jnp.clip(jnp.searchsorted(ts, t, side='left'), 1, MODEL_POOL_STEPS)      # states[0] is the sample
     x = states[j, jax.random.randint(key_i, t.shape, 0, n)]
     move = lambda xi, tj, ti, ki: step_fn(dyn, xi[None], tj, ti, ki)[0]
     moved = jax.vmap(move)(x, ts[j], t, jax.random.split(key_step, t.shape[0]))

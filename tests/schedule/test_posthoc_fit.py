@@ -22,7 +22,7 @@ def _config(target='bimodal', **overrides):
   config.schedule.num_steps = K
   config.schedule.fit_grid = 512
   config.schedule.num_samples = 1024
-  config.eval.batch_size = 4096  # model-sample trajectories in few batches
+  config.eval.batch_size = config.eval.num_samples = 4096  # model-sample trajectories in few batches
   for key, value in overrides.items():
     section, field = key.split('__')
     config[section][field] = value

@@ -17,10 +17,11 @@ PATH = paths.ve_path(0.002, 80.0)
 MIXTURE = ([-1.0, 0.5], [0.1, 0.3], [0.3, 0.7])
 
 
-def _grid_cost(g, name, t_next, t, n=40001):
+def _grid_cost(g, name, t_next, t, n=100_001):
   """``L_p(t' -> t)`` by a change of variables on a grid: ``log q(F(x)) = log p_t'(x) - log|F'(x)|``, its
   derivative in y by finite differences, weighted by ``p_t'`` (no autodiff of the push-forward). Also the
-  grid and its weights, to evaluate the estimator under the same quadrature."""
+  grid and its weights, to evaluate the estimator under the same quadrature. The finite differences are
+  O(h^2): at sigma ~ 0.1 a Heun step costs ~1e-8 and 40,001 points leave 0.1% of it."""
   score = g.score_fn(PATH)
   x = jnp.linspace(-6.0, 6.0, n)[:, None]
   F = predictor.predictor_map(name, PATH, score)
@@ -49,7 +50,8 @@ def test_1d_cost_matches_change_of_variables_on_a_grid(name):
 @pytest.mark.parametrize('name', ['identity', 'euler', 'heun'])
 def test_1d_rate_is_the_leading_coefficient_of_the_grid_cost(name):
   """``L_p(t -> t - eps) / eps^(2p) -> v^2 E||c_p||^2`` (the rate to the power p), with the ratio approaching
-  1 linearly in eps; and the dt^2 coefficient ``c_1`` vanishes for the ODE predictors with an exact score."""
+  1 linearly in eps (measured on this geometric VE path, t = 0.5: 10%, 5.3%, 2.7% for Euler and 15%, 7.9%, 3.7% for
+  Heun at the three eps); and the dt^2 coefficient ``c_1`` vanishes for the ODE predictors with an exact score."""
   p = predictor.ORDERS[name]
   with jax.enable_x64(True):
     g = targets.gaussian_mixture(*MIXTURE)
@@ -57,7 +59,10 @@ def test_1d_rate_is_the_leading_coefficient_of_the_grid_cost(name):
     _, x, w = _grid_cost(g, name, t, t - 0.01, n=4001)
     tt = jnp.full((x.shape[0],), t)
     kappa = float(np.sum(w * np.asarray(predictor.predictor_rate(g.score_fn(PATH), PATH, x, tt, predictor=name))))
-    gaps = [abs(_grid_cost(g, name, t, t - eps)[0] / (kappa * eps**(2 * p)) - 1) for eps in (0.01, 0.005, 0.0025)]
+    # The sigma-space steps are accurate enough that eps^(2p+1) still shows at eps = 0.0025 (10-15%): smaller steps,
+    # and a finer grid for the finite differences of the tiny Heun costs.
+    gaps = [abs(_grid_cost(g, name, t, t - eps, n=400_001)[0] / (kappa * eps**(2 * p)) - 1)
+            for eps in (0.0025, 0.00125, 0.000625)]
     assert gaps[2] < 0.07 and gaps[0] > gaps[1] > gaps[2]
     assert gaps[1] / gaps[2] == pytest.approx(2.0, rel=0.15)  # O(eps) correction
     c1 = np.sum(w * np.asarray(predictor.predictor_rate(g.score_fn(PATH), PATH, x, tt, predictor=name, order=1)))
@@ -78,12 +83,13 @@ def test_rate_on_grid_averages_before_the_power(name):
     g = targets.gaussian_mixture(*MIXTURE)
     score = g.score_fn(PATH)
     for t in (0.35, 0.5):
-      eps = 0.0025
-      limit = _grid_cost(g, name, t, t - eps)[0] / eps**(2 * p)
+      eps = 0.000625
+      limit = _grid_cost(g, name, t, t - eps, n=400_001)[0] / eps**(2 * p)
       sample_pt = lambda key, tt: g.sample_pt(key, PATH, tt)
       rate_fn = costs.make_rate_fn(ml_collections.ConfigDict(dict(
           cost='predictor', predictor=name, hutchinson_probes=1, cost_batch_size=4096)))
-      rate = costs.rate_on_grid(rate_fn, score, PATH, sample_pt, jnp.array([t]), jax.random.PRNGKey(7), 16384, p)
+      # kappa is heavy-tailed at t = 0.35 (max / mean ~ 2e4 in the tails of p_t): 16,384 draws came out 33% low.
+      rate = costs.rate_on_grid(rate_fn, score, PATH, sample_pt, jnp.array([t]), jax.random.PRNGKey(7), 65536, p)
       assert float(rate[0])**p == pytest.approx(limit, rel=0.12)
       _, x, w = _grid_cost(g, name, t, t - eps, n=4001)
       kappa = np.asarray(predictor.predictor_rate(score, PATH, x, jnp.full((x.shape[0],), t), predictor=name))
@@ -119,7 +125,7 @@ def test_hutchinson_matches_the_formed_jacobian_in_three_dimensions(name):
   g = targets.gaussian_mixture([[-1.0, 0.0, 0.5], [0.5, 0.3, -0.2]], [0.2, 0.4], [0.4, 0.6])
   score = g.score_fn(PATH)
   F = predictor.predictor_map(name, PATH, score)
-  t_next, t = 0.45, 0.35  # a long step: sigma from 1.0 to 0.4
+  t_next, t = 0.5, 0.3  # a long step: sigma from 0.40 to 0.048 (shorter ones cost too little to see the log-det)
   x = g.sample_pt(jax.random.PRNGKey(2), PATH, jnp.full((4,), t_next))
   exact = jax.jit(jax.vmap(lambda xi: _exact_pieces(F, score, xi, t_next, t)))
   exact_g, exact_q = exact(x)
@@ -162,13 +168,16 @@ def test_hutchinson_rate_matches_the_formed_jacobian_in_three_dimensions():
 
 
 def test_rate_in_batches_is_the_same_rate():
-  g = targets.gaussian_mixture(*MIXTURE)
-  t = jnp.linspace(0.1, 0.9, 23)
-  x = g.sample_pt(jax.random.PRNGKey(0), PATH, t)
-  whole = jax.jit(lambda x, t: costs.predictor_rate(g.score_fn(PATH), PATH, x, t, predictor='euler'))(x, t)
-  rate = costs.in_batches(lambda *a: costs.predictor_rate(*a, predictor='euler'), 5)
-  chunked = jax.jit(lambda x, t: rate(g.score_fn(PATH), PATH, x, t))(x, t)
-  np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+  # float64: in float32 the Euler coefficient c_2 (a cancellation of O(1) terms) differs by ~2e-4 between two
+  # compilations of the same graph, which would hide a chunking error of that size.
+  with jax.enable_x64(True):
+    g = targets.gaussian_mixture(*MIXTURE)
+    t = jnp.linspace(0.1, 0.9, 23)
+    x = g.sample_pt(jax.random.PRNGKey(0), PATH, t)
+    whole = jax.jit(lambda x, t: costs.predictor_rate(g.score_fn(PATH), PATH, x, t, predictor='euler'))(x, t)
+    rate = costs.in_batches(lambda *a: costs.predictor_rate(*a, predictor='euler'), 5)
+    chunked = jax.jit(lambda x, t: rate(g.score_fn(PATH), PATH, x, t))(x, t)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-10)
 
 
 @pytest.mark.parametrize('batch', [64, 5])  # one chunk; several, the last one padded
@@ -185,21 +194,23 @@ def test_host_rate_on_grid_is_the_in_graph_rate(batch, monkeypatch):
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, score, PATH, sample_pt, grid, key, 12, 2))(grid)
   host_fn = costs.host_rate_on_grid(rate_fn, score, PATH, sample_pt, 12, 2)
   host = host_fn(grid, key)
-  np.testing.assert_allclose(host, in_graph, rtol=1e-5)
+  # float32: the Euler coefficient c_2 cancels O(1) terms, and two compilations of it differ by ~2e-4
+  # (test_rate_in_batches_is_the_same_rate checks the chunking itself in float64).
+  np.testing.assert_allclose(host, in_graph, rtol=1e-3)
   checks_exact = list(checks)
   net = _model('silu', dim=1)
   net_score = net.score_fn(net.params, PATH)
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, net_score, PATH, sample_pt, grid, key, 12, 2))(grid)
   host = costs.host_rate_on_grid(rate_fn, lambda params: net.score_fn(params, PATH), PATH, sample_pt, 12, 2,
                                  params=net.params)(grid, key)  # the network's parameters as arguments of the chunk
-  np.testing.assert_allclose(host, in_graph, rtol=1e-4)  # third derivatives in f32, two compiled graphs
+  np.testing.assert_allclose(host, in_graph, rtol=1e-3)  # third derivatives in f32, two compiled graphs
   corrector = costs.host_rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, 12)(grid, key)
   np.testing.assert_allclose(corrector, costs.rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, grid, key, 12),
                              rtol=1e-5)
   # a second call (the next pass of a fit) reuses the compiled chunk: no second compile, no second memory check
   other = jnp.linspace(0.2, 0.7, 3)
   np.testing.assert_allclose(host_fn(other, key), jax.jit(lambda grid: costs.rate_on_grid(
-      rate_fn, score, PATH, sample_pt, grid, key, 12, 2))(other), rtol=1e-5)
+      rate_fn, score, PATH, sample_pt, grid, key, 12, 2))(other), rtol=1e-3)
   assert checks_exact == [min(batch, 12)] and len(checks) == 3  # exact, network, corrector: one compile each
 
 
