@@ -73,7 +73,7 @@ def test_1d_rate_is_the_leading_coefficient_of_the_grid_cost(name):
       assert c1 < 1e-20 * identity
 
 
-@pytest.mark.parametrize('name', ['euler', 'heun'])
+@pytest.mark.parametrize('name', ['euler', pytest.param('heun', marks=pytest.mark.slow)])  # heun: 2 min
 def test_rate_on_grid_averages_before_the_power(name):
   """The fit's rate at t is ``E[kappa]^(1/p)``: to the power p it is the limit of ``L_p(t -> t - eps) / eps^(2p)`` of
   the change of variables on a grid. The Hoelder mean ``E[kappa^(1/p)]^p`` (a per-example power) is not: here it is
