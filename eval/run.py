@@ -174,9 +174,9 @@ def _summary(per_seed: list) -> dict:
   out, names = {'per_seed': {}}, [m for m in per_seed[0] if m != 'nonfinite_fraction']
   for m in names:
     values = np.array([row[m] for row in per_seed], np.float64)
-    out[m] = float(np.mean(values)) if np.all(np.isfinite(values)) else float('nan')
-    out[m + '_std'] = float(np.std(values, ddof=1)) if len(values) > 1 and np.isfinite(out[m]) else \
-        (0.0 if np.isfinite(out[m]) else float('nan'))
+    finite = bool(np.all(np.isfinite(values)))
+    out[m] = float(np.mean(values)) if finite else float('nan')
+    out[m + '_std'] = (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0) if finite else float('nan')
     out['per_seed'][m] = values.tolist()
   out['nonfinite_fraction'] = float(np.mean([row.get('nonfinite_fraction', 0.0) for row in per_seed]))
   return out
@@ -293,7 +293,8 @@ def best_cells(cells: dict, better: str):
   return key if abs(m0 - m1) > s0 + s1 else None
 
 
-def _cell(row: dict, metric: str) -> str:
+def cell_text(row: dict, metric: str) -> str:
+  """``mean ± std`` of ``row[metric]``, or "diverged (x% non-finite)" for a non-finite cell."""
   value = row[metric]
   if not np.isfinite(value):
     bad = row.get('nonfinite_fraction', 0.0)
@@ -320,14 +321,14 @@ def markdown_report(record: dict) -> str:
         if str(k) not in row:
           cells.append('-')
           continue
-        text = _cell(row[str(k)], metric)
+        text = cell_text(row[str(k)], metric)
         cells.append(f'**{text}**' if best[k] == name else text)
       out.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     out.append('')
     floor = record.get('floor')
     if floor and metric in floor:
       out += [f'Sample-size floor ({metric} of {record["num_samples"]} exact p_0 samples against the truth): '
-              f'{_cell(floor, metric)}.', '']
+              f'{cell_text(floor, metric)}.', '']
   seeds = record.get('seeds', 1)
   out += [f'Each cell: mean ± standard deviation over {seeds} seeds of {record["num_samples"]} samples; bold: '
           'better than the runner-up by more than the two spreads added; "diverged": a seed had non-finite '
@@ -339,12 +340,6 @@ def markdown_report(record: dict) -> str:
             ', '.join(f'{k} = {v:.4g}' for k, v in record['likelihood'].items()), '']
   out.append(f'Step {record["step"]}, sampler {record["sampler"]} (NFE counts every network evaluation of a sample).')
   return '\n'.join(out) + '\n'
-
-
-def markdown_tables(results: dict, columns) -> str:
-  """The toy tables of ``results`` alone (``columns``: ``[(K, NFE)]``; no likelihood line)."""
-  return markdown_report({'results': results, 'metrics': TOY_METRICS, 'step': 0, 'sampler': '', 'num_samples': 0,
-                          'columns': [{'num_steps': k, 'nfe': e} for k, e in columns]}).rsplit('Each cell', 1)[0]
 
 
 def sample(config, workdir):

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags
 
 from ddm.registry import BASELINES
-from eval.run import _cell, best_cells
+from eval.run import best_cells, cell_text
 from schedule import baselines  # noqa: F401  (fills BASELINES)
 
 flags.DEFINE_string('metric', 'w1', 'Metric of the eval.json files to tabulate.')
@@ -47,10 +47,10 @@ def tables(records: dict, metric: str) -> str:
   for s in names:
     row = []
     for (_, _, _, cells), b in zip(cols, best):
-      text = _cell(cells[s], metric) if s in cells else '-'
+      text = cell_text(cells[s], metric) if s in cells else '-'
       row.append(f'**{text}**' if b == s else text)
     out.append(f'| {s} | ' + ' | '.join(row) + ' |')
-  floors = [f'{lab}: {_cell(r["floor"], metric)}' for lab, r in records.items() if metric in r.get('floor', {})]
+  floors = [f'{lab}: {cell_text(r["floor"], metric)}' for lab, r in records.items() if metric in r.get('floor', {})]
   if floors:
     out += ['', f'Sample-size floor ({metric} of exact p_0 samples, same n): ' + '; '.join(floors) + '.']
   if better != 'min':  # ratios of a log-likelihood mean nothing
