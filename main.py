@@ -3,11 +3,12 @@
 Kept short on purpose: each mode is one function in the package that owns it, importable and tested.
 """
 import importlib
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs.base import MODES
+from configs.base import MODES, unknown_field
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:options]).',
@@ -25,6 +26,20 @@ RUNNERS = {
 }
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with a mistyped config field reported as the section's valid fields (and a
+  "did you mean"), not as a traceback ending in ``AttributeError: 'lr'``."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    for arg in argv[1:]:
+      if arg.startswith('--config.'):
+        message = unknown_field(arg[len('--config.'):].split('=', 1)[0])
+        if message:
+          sys.exit(f'error: {message}')
+    raise e
+
+
 def main(argv):
   del argv
   module, function = RUNNERS[FLAGS.mode].split(':')
@@ -33,4 +48,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

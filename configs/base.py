@@ -8,6 +8,8 @@ MODES = ('train', 'eval', 'sample', 'fit_schedule')
 METHODS = ('score_optimal', 'dp_elbo', 'ddss')          # config.schedule.method
 PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
 RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
+NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
+PLAIN_NAME = r'[A-Za-z0-9_][A-Za-z0-9_.+-]*'           # schedule names: file names inside the workdir
 
 
 def get_config():
@@ -109,6 +111,11 @@ def get_config():
   train.keep_checkpoints = 3             # Checkpoints kept.
   train.sample_every = 2000              # Samples, plots and schedule.json (toy targets: exact metrics too).
   train.distributed = False              # Multi-host: call jax.distributed.initialize() (SLURM, TPU pods, ...).
+  train.on_nonfinite = 'stop'            # A step whose loss, gradients or parameters are not finite: 'stop' (the
+                                         # state and checkpoints stay at the last finite step) | 'skip' (the step
+                                         # is dropped and counted in train/nonfinite_steps).
+  train.allow_changes_on_resume = False  # Resume although config.seed or training-schedule fields differ from
+                                         # <workdir>/config.json (data, path and model must still match).
 
   config.eval = eval_ = ml_collections.ConfigDict()
   eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'.
@@ -194,6 +201,11 @@ def apply_options(config, options: str):
   return config
 
 
+def _plain(name) -> bool:
+  import re
+  return isinstance(name, str) and re.fullmatch(PLAIN_NAME, name) is not None and '..' not in name
+
+
 def _problems(config, mode):
   """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
   import os
@@ -213,6 +225,8 @@ def _problems(config, mode):
   if mode not in MODES:
     problems.append(f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}')
   check_name(registry.DATASETS, config.data.dataset, 'config.data.dataset')
+  if not (isinstance(config.data.dim, int) and config.data.dim >= 1):
+    problems.append(f'config.data.dim={config.data.dim!r}; need an integer >= 1')
   if config.data.dataset == 'toy' or config.model.exact_score:
     try:
       targets.make_target(config.data)
@@ -266,9 +280,9 @@ def _problems(config, mode):
   if sch.ddss.num_iterations < 1 or sch.ddss.batch_size < 1 or not sch.ddss.num_steps or \
      min(sch.ddss.num_steps) < 1:
     problems.append('config.schedule.ddss: num_iterations, batch_size and every num_steps need to be >= 1')
-  if sch.name and (os.sep in sch.name or sch.name in RESERVED_SCHEDULE_NAMES):
-    problems.append(f'config.schedule.name={sch.name!r}; a file name without "{os.sep}", not one of '
-                    f'{", ".join(RESERVED_SCHEDULE_NAMES)}')
+  if sch.name and (not _plain(sch.name) or sch.name in RESERVED_SCHEDULE_NAMES):
+    problems.append(f'config.schedule.name={sch.name!r}; a plain name (letters, digits, _ . + -, no path and '
+                    f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
   if config.model.exact_score and config.data.dataset != 'toy':
     problems.append("config.model.exact_score=True needs a toy target (config.data.dataset='toy')")
   if not config.model.exact_score:
@@ -284,11 +298,22 @@ def _problems(config, mode):
     problems.append(f'config.optim.learning_rate={config.optim.learning_rate}; need > 0')
   if not 0 <= config.optim.ema_decay < 1:
     problems.append(f'config.optim.ema_decay={config.optim.ema_decay}; need 0 <= ema_decay < 1')
+  for field in ('warmup_steps', 'grad_clip', 'weight_decay'):
+    if not config.optim[field] >= 0:
+      problems.append(f'config.optim.{field}={config.optim[field]}; need >= 0')
   for field in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_every'):
     if config.train[field] < 1:
       problems.append(f'config.train.{field}={config.train[field]}; need >= 1')
+  if config.train.on_nonfinite not in NONFINITE_POLICIES:
+    problems.append(f'config.train.on_nonfinite={config.train.on_nonfinite!r}; allowed: {", ".join(NONFINITE_POLICIES)}')
   check_name(registry.SAMPLERS, config.eval.sampler, 'config.eval.sampler')
+  if not len(config.eval.schedules):
+    problems.append("config.eval.schedules=(); name at least one schedule, e.g. ('learned', 'fitted', 'linear')")
   for name in config.eval.schedules:
+    if not _plain(name):
+      problems.append(f'config.eval.schedules names {name!r}; a schedule is a plain name (letters, digits, _ . + -; '
+                      'no path, no ".."): learned, fitted, a baseline or a name stored in <workdir>/schedules/')
+      continue
     # Names of stored fitted schedules are checked when the workdir is read (they are files there).
     if name not in RESERVED_SCHEDULE_NAMES and name in registry.BASELINES.names():
       check_name(registry.BASELINES, name, 'config.eval.schedules')
@@ -308,6 +333,12 @@ def _problems(config, mode):
         problems.append(str(e))
   elif not len(ev.num_steps) or min(ev.num_steps) < 1:
     problems.append(f'config.eval.num_steps={tuple(ev.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
+  if not ev.langevin_snr > 0:
+    problems.append(f'config.eval.langevin_snr={ev.langevin_snr}; need > 0')
+  if not (isinstance(ev.langevin_steps, int) and ev.langevin_steps >= 1):
+    problems.append(f'config.eval.langevin_steps={ev.langevin_steps!r}; need an integer >= 1')
+  if not ev.num_samples >= 1:
+    problems.append(f'config.eval.num_samples={ev.num_samples}; need >= 1')
   if not (isinstance(ev.seeds, int) and ev.seeds >= 1):
     problems.append(f'config.eval.seeds={ev.seeds!r}; need an integer >= 1')
   if ev.batch_size < 1:
@@ -321,6 +352,28 @@ def _problems(config, mode):
       problems.append(f'config.train.batch_size={config.train.batch_size} is not divisible by the '
                       f'{n} devices; use a multiple of {n}')
   return problems
+
+
+def unknown_field(dotted: str, config=None):
+  """The message for ``--config.<dotted>`` when it names no declared field, else None: the valid fields of
+  the section it reaches, and the closest names (by spelling, or by initials: ``lr`` -> ``learning_rate``)."""
+  import difflib
+  node, parts = config if config is not None else get_config(), dotted.split('.')
+  for i, part in enumerate(parts):
+    if isinstance(node, ml_collections.ConfigDict) and part in node:
+      node = node[part]
+      continue
+    if not isinstance(node, ml_collections.ConfigDict):
+      return None  # a field of a non-section value (e.g. a tuple entry): left to ml_collections
+    section = '.'.join(['config'] + parts[:i])
+    fields = sorted(node.keys())
+    close = difflib.get_close_matches(part, fields, n=3, cutoff=0.6)
+    close += [f for f in fields if f not in close and (f.startswith(part) or
+                                                        ''.join(w[0] for w in f.split('_') if w) == part)]
+    hint = f'; did you mean {" or ".join(f"{section}.{c}" for c in close)}?' if close else ''
+    return (f'--{section}.{".".join(parts[i:])}: {section} has no field {part!r}{hint}\n'
+            f'  fields of {section}: {", ".join(fields)}')
+  return None
 
 
 def validate(config, workdir=None, mode='train'):

@@ -44,7 +44,7 @@ from configs.base import validate
 from ddm import losses, samplers
 from ddm.paths import make_path, per_example
 from ddm.registry import SAMPLERS
-from schedule import baselines, costs, online
+from schedule import baselines, costs, online, records
 from train import data, loop, model as model_lib, state as state_lib
 
 FLAGS = flags.FLAGS
@@ -580,8 +580,7 @@ def report(result: dict, table_fn, out: str):
   """Prints ``table_fn(result)`` and writes ``result`` (with the command line) as JSON to ``out``."""
   result['command'] = ' '.join(sys.argv)
   print(table_fn(result))
-  with open(out, 'w') as f:
-    json.dump(_jsonable(result), f, indent=1)
+  records.write_json(_jsonable(result), out)
   logging.info('wrote %s', out)
 
 

@@ -12,7 +12,6 @@ accuracy measured on the held-out test split. Parameters are cached in ``<workdi
 (``params.npz`` and ``classifier.json``: dataset, steps, seed, test accuracy, feature dimension) and reused
 while dataset, steps, seed, image shape and architecture match; anything else retrains.
 """
-import json
 import os
 import time
 
@@ -23,6 +22,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from schedule import records
 from train import data as data_lib
 
 CACHE_FOLDER = 'classifier'
@@ -151,16 +151,13 @@ def _save(folder, params, info):
   tmp = os.path.join(folder, PARAMS_FILE + '.tmp.npz')
   np.savez(tmp, **flat)
   os.replace(tmp, os.path.join(folder, PARAMS_FILE))
-  with open(os.path.join(folder, INFO_FILE + '.tmp'), 'w') as f:
-    json.dump(info, f, indent=2)
-  os.replace(os.path.join(folder, INFO_FILE + '.tmp'), os.path.join(folder, INFO_FILE))  # written last
+  records.write_json(info, os.path.join(folder, INFO_FILE))  # written last
 
 
 def _load(folder, key: dict):
   """The cached ``(params, info)`` when ``classifier.json`` matches ``key``; else None."""
   try:
-    with open(os.path.join(folder, INFO_FILE)) as f:
-      info = json.load(f)
+    info = records.read_json(os.path.join(folder, INFO_FILE))  # damaged: retrained (it is a cache)
     if any(info.get(k) != v for k, v in key.items()):
       return None
     with np.load(os.path.join(folder, PARAMS_FILE)) as npz:

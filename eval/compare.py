@@ -4,7 +4,6 @@ Writes ``f.png``: metrics against training step from each run's ``eval_history.j
 figure), and ``f_density.png``: each run's last samples (``samples.npz``) over the true density (the
 paper's Cantor figure), and prints the final metrics with the mass each run puts near the target's modes.
 """
-import json
 import os
 
 import ml_collections
@@ -13,6 +12,8 @@ from absl import app, flags
 
 from ddm.targets import make_target
 from eval import plots, toy
+from schedule import records
+from train import checkpoints, hooks
 
 flags.DEFINE_list('workdirs', None, 'Run directories to compare.')
 flags.DEFINE_string('out', 'compare.png', 'Output PNG.')
@@ -23,11 +24,11 @@ def main(argv):
   del argv
   histories = {}
   for workdir in flags.FLAGS.workdirs:
-    with open(os.path.join(workdir, 'eval_history.json')) as f:
-      histories[os.path.basename(os.path.normpath(workdir))] = json.load(f)
+    histories[os.path.basename(os.path.normpath(workdir))] = records.read_json(
+        os.path.join(workdir, 'eval_history.json'), hooks.HISTORY_FIX)
   plots.plot_histories(flags.FLAGS.out, histories, flags.FLAGS.metrics)
-  with open(os.path.join(flags.FLAGS.workdirs[0], 'config.json')) as f:
-    target = make_target(ml_collections.ConfigDict(json.load(f)).data)
+  stored = records.read_json(os.path.join(flags.FLAGS.workdirs[0], checkpoints.CONFIG_FILE), checkpoints.CONFIG_FIX)
+  target = make_target(ml_collections.ConfigDict(stored).data)
   samples = {name: np.load(os.path.join(w, 'samples.npz'))['x'][:, 0]
              for name, w in zip(histories, flags.FLAGS.workdirs)}
   plots.plot_densities(flags.FLAGS.out.replace('.png', '_density.png'), samples, toy.density_curve(target))

@@ -418,10 +418,28 @@ def state_dict_from_variables(variables) -> Dict[str, np.ndarray]:
   return out
 
 
+# The published file's sha256 starts with the hex digits in its name (torch.hub's convention, which torch.hub
+# checks itself): the download is refused unless it matches.
+FID_WEIGHTS_SHA256_PREFIX = '6726825d'
+
+
+def check_sha256_prefix(filename: str, prefix: str) -> None:
+  """Raises ``SystemExit`` unless ``sha256(filename)`` starts with ``prefix``."""
+  import hashlib
+  h = hashlib.sha256()
+  with open(filename, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  if not h.hexdigest().startswith(prefix):
+    raise SystemExit(f'{filename}: sha256 {h.hexdigest()} does not start with {prefix} (the published '
+                     f'{os.path.basename(FID_WEIGHTS_URL)}); the file is damaged or not the FID weights: not used')
+
+
 def _download(url: str, dest: str) -> None:
   import urllib.request
   print(f'downloading {url}', file=sys.stderr)
   urllib.request.urlretrieve(url, dest)
+  check_sha256_prefix(dest, FID_WEIGHTS_SHA256_PREFIX)
 
 
 def _require_torch() -> None:
@@ -433,7 +451,7 @@ def _require_torch() -> None:
 def _load_torch_state_dict(pth: str) -> Dict[str, np.ndarray]:
   _require_torch()
   import torch
-  sd = torch.load(pth, map_location='cpu')
+  sd = torch.load(pth, map_location='cpu', weights_only=True)  # tensors only: a .pth can otherwise run code
   return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 

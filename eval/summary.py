@@ -6,7 +6,6 @@ of each file underneath; and (2) for a lower-is-better metric, for each schedule
 online, the score-optimal fits, the searches) its ratio to the best hand-made schedule of the same column (the
 baselines of ``schedule/baselines.py``): below 1 it wins, above 1 it loses. Non-finite cells stay non-finite.
 """
-import json
 import os
 
 import numpy as np
@@ -15,6 +14,7 @@ from absl import app, flags
 from ddm.registry import BASELINES
 from eval.run import best_cells, cell_text
 from schedule import baselines  # noqa: F401  (fills BASELINES)
+from schedule.records import read_json
 
 flags.DEFINE_string('metric', 'w1', 'Metric of the eval.json files to tabulate.')
 
@@ -79,8 +79,7 @@ def main(argv):
     raise app.UsageError('give one or more eval.json files')
   records = {}
   for f in files:
-    with open(f) as fh:
-      records[label(f)] = json.load(fh)
+    records[label(f)] = read_json(f, 'regenerate it with --mode=eval on its workdir')
   print(tables(records, flags.FLAGS.metric))
 
 

@@ -1,4 +1,5 @@
-"""The ``schedule.json`` record written by every mode that produces a schedule."""
+"""The ``schedule.json`` record written by every mode that produces a schedule, and the project's JSON I/O:
+every JSON file is written atomically and read with a message naming a damaged file."""
 import json
 import os
 
@@ -35,12 +36,23 @@ def write_json(record: dict, filename: str):
 
 def write_text(text: str, filename: str):
   """Writes ``text`` atomically (temporary file, then rename)."""
-  tmp = filename + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, filename)
+  tmp = f'{filename}.tmp{os.getpid()}'  # per process: two writers never share a temporary file
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, filename)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
-def read_json(filename: str) -> dict:
-  with open(filename) as f:
-    return json.load(f)
+def read_json(filename: str, fix: str = 'delete it, or restore it from a backup'):
+  """The JSON in ``filename``; a damaged file (truncated, not JSON) raises ``ValueError`` naming the file and
+  ``fix`` (what the user can do about it) instead of an anonymous ``JSONDecodeError``."""
+  try:
+    with open(filename) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{filename} is damaged ({type(e).__name__}: {e}); {fix}') from None

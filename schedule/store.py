@@ -86,8 +86,53 @@ def load(workdir: str, name: str) -> Fitted:
     raise ValueError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
                      f'in {folder(workdir)} (stored: {", ".join(stored) or "none"}); fit one with '
                      f'--mode=fit_schedule and config.schedule.name={name!r}')
-  record = records.read_json(fname)
+  fix = f'delete it and fit it again: --mode=fit_schedule --config.schedule.name={name}'
+  record = records.read_json(fname, fix)
+  problem = check_record(record)
+  if problem:
+    raise ValueError(f'{fname} is not a usable schedule: {problem}; {fix}')
   lam = None
   if record['kind'] == 'length':
     lam = fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
   return Fitted(name, record, lam)
+
+
+def check_ladder(ts) -> str:
+  """What is wrong with a schedule ``ts`` (f[K+1]) as a sampler reads it: '' when it is finite, strictly
+  increasing and runs from 0 to 1 (the fixed ends of every schedule, method.md section 3)."""
+  ts = np.asarray(ts, np.float64)
+  if ts.ndim != 1 or ts.shape[0] < 2:
+    return f'needs at least 2 points, has shape {ts.shape}'
+  if not np.all(np.isfinite(ts)):
+    return 'holds non-finite values'
+  if not np.all(np.diff(ts) > 0):
+    return 'is not strictly increasing'
+  if ts[0] != 0 or ts[-1] != 1:
+    return f'runs from {ts[0]} to {ts[-1]}, not from 0 to 1'
+  return ''
+
+
+def check_record(record) -> str:
+  """What is wrong with a stored record ('' when nothing): its kind, and every ladder or length function."""
+  if not isinstance(record, dict) or record.get('kind') not in ('length', 'ladders'):
+    return 'its "kind" is neither "length" nor "ladders"'
+  if record['kind'] == 'length':
+    t, lam = np.asarray(record.get('t', []), np.float64), np.asarray(record.get('lam', []), np.float64)
+    if t.shape != lam.shape:
+      return f'"t" and "lam" differ in shape ({t.shape} vs {lam.shape})'
+    problem = check_ladder(t)
+    if problem:
+      return f'its grid "t" {problem}'
+    if not (np.all(np.isfinite(lam)) and np.all(np.diff(lam) >= 0) and lam[-1] > lam[0]):
+      return 'its length function "lam" is not finite and increasing'
+    return ''
+  ladders = record.get('ladders')
+  if not isinstance(ladders, dict) or not ladders:
+    return 'it holds no ladders'
+  for k, ts in ladders.items():
+    if not (str(k).isdigit() and len(ts) == int(k) + 1):
+      return f'its ladder "{k}" does not have {k} + 1 points'
+    problem = check_ladder(ts)
+    if problem:
+      return f'its {k}-step ladder {problem}'
+  return 

@@ -1,23 +1,64 @@
 """Orbax checkpoints of the full TrainState (schedule and cost statistics included), and the run's config.
 
-The workdir identifies the run: the same command resumes from the latest checkpoint. A workdir whose
-checkpoints come from a different model, data or schedule size is refused before anything is written.
+The workdir identifies the run: the same command resumes from the latest good checkpoint. What is kept safe:
+- only a finite state is ever saved (:func:`save` refuses another), so rotation (``keep_checkpoints``) can only
+  drop a finite checkpoint in favour of a newer finite one;
+- each checkpoint carries the sha256 of its arrays in orbax's step metadata; :func:`restore_latest` verifies
+  it and falls back to the newest checkpoint that restores, is finite and matches, naming every damaged one
+  (in training they are moved to ``damaged_checkpoints/``, never deleted);
+- a workdir whose run has another data set, path, model or training schedule (or seed) is refused before
+  anything is written; where files live (``data.tfds_data_dir``, ``eval.inception_path``) never counts.
 """
+import hashlib
 import json
 import os
+import shutil
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from schedule import records
 from train import state as state_lib
 
 CONFIG_FILE = 'config.json'
-# Sections and fields whose change makes an old checkpoint meaningless or unloadable.
-COMPATIBILITY_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps', 'optim.optimizer')
+CONFIG_FIX = ('restore it from a backup, or move it away: the next training run writes it again (without it '
+              'the check that the config matches the checkpoints is skipped)')
+CHECKPOINTS, DAMAGED = 'checkpoints', 'damaged_checkpoints'
+# Settings whose change makes an old checkpoint meaningless or unloadable: never accepted on a resume.
+LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps', 'optim.optimizer')
+# Settings that change what a resumed run computes: refused on resume unless config.train.allow_changes_on_resume.
+RESUME_KEYS = ('seed', 'schedule.init', 'schedule.learn', 'schedule.cost', 'schedule.predictor',
+               'schedule.hutchinson_probes', 'schedule.gamma', 'schedule.cost_fraction', 'schedule.min_count',
+               'schedule.update_every')
+# Where things are, not what they are: a moved data set or weights file keeps its run.
+LOCATION_KEYS = ('config.data.tfds_data_dir', 'config.eval.inception_path')
+DIGEST = 'sha256'
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+def directory(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+
+
+def manager(workdir: str, keep: int, create: bool = True) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                                                        create=create))
+
+
+def check_writable(workdir: str):
+  """Creates ``<workdir>/checkpoints`` and writes a probe file there; a ``ValueError`` naming the folder now
+  instead of a failed save after hours of compute."""
+  folder = directory(workdir)
+  probe = os.path.join(folder, f'.write_test.{os.getpid()}')
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'{folder} is not writable ({type(e).__name__}: {e}); free space or fix its permissions, '
+                     'or give another --workdir') from None
 
 
 def _lookup(config_dict, dotted):
@@ -38,36 +79,123 @@ def _as_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
-def check_compatible(workdir: str, config):
-  """Raises ``ValueError`` naming every setting that differs from the run stored in ``workdir``."""
+def stored_config(workdir: str):
+  """``<workdir>/config.json`` as a dict, or None when there is none; a damaged file names itself and the fix."""
   filename = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(filename):
+  return records.read_json(filename, CONFIG_FIX) if os.path.exists(filename) else None
+
+
+def check_compatible(workdir: str, config, resume: bool = False):
+  """Raises ``ValueError`` naming every setting that differs from the run stored in ``workdir``: the
+  ``LOAD_KEYS`` always, and with ``resume`` (training) the ``RESUME_KEYS`` unless
+  ``config.train.allow_changes_on_resume``."""
+  old = stored_config(workdir)
+  if old is None:
     return
-  with open(filename) as f:
-    old = json.load(f)
   new = _as_dict(config)
+  keys = LOAD_KEYS + (RESUME_KEYS if resume and not config.train.allow_changes_on_resume else ())
   differ = []
-  for key in COMPATIBILITY_KEYS:
+  for key in keys:
     a, b = _flatten(_lookup(old, key), f'config.{key}'), _flatten(_lookup(new, key), f'config.{key}')
-    differ += [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    differ += [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b))
+               if a.get(k) != b.get(k) and k not in LOCATION_KEYS]
   if differ:
+    hint = ('; or, to change only seed/schedule settings of this run on purpose, '
+            '--config.train.allow_changes_on_resume=True' if resume and not any(
+                d.split(':')[0].replace('config.', '', 1).startswith(LOAD_KEYS) for d in differ) else '')
     raise ValueError(f'--workdir={workdir} holds a run with an incompatible config; nothing was changed. '
-                     'Use a new workdir, or restore these settings:\n  - ' + '\n  - '.join(differ))
+                     f'Use a new workdir, or restore these settings{hint}:\n  - ' + '\n  - '.join(differ))
 
 
 def write_config(workdir: str, config):
-  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    f.write(config.to_json_best_effort(indent=1))
+  records.write_text(config.to_json_best_effort(indent=1), os.path.join(workdir, CONFIG_FILE))
+
+
+def _leaves(tree):
+  return [(jax.tree_util.keystr(path), np.asarray(leaf)) for path, leaf in
+          jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def digest(tree) -> str:
+  """sha256 of a state dict's arrays (names, dtypes, shapes and bytes, in tree order)."""
+  h = hashlib.sha256()
+  for name, leaf in _leaves(tree):
+    if leaf.dtype.kind in 'iub':
+      leaf = leaf.astype(np.int64)  # a Python int and an i32 step are the same step
+    h.update(f'{name}:{leaf.dtype.str}:{leaf.shape};'.encode())
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+def nonfinite_leaves(tree) -> list:
+  """Names of the floating-point leaves of ``tree`` holding a NaN or infinity."""
+  return [name for name, leaf in _leaves(tree) if leaf.dtype.kind == 'f' and not np.all(np.isfinite(leaf))]
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: state_lib.TrainState):
-  mngr.save(step, args=ocp.args.StandardSave(state_lib.to_host_dict(state)), force=True)
+  """Saves ``state`` at ``step`` (asynchronously) with its digest; refuses a non-finite state (``ValueError``)."""
+  mngr.check_for_errors()  # a failed earlier asynchronous save surfaces here, not at the end of the run
+  tree = jax.device_get(state_lib.to_host_dict(state))
+  bad = nonfinite_leaves(tree)
+  if bad:
+    raise ValueError(f'step {step}: the state holds non-finite values ({len(bad)} arrays, e.g. {bad[0]}); '
+                     f'not saved, so the checkpoints in {mngr.directory} stay finite')
+  mngr.save(step, args=ocp.args.StandardSave(tree), force=True, custom_metadata={DIGEST: digest(tree)})
 
 
-def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState):
-  """The latest checkpoint restored into ``template``'s structure, or None if there is none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  tree = mngr.restore(step, args=ocp.args.StandardRestore(state_lib.to_host_dict(template)))
-  return state_lib.from_host_dict(template, tree)
+def _problem(mngr, step, tree) -> str:
+  """What is wrong with the restored ``tree`` of ``step`` ('' when nothing)."""
+  bad = nonfinite_leaves(tree)
+  if bad:
+    return f'non-finite values in {len(bad)} arrays (e.g. {bad[0]})'
+  expected = (mngr.metadata(step).custom_metadata or {}).get(DIGEST)
+  if expected is None:
+    logging.warning('checkpoint %s/%d has no checksum (written before checksums were kept): restored unverified',
+                    mngr.directory, step)
+  elif digest(tree) != expected:
+    return 'its arrays do not match the sha256 written with it (the files were changed or damaged)'
+  return ''
+
+
+def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine: str = ''):
+  """The newest good checkpoint restored into ``template``'s structure, or None if there is none.
+
+  A checkpoint that fails to restore, holds non-finite values or does not match its digest is skipped with a
+  warning naming it; with ``quarantine`` (a workdir: training) it is moved to ``<workdir>/damaged_checkpoints/``
+  so the resumed run can write that step again. When every checkpoint is damaged nothing is moved and a
+  ``ValueError`` names them all and the fix."""
+  target = state_lib.to_host_dict(template)
+  damaged = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
+      problem = _problem(mngr, step, tree)
+    except Exception as e:  # orbax/TensorStore raise many types for truncated or missing files
+      problem = f'it does not restore ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""})'
+    if not problem:
+      if damaged:
+        _set_aside(mngr, damaged, quarantine)
+      return state_lib.from_host_dict(template, tree)
+    logging.warning('checkpoint %s/%d is damaged: %s; falling back to the previous one', mngr.directory, step,
+                    problem)
+    damaged.append((step, problem))
+  if damaged:
+    raise ValueError(f'every checkpoint in {mngr.directory} is damaged:\n  - ' +
+                     '\n  - '.join(f'step {s}: {p}' for s, p in damaged) +
+                     f'\nMove {mngr.directory} away to start the run afresh, or restore it from a backup.')
+  return None
+
+
+def _set_aside(mngr, damaged, quarantine):
+  if not quarantine:
+    return
+  folder = os.path.join(quarantine, DAMAGED)
+  os.makedirs(folder, exist_ok=True)
+  for step, problem in damaged:
+    source = os.path.join(mngr.directory, str(step))
+    dest, n = os.path.join(folder, str(step)), 1
+    while os.path.exists(dest):
+      dest, n = os.path.join(folder, f'{step}.{n}'), n + 1
+    shutil.move(source, dest)
+    logging.warning('moved the damaged checkpoint of step %d to %s (kept, not deleted; %s)', step, dest, problem)
+  mngr.reload()

@@ -166,6 +166,15 @@ def make_train_iterator(config, start_step: int = 0):
   return DATASETS.get(config.data.dataset, 'config.data.dataset')(config, start_step)
 
 
+def check_available(config):
+  """Raises the set-up error of :func:`make_train_iterator` (e.g. TFDS data not on disk) without loading the
+  data: training calls it before it writes anything to the workdir."""
+  if config.data.dataset in ('mnist', 'cifar10'):
+    tfds_source(config.data.dataset, config.data.tfds_data_dir)
+  else:
+    DATASETS.get(config.data.dataset, 'config.data.dataset')
+
+
 def example_pool(config, size: int) -> np.ndarray:
   """``f32[min(size, examples), *S]`` distinct training examples of this host (toy targets: fresh draws),
   read through the training pipeline: the data side of evaluation statistics and of post-hoc fits."""

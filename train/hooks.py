@@ -1,5 +1,4 @@
 """What the training loop reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
-import json
 import os
 import time
 
@@ -13,6 +12,9 @@ from schedule import baselines, fit, records
 from train import state as state_lib
 
 IMAGE_GRID = 64  # samples shown at each sampling step on image datasets
+HISTORY_FILE = 'eval_history.json'
+HISTORY_FIX = ('move it away (the same points are in the TensorBoard events); training writes a new one from '
+               'its next sampling step')
 
 
 class Reporter:
@@ -24,11 +26,17 @@ class Reporter:
     self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
     self.draw = sampling.make_draw(config, path, model)
+    history_file = os.path.join(workdir, HISTORY_FILE)
+    if self.target is not None and os.path.exists(history_file):
+      records.read_json(history_file, HISTORY_FIX)  # a damaged history stops the run now, not after compute
 
   def scalars(self, step, pending, state, timer):
     """Averages the metrics of the steps since the last log (one device fetch) and logs them."""
     fetched = jax.device_get([jax.tree.map(lambda v: v[0], m) for m in pending])
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    scalars['train/nonfinite_steps'] = int(sum(m['train/nonfinite_steps'] for m in fetched))  # a count
+    losses = [m['train/loss'] for m in fetched if np.isfinite(m['train/loss'])]  # skipped steps: not averaged
+    scalars['train/loss'] = float(np.mean(losses)) if losses else float('nan')
     step_costs = np.asarray(jax.device_get(state.step_costs))
     scalars.update({
         'schedule/length': float(fit.length(step_costs)), 'schedule/energy': float(fit.energy(step_costs)),
@@ -81,8 +89,8 @@ class Reporter:
     reference = baselines.log_linear(self.path, self.config.schedule.num_steps)
     result['score_error'] = float(np.mean(toy.score_error(score_fn, self.target, self.path, reference, key)))
     self.writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-    history_file = os.path.join(self.workdir, 'eval_history.json')
-    history = json.load(open(history_file)) if os.path.exists(history_file) else []
+    history_file = os.path.join(self.workdir, HISTORY_FILE)
+    history = records.read_json(history_file, HISTORY_FIX) if os.path.exists(history_file) else []
     history = [h for h in history if h['step'] < step] + [dict(step=step, **result)]
     records.write_json(history, history_file)
     png = os.path.join(self.workdir, 'density.png')

@@ -5,13 +5,16 @@ schedule's points, then, with the network fixed, one jvp rate per example accumu
 Algorithm 1 update blended with rate gamma once the statistics are ready. Metrics are fetched from the
 device at logging steps only.
 """
+import contextlib
 import functools
 import math
-import os
+import signal
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl import logging
 from flax import jax_utils
@@ -20,7 +23,7 @@ from configs.base import validate
 from ddm import losses
 from ddm.paths import make_path
 from schedule import baselines, costs, online, predictor
-from train import checkpoints, data, hooks, model as model_lib, state as state_lib
+from train import checkpoints, data, hooks, lock, model as model_lib, state as state_lib
 from train.writers import MetricWriter
 
 AXIS = 'batch'
@@ -31,6 +34,8 @@ def make_train_step(config, path, model: model_lib.Model):
 
   ``batch['x']``: f32[B_device, *S]. Example j of the global batch draws its level and noise from its own
   key (folded from the step and j), so results do not depend on the device count; dropout keys per device.
+  A step whose loss, gradients or new parameters are not finite leaves the state as it was (only ``step``
+  advances) and reports ``train/nonfinite_steps = 1``.
   """
   loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
                                 config.loss.weighting)
@@ -51,9 +56,13 @@ def make_train_step(config, path, model: model_lib.Model):
     key_dropout = jax.random.fold_in(key_dropout, device)
     (loss, (level, x_t, t)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params, batch['x'], state.schedule, keys, key_dropout)
-    grads = jax.lax.pmean(grads, AXIS)
-    state = state.apply_gradients(grads=grads)
-    state = state.replace(ema_params=state_lib.ema_update(state.ema_params, state.params, config.optim.ema_decay))
+    grads, loss = jax.lax.pmean(grads, AXIS), jax.lax.pmean(loss, AXIS)
+    new = state.apply_gradients(grads=grads)
+    new = new.replace(ema_params=state_lib.ema_update(new.ema_params, new.params, config.optim.ema_decay))
+    # A non-finite step is dropped (the same decision on every device: loss and gradients are averaged), so
+    # the state, and every checkpoint written from it, stays finite; the loop stops or counts it.
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(new.params))
+    state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state).replace(step=new.step)
 
     # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level, on the first
     # cost_examples of the device's batch (levels are i.i.d. per example, so any subset is unbiased).
@@ -66,7 +75,7 @@ def make_train_step(config, path, model: model_lib.Model):
 
     go = online.ready(state.cost_count, state.step - state.last_update, sch.min_count, sch.update_every)
     state = jax.lax.cond(go, functools.partial(_update_schedule, sch, path), lambda s: s, state)
-    metrics = {'train/loss': jax.lax.pmean(loss, AXIS),
+    metrics = {'train/loss': loss, 'train/nonfinite_steps': (~finite).astype(jnp.int32),
                'train/grad_norm': optax.global_norm(grads),
                'train/param_norm': optax.global_norm(state.params),
                'schedule/nonfinite_rates': jax.lax.psum(jnp.sum(~jnp.isfinite(rate)), AXIS)}
@@ -106,38 +115,114 @@ def _maybe_initialize_distributed(config):
     jax.distributed.initialize()  # auto-detects SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS etc.
 
 
+class _Signals:
+  """SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT set ``received``; the loop saves a
+  checkpoint at the current step and exits. A second signal stops at once (the checkpoint manager still
+  finishes an in-flight save). Installed only in the main thread (Python's rule); restored on exit."""
+
+  def __init__(self):
+    self.received, self._previous = None, {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:
+      raise KeyboardInterrupt(f'second {signal.Signals(signum).name}: stopping without a checkpoint')
+    self.received = signum
+    logging.warning('received %s: saving a checkpoint at the current step, then exiting',
+                    signal.Signals(signum).name)
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _nonfinite_steps(flags) -> list:
+  """Training steps whose ``train/nonfinite_steps`` flag is set, from ``[(step, device flag)]``."""
+  values = jax.device_get([f for _, f in flags])
+  return [step for (step, _), v in zip(flags, values) if int(np.asarray(v).reshape(-1)[0])]
+
+
+def _stop_nonfinite(steps, step, mngr, config):
+  latest = mngr.latest_step()
+  where = (f'the last checkpoint, step {latest} in {mngr.directory}, holds a finite state' if latest is not None
+           else 'no checkpoint was written yet')
+  raise SystemExit(
+      f'error: the loss, gradients or parameters were not finite at step {steps[0]} ({len(steps)} such steps by '
+      f'step {step}; each was dropped); the run stopped (config.train.on_nonfinite=stop) and {where}. Lower '
+      f'config.optim.learning_rate (now {config.optim.learning_rate}), lengthen config.optim.warmup_steps or '
+      'set config.optim.grad_clip, then rerun the same command (it resumes from that checkpoint); or set '
+      'config.train.on_nonfinite=skip to drop such steps and go on.')
+
+
 def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
-  """Trains (or resumes) the run in ``workdir``; returns the final state (on the host)."""
+  """Trains (or resumes) the run in ``workdir``; returns the final state (on the host).
+
+  Everything that can refuse the run (config, workdir compatibility, data, a writable ``checkpoints/``, the
+  workdir's lock) is checked before anything is written or computed. SIGTERM/SIGINT save a checkpoint at the
+  current step and exit with status 128 + signal; a non-finite step stops the run (``on_nonfinite='stop'``,
+  exit status 1) or is dropped and counted (``'skip'``)."""
   validate(config, workdir, 'train')
   _maybe_initialize_distributed(config)
-  checkpoints.check_compatible(workdir, config)
-  os.makedirs(workdir, exist_ok=True)
+  checkpoints.check_compatible(workdir, config, resume=True)
+  data.check_available(config)
+  writer_process = jax.process_index() == 0
+  if writer_process:
+    checkpoints.check_writable(workdir)
+  with (lock.hold(workdir) if writer_process else contextlib.nullcontext()), _Signals() as signals:
+    return _train(config, workdir, signals)
+
+
+def _train(config, workdir, signals):
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, state_lib.stream_key(config.seed, 'init'))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  state = checkpoints.restore_latest(mngr, initial_state(config, path, model)) or initial_state(config, path, model)
+  template = initial_state(config, path, model)
+  state = checkpoints.restore_latest(mngr, template, quarantine=workdir) or template
   start = int(state.step)
-  checkpoints.write_config(workdir, config)
+  batches = data.make_train_iterator(config, start_step=start)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
   logging.info('%s at step %d of %d on %d devices (%d processes)', 'resuming' if start else 'starting',
                start, config.train.num_steps, jax.device_count(), jax.process_count())
 
   p_step = jax.pmap(make_train_step(config, path, model), axis_name=AXIS, donate_argnums=(0,))
   base_key = jax_utils.replicate(state_lib.stream_key(config.seed, 'train'))
   p_state = jax_utils.replicate(state)
-  batches = data.make_train_iterator(config, start_step=start)
   writer = MetricWriter(workdir)
   report = hooks.Reporter(config, workdir, path, model, shape, writer)
-  pending, timer = [], (time.time(), start)
-  for step in range(start + 1, config.train.num_steps + 1):
-    p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
-    pending.append(metrics)
-    if step % config.train.log_every == 0 or step == config.train.num_steps:
-      timer = report.scalars(step, pending, unreplicate(p_state), timer)
-      pending = []
-    if step % config.train.sample_every == 0 or step == config.train.num_steps:
-      report.schedule_and_samples(step, unreplicate(p_state))
-    if step % config.train.checkpoint_every == 0 or step == config.train.num_steps or mngr.reached_preemption(step):
-      checkpoints.save(mngr, step, unreplicate(p_state))
-  mngr.wait_until_finished()
-  writer.close()
+  pending, flags, skipped, timer = [], [], 0, (time.time(), start)
+  try:
+    for step in range(start + 1, config.train.num_steps + 1):
+      p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
+      pending.append(metrics)
+      flags.append((step, metrics['train/nonfinite_steps']))
+      last = step == config.train.num_steps
+      save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or signals.received
+      if step % config.train.log_every == 0 or last or save:  # dropped steps are looked at before any save
+        bad, flags = _nonfinite_steps(flags), []
+        skipped += len(bad)
+        if bad and config.train.on_nonfinite == 'stop':
+          _stop_nonfinite(bad, step, mngr, config)
+        if bad:
+          logging.warning('steps %s: non-finite loss, gradients or parameters; dropped (%d so far)', bad, skipped)
+      if step % config.train.log_every == 0 or last:
+        timer = report.scalars(step, pending, unreplicate(p_state), timer)
+        pending = []
+      if step % config.train.sample_every == 0 or last:
+        report.schedule_and_samples(step, unreplicate(p_state))
+      if save:
+        checkpoints.save(mngr, step, unreplicate(p_state))
+      if signals.received:
+        mngr.wait_until_finished()
+        logging.warning('stopped by %s at step %d; the checkpoint of this step is saved in %s: rerun the same '
+                        'command to resume', signal.Signals(signals.received).name, step, mngr.directory)
+        raise SystemExit(128 + signals.received)
+  finally:
+    mngr.wait_until_finished()  # never abandon an in-flight save, whatever stops the loop
+    writer.close()
   return jax.device_get(unreplicate(p_state))
