@@ -17,6 +17,14 @@ HISTORY_FIX = ('move it away (the same points are in the TensorBoard events); tr
                'its next sampling step')
 
 
+def check_files(workdir: str):
+  """Reads what the reporter will extend (``eval_history.json``), so a damaged file stops the run before any
+  compute with a message naming it, not at the first sampling step of every rerun."""
+  history_file = os.path.join(workdir, HISTORY_FILE)
+  if os.path.exists(history_file):
+    records.read_json(history_file, HISTORY_FIX)
+
+
 class Reporter:
   """Writes to TensorBoard and the workdir; reads the (unreplicated) train state, never changes it."""
 
@@ -26,9 +34,6 @@ class Reporter:
     self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
     self.draw = sampling.make_draw(config, path, model)
-    history_file = os.path.join(workdir, HISTORY_FILE)
-    if self.target is not None and os.path.exists(history_file):
-      records.read_json(history_file, HISTORY_FIX)  # a damaged history stops the run now, not after compute
 
   def scalars(self, step, pending, state, timer):
     """Averages the metrics of the steps since the last log (one device fetch) and logs them."""

@@ -169,6 +169,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   validate(config, workdir, 'train')
   _maybe_initialize_distributed(config)
   checkpoints.check_compatible(workdir, config, resume=True)
+  hooks.check_files(workdir)
   data.check_available(config)
   writer_process = jax.process_index() == 0
   if writer_process:
