@@ -202,8 +202,8 @@ def _train(config, workdir, signals):
       p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
       pending.append(metrics)
       flags.append((step, metrics['train/nonfinite_steps']))
-      last = step == config.train.num_steps
-      save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or signals.received
+      last, stop = step == config.train.num_steps, signals.received  # read once: a signal may come at any time
+      save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or stop
       if step % config.train.log_every == 0 or last or save:  # dropped steps are looked at before any save
         bad, flags = _nonfinite_steps(flags), []
         skipped += len(bad)
@@ -218,11 +218,11 @@ def _train(config, workdir, signals):
         report.schedule_and_samples(step, unreplicate(p_state))
       if save:
         checkpoints.save(mngr, step, unreplicate(p_state))
-      if signals.received:
+      if stop:
         mngr.wait_until_finished()
         logging.warning('stopped by %s at step %d; the checkpoint of this step is saved in %s: rerun the same '
-                        'command to resume', signal.Signals(signals.received).name, step, mngr.directory)
-        raise SystemExit(128 + signals.received)
+                        'command to resume', signal.Signals(stop).name, step, mngr.directory)
+        raise SystemExit(128 + stop)
   finally:
     mngr.wait_until_finished()  # never abandon an in-flight save, whatever stops the loop
     writer.close()
