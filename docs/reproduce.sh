@@ -3,6 +3,7 @@
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
+#   bash docs/reproduce.sh faults          # docs/faults.md: python -m tools.faults (kills, damage, bad input; ~15 min)
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
 # predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
@@ -13,7 +14,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|digits [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|digits|faults [RUNS]}
 RUNS=${2:-runs}
 
 fit() {  # fit <workdir> <name> <config flags...>: one search on the workdir's checkpoint, kept if already stored
@@ -91,8 +92,11 @@ case "$WHAT" in
 plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
     f'{sys.argv[1]}/samples_{s}_{k}.npz')['x'] for s in ('learned', 'cosine') for k in (10, 50)})" "$RUNS/digits"
     ;;
+  faults)
+    python -m tools.faults | tee docs/faults.md
+    ;;
   *)
-    echo "unknown target '$WHAT'; allowed: toy, digits" >&2
+    echo "unknown target '$WHAT'; allowed: toy, digits, faults" >&2
     exit 2
     ;;
 esac

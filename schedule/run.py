@@ -114,13 +114,11 @@ def checkpoint_problem(config, workdir) -> Problem:
 def _training_config(config, workdir):
   """``config`` with the run's own training schedule size ``T`` (from ``<workdir>/config.json``), so the
   checkpoint restores whatever ``K = config.schedule.num_steps`` the fit is asked for."""
-  import json
   from train import checkpoints
-  filename = os.path.join(workdir, checkpoints.CONFIG_FILE)
-  if not os.path.exists(filename):
+  stored = checkpoints.stored_config(workdir)
+  if stored is None:
     return config
-  with open(filename) as f:
-    trained = json.load(f).get('schedule', {}).get('num_steps')
+  trained = stored.get('schedule', {}).get('num_steps')
   config = config.copy_and_resolve_references()
   if isinstance(trained, int):
     config.schedule.num_steps = trained

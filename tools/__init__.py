@@ -1,0 +1,1 @@
+"""Tools that sit above the libraries: fault injection (and, later, benchmarks)."""
