@@ -25,10 +25,9 @@ flags.DEFINE_string('workdir', '', 'Where the scenario runs go (default: a tempo
 flags.DEFINE_integer('steps', 400, 'Training steps of every run (checkpoints every steps / 4).')
 
 
-def _main_py(workdir, *extra, signal_at=None, sig=signal.SIGTERM, timeout=900):
+def _main_py(workdir, steps, *extra, signal_at=None, sig=signal.SIGTERM, timeout=900):
   """Runs ``main.py`` on the toy smoke config; with ``signal_at``, sends ``sig`` once that step is logged
   (``'kill'``: SIGKILL). Returns ``(exit status, stderr)``."""
-  steps = flags.FLAGS.steps
   cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={workdir}',
          f'--config.train.num_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
          '--config.train.log_every=10', f'--config.train.sample_every={steps}', *extra]
@@ -80,9 +79,9 @@ def _flip(filename):
 class Scenarios:
   """Each method returns ``(outcome, data lost)``; ``self.reference`` is the uninterrupted run's final state."""
 
-  def __init__(self, root):
-    self.root, self.steps = root, flags.FLAGS.steps
-    rc, log = _main_py(self._dir('reference'))
+  def __init__(self, root, steps):
+    self.root, self.steps = root, steps
+    rc, log = _main_py(self._dir('reference'), steps)
     if rc:
       raise SystemExit(f'the reference run failed (exit {rc}):\n{log[-3000:]}')
     self.reference = _final(self._dir('reference'))
@@ -96,7 +95,7 @@ class Scenarios:
     return dest
 
   def _resumed(self, workdir, outcome):
-    rc, log = _main_py(workdir)
+    rc, log = _main_py(workdir, self.steps)
     final = _final(workdir)
     same = rc == 0 and final == self.reference
     return (f'{outcome}; resumed (exit {rc}) to step {final[0] if final else None}',
@@ -104,7 +103,7 @@ class Scenarios:
 
   def _interrupted(self, name, sig):
     workdir = self._dir(name)
-    rc, log = _main_py(workdir, signal_at=self.steps // 2 + 10, sig=sig)
+    rc, log = _main_py(workdir, self.steps, signal_at=self.steps // 2 + 10, sig=sig)
     saved = _final(workdir)
     return self._resumed(workdir, f'exit {rc}, newest checkpoint step {saved[0] if saved else None}')
 
@@ -119,7 +118,7 @@ class Scenarios:
 
   def _refused(self, workdir, *extra, expect='', mode='train'):
     before = _hashes(workdir)
-    rc, log = _main_py(workdir, f'--mode={mode}', *extra)
+    rc, log = _main_py(workdir, self.steps, f'--mode={mode}', *extra)
     message = next((l.strip() for l in log.splitlines() if expect and expect in l), '')
     unchanged = _hashes(workdir) == before
     outcome = f'refused (exit {rc}): "{message[:110]}"' if rc and message else f'NOT REFUSED as expected (exit {rc})'
@@ -128,7 +127,8 @@ class Scenarios:
   def diverge(self):
     workdir = self._fresh_copy('diverge')
     before = _final(workdir)
-    rc, log = _main_py(workdir, f'--config.train.num_steps={2 * self.steps}', '--config.optim.learning_rate=1e38')
+    rc, log = _main_py(workdir, self.steps, f'--config.train.num_steps={2 * self.steps}',
+                       '--config.optim.learning_rate=1e38')
     stopped = 'not finite at step' in log
     after = _final(workdir)
     return (f'stopped (exit {rc}) with the message' if rc and stopped else f'NOT STOPPED (exit {rc})',
@@ -136,7 +136,7 @@ class Scenarios:
 
   def second_writer(self):
     workdir = self._dir('second_writer')
-    steps = flags.FLAGS.steps
+    steps = self.steps
     first = subprocess.Popen([sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={workdir}',
                               f'--config.train.num_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
                               '--config.train.log_every=10', f'--config.train.sample_every={steps}'],
@@ -144,7 +144,7 @@ class Scenarios:
     for line in first.stderr:
       if 'step 10/' in line:
         break
-    rc2, log2 = _main_py(workdir, '--config.seed=1')
+    rc2, log2 = _main_py(workdir, steps, '--config.seed=1')
     first.stderr.read()
     rc1 = first.wait()
     refused = rc2 and 'in use by another training process' in log2
@@ -207,10 +207,10 @@ ORDER = ('kill_9', 'sigterm', 'sigint', 'diverge', 'second_writer', 'truncated_c
          'path_in_schedule_name', 'changed_seed', 'unwritable_checkpoints')
 
 
-def run(root) -> list:
+def run(root, steps: int = 400) -> list:
   """``[(scenario, outcome, data lost, seconds)]`` for every scenario of ``ORDER``."""
   start = time.time()
-  scenarios = Scenarios(root)
+  scenarios = Scenarios(root, steps)
   rows = [('reference (uninterrupted)', f'step {scenarios.reference[0]}', '-', time.time() - start)]
   for name in ORDER:
     start = time.time()
@@ -224,7 +224,7 @@ def main(argv):
   del argv
   root = flags.FLAGS.workdir or tempfile.mkdtemp(prefix='faults')
   try:
-    rows = run(root)
+    rows = run(root, flags.FLAGS.steps)
   finally:
     if not flags.FLAGS.workdir:
       shutil.rmtree(root, ignore_errors=True)
