@@ -54,6 +54,12 @@ def _final(workdir):
   return None if step is None else (step, (mngr.metadata(step).custom_metadata or {}).get(checkpoints.DIGEST))
 
 
+def _message(log, expect) -> str:
+  """The line of ``log`` that says ``expect`` (not a line of the traceback's source code), or ''."""
+  lines = [l.strip() for l in log.splitlines() if expect in l and 'raise ' not in l and "f'" not in l]
+  return lines[-1] if lines else ''
+
+
 def _data_file(workdir, step):
   files = [f for f in glob.glob(os.path.join(workdir, 'checkpoints', str(step), '**'), recursive=True)
            if os.path.isfile(f) and f'{os.sep}d{os.sep}' in f]
@@ -119,7 +125,7 @@ class Scenarios:
   def _refused(self, workdir, *extra, expect='', mode='train'):
     before = _hashes(workdir)
     rc, log = _main_py(workdir, self.steps, f'--mode={mode}', *extra)
-    message = next((l.strip() for l in log.splitlines() if expect and expect in l), '')
+    message = _message(log, expect)
     unchanged = _hashes(workdir) == before
     outcome = f'refused (exit {rc}): "{message[:110]}"' if rc and message else f'NOT REFUSED as expected (exit {rc})'
     return outcome, 'nothing (every file byte-identical)' if unchanged else 'FILES CHANGED'
@@ -129,9 +135,9 @@ class Scenarios:
     before = _final(workdir)
     rc, log = _main_py(workdir, self.steps, f'--config.train.num_steps={2 * self.steps}',
                        '--config.optim.learning_rate=1e38')
-    stopped = 'not finite at step' in log
+    stopped = _message(log, 'not finite at step')
     after = _final(workdir)
-    return (f'stopped (exit {rc}) with the message' if rc and stopped else f'NOT STOPPED (exit {rc})',
+    return (f'stopped (exit {rc}): "{stopped[:120]}"' if rc and stopped else f'NOT STOPPED (exit {rc})',
             'nothing (newest checkpoint still the finite one)' if after == before else f'CHECKPOINT CHANGED {after}')
 
   def second_writer(self):
@@ -144,12 +150,12 @@ class Scenarios:
     for line in first.stderr:
       if 'step 10/' in line:
         break
-    rc2, log2 = _main_py(workdir, steps, '--config.seed=1')
+    rc2, log2 = _main_py(workdir, steps)  # the same command twice (another seed is refused anyway)
     first.stderr.read()
     rc1 = first.wait()
-    refused = rc2 and 'in use by another training process' in log2
+    refused = rc2 and _message(log2, 'in use by another training process')
     final = _final(workdir)
-    return (f'second refused (exit {rc2}), first finished (exit {rc1})' if refused else f'SECOND NOT REFUSED (exit {rc2})',
+    return (f'second refused (exit {rc2}): "{refused[:90]}"; first finished (exit {rc1})' if refused else f'SECOND NOT REFUSED (exit {rc2})',
             'nothing (first run = uninterrupted run)' if rc1 == 0 and final == self.reference else f'DIFFERENT {final}')
 
   def truncated_checkpoint(self):
