@@ -121,7 +121,7 @@ def test_a_second_training_process_is_refused_and_changes_nothing(trained, tmp_p
 
 
 def test_sigterm_saves_the_current_step_and_resumes_bit_for_bit(tmp_path):
-  overrides = dict(train__num_steps=600, train__checkpoint_every=100_000, train__sample_every=100_000,
+  overrides = dict(train__num_steps=300, train__checkpoint_every=100_000, train__sample_every=100_000,
                    train__log_every=10)
   flags = [f'--config.train.{k.split("__")[1]}={v}' for k, v in overrides.items()]
   workdir = tmp_path / 'interrupted'
@@ -130,14 +130,14 @@ def test_sigterm_saves_the_current_step_and_resumes_bit_for_bit(tmp_path):
   seen = []
   for line in proc.stderr:
     seen.append(line)
-    if 'step 100/600' in line:
+    if 'step 60/300' in line:
       proc.send_signal(signal.SIGTERM)
       break
   rest = proc.stderr.read()
   assert proc.wait(timeout=300) == 128 + signal.SIGTERM, ''.join(seen[-5:]) + rest[-2000:]
   assert 'stopped by SIGTERM' in rest
   steps = checkpoints.manager(str(workdir), 3).all_steps()
-  assert len(steps) == 1 and 100 <= steps[0] < 600  # the step it was at, not a checkpoint_every multiple
+  assert len(steps) == 1 and 60 <= steps[0] < 300  # the step it was at, not a checkpoint_every multiple
   resumed = loop.train_and_evaluate(_smoke(**overrides), str(workdir))
   full = loop.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'full'))
   _assert_same(resumed, full)
