@@ -1,0 +1,1 @@
+"""Experiment configs: ``base.py`` declares every field, ``validate.py`` checks them, one file per experiment."""

@@ -1,15 +1,11 @@
 """Every config field, declared once with its meaning. Experiment files import this and override.
 
-Sections: data, sde (the diffusion path), model, loss, schedule, optim, train, eval.
+Sections: data, sde (the diffusion path), model, loss, schedule (the training schedule and its online
+learner), fit (post-hoc searches), optim, train, eval. Validation is in :mod:`configs.validate`.
 """
 import ml_collections
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
-METHODS = ('score_optimal', 'dp_elbo', 'ddss')          # config.schedule.method
-PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
-RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
-NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
-PLAIN_NAME = r'[A-Za-z0-9_][A-Za-z0-9_.+-]*'           # schedule names: file names inside the workdir
 
 
 def get_config():
@@ -66,11 +62,13 @@ def get_config():
   loss.weighting = 'precond'             # 'precond': 1 / c_out^2 (unit weight on the network output) | 'uniform'.
 
   config.schedule = schedule = ml_collections.ConfigDict()
-  schedule.num_steps = 100               # T: the schedule has T + 1 points (static for the whole run).
-  schedule.cost = 'corrector'            # Cost whose rate is equalised: 'corrector' (L_c) | 'predictor' (L_p).
+  schedule.num_steps = 100               # T: the training schedule has T + 1 points (static for the whole run;
+                                         # the K of --mode=fit_schedule is config.fit.num_steps).
+  schedule.cost = 'corrector'            # Cost whose rate is equalised, online and by fit_schedule's score_optimal:
+                                         # 'corrector' (L_c) | 'predictor' (L_p).
   schedule.predictor = 'euler'           # predictor cost: the sampler's predictor F: 'identity' | 'euler' | 'heun'.
   schedule.hutchinson_probes = 1         # predictor cost in d > 1: Rademacher probes of the divergence terms.
-  schedule.cost_batch_size = 64          # Examples per batched cost evaluation (bounds memory in fits).
+  schedule.cost_batch_size = 64          # Examples per batched cost evaluation (bounds the memory of L_p).
   schedule.init = 'linear'               # Initial schedule (a baseline): linear | cosine | edm_rho3 | edm_rho7 | log_linear.
   schedule.learn = True                  # Learn the schedule online while training (False: fixed baseline run).
   schedule.gamma = 0.1                   # Blend rate of each online update, in (0, 1].
@@ -78,17 +76,22 @@ def get_config():
                                          # (one jvp per such example; 1/16 keeps learning under 5% of a step).
   schedule.min_count = 8                 # Update once every level holds this many cost samples...
   schedule.update_every = 200            # ...or at the latest every this many training steps.
-  schedule.fit_grid = 1024               # fit_schedule: points of the fine grid the rate is estimated on.
-  schedule.fit_iterations = 3            # fit_schedule: passes of moving the fine grid to equal length.
-  schedule.num_samples = 256             # fit_schedule: Monte Carlo samples of p_t per grid point.
-  schedule.method = 'score_optimal'      # fit_schedule: 'score_optimal' (Algorithm 1) | 'dp_elbo' (Watson et al.
-                                         # 2021) | 'ddss' (Watson et al. 2022).
-  schedule.samples = 'data'              # fit_schedule on a checkpoint: p_t samples from 'data' (forward process)
-                                         # | 'model' (the model's own reverse process; no data needed).
-  schedule.name = ''                     # fit_schedule: stored as <workdir>/schedules/<name>.json and usable by
-                                         # that name in config.eval.schedules ('' = derived from method and cost).
-  schedule.dp_grid = 1000                # dp_elbo: fine grid of N times the K-step paths are chosen from.
-  schedule.ddss = ddss = ml_collections.ConfigDict()
+
+  config.fit = fit = ml_collections.ConfigDict()  # --mode=fit_schedule: a post-hoc schedule search
+  fit.num_steps = 100                    # K of the schedule written to schedule.json (a length function, stored
+                                         # by score_optimal, gives any K; dp_elbo stores 1..K and eval's K).
+  fit.method = 'score_optimal'           # 'score_optimal' (Algorithm 1 with config.schedule.cost) | 'dp_elbo'
+                                         # (Watson et al. 2021) | 'ddss' (Watson et al. 2022).
+  fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
+  fit.iterations = 3                     # score_optimal: passes of moving the fine grid to equal length.
+  fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).
+  fit.samples = 'data'                   # On a checkpoint: p_t samples from 'data' (forward process) | 'model'
+                                         # (the model's own reverse process; no data needed).
+  fit.name = ''                          # Stored as <workdir>/schedules/<name>.json and usable by that name in
+                                         # config.eval.schedules ('' = derived from method and cost).
+  fit.dp_elbo = ml_collections.ConfigDict()
+  fit.dp_elbo.grid = 1000                # Fine grid of N times the K-step paths are chosen from.
+  fit.ddss = ddss = ml_collections.ConfigDict()
   ddss.num_steps = (5, 10, 20)           # Step counts K searched (one optimisation each).
   ddss.learning_rate = 1e-2              # Adam learning rate on the unconstrained step parameters.
   ddss.num_iterations = 200              # Gradient steps per K.
@@ -150,6 +153,7 @@ def apply_image_defaults(config):
   config.schedule.min_count = 8
   config.schedule.update_every = 1000
   config.schedule.cost_fraction = 1 / 16
+  config.fit.num_steps = 1000
   config.optim.learning_rate = 2e-4
   config.optim.ema_decay = 0.9999
   config.train.batch_size = 128
@@ -182,8 +186,9 @@ def apply_options(config, options: str):
     config.schedule.num_steps = 16
     config.schedule.update_every = 5
     config.schedule.min_count = 2
-    config.schedule.fit_grid = 128
-    config.schedule.num_samples = 32
+    config.fit.num_steps = 16
+    config.fit.grid = 128
+    config.fit.num_samples = 32
     config.model.mlp.width = 32
     config.model.mlp.depth = 2
     config.model.mlp.embedding_dim = 16
@@ -196,191 +201,6 @@ def apply_options(config, options: str):
     config.eval.classifier_steps = 50
     config.eval.likelihood_samples = 64
     config.eval.likelihood_steps = 20
-    config.schedule.dp_grid = 64
-    config.schedule.ddss.update(num_steps=(5,), num_iterations=5, batch_size=32)
+    config.fit.dp_elbo.grid = 64
+    config.fit.ddss.update(num_steps=(5,), num_iterations=5, batch_size=32)
   return config
-
-
-def _plain(name) -> bool:
-  import re
-  return isinstance(name, str) and re.fullmatch(PLAIN_NAME, name) is not None and '..' not in name
-
-
-def _problems(config, mode):
-  """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
-  import os
-  import jax
-  import ddm  # noqa: F401  (fills the registries)
-  import schedule  # noqa: F401
-  import train.data  # noqa: F401
-  from ddm import registry, targets
-  problems = []
-
-  def check_name(reg, value, setting):
-    try:
-      reg.get(value, setting)
-    except ValueError as e:
-      problems.append(str(e))
-
-  if mode not in MODES:
-    problems.append(f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}')
-  check_name(registry.DATASETS, config.data.dataset, 'config.data.dataset')
-  if not (isinstance(config.data.dim, int) and config.data.dim >= 1):
-    problems.append(f'config.data.dim={config.data.dim!r}; need an integer >= 1')
-  if config.data.dataset == 'toy' or config.model.exact_score:
-    try:
-      targets.make_target(config.data)
-    except ValueError as e:
-      problems.append(str(e))
-  check_name(registry.PATHS, config.sde.name, 'config.sde.name')
-  if config.sde.name == 've':
-    if not 0 < config.sde.sigma_min < config.sde.sigma_max:
-      problems.append(f'config.sde.sigma_min={config.sde.sigma_min} and config.sde.sigma_max={config.sde.sigma_max}: '
-                      'need 0 < sigma_min < sigma_max')
-    if config.sde.parametrisation not in ('geometric', 'linear'):
-      problems.append(f'config.sde.parametrisation={config.sde.parametrisation!r}; allowed: geometric, linear')
-  if config.sde.name == 'vp':
-    if config.sde.beta_schedule not in ('linear', 'cosine'):
-      problems.append(f'config.sde.beta_schedule={config.sde.beta_schedule!r}; allowed: linear, cosine')
-    if not 0 < config.sde.eps < 0.5:
-      problems.append(f'config.sde.eps={config.sde.eps}; need 0 < eps < 0.5')
-    if not 0 < config.sde.beta_min < config.sde.beta_max:
-      problems.append(f'config.sde.beta_min={config.sde.beta_min}, beta_max={config.sde.beta_max}: '
-                      'need 0 < beta_min < beta_max')
-  sch = config.schedule
-  if not (isinstance(sch.num_steps, int) and sch.num_steps >= 1):
-    problems.append(f'config.schedule.num_steps={sch.num_steps!r}; need an integer >= 1')
-  check_name(registry.BASELINES, sch.init, 'config.schedule.init')
-  check_name(registry.COSTS, sch.cost, 'config.schedule.cost')
-  if not 0 < sch.gamma <= 1:
-    problems.append(f'config.schedule.gamma={sch.gamma}; need 0 < gamma <= 1')
-  if not 0 < sch.cost_fraction <= 1:
-    problems.append(f'config.schedule.cost_fraction={sch.cost_fraction}; need 0 < cost_fraction <= 1')
-  for field in ('min_count', 'update_every', 'num_samples', 'fit_iterations'):
-    if sch[field] < 1:
-      problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')
-  if sch.fit_grid < 3:
-    problems.append(f'config.schedule.fit_grid={sch.fit_grid}; need >= 3')
-  if sch.method not in METHODS:
-    problems.append(f'config.schedule.method={sch.method!r}; allowed: {", ".join(METHODS)}')
-  if sch.samples not in ('data', 'model'):
-    problems.append(f'config.schedule.samples={sch.samples!r}; allowed: data, model')
-  if sch.predictor not in PREDICTORS:
-    problems.append(f'config.schedule.predictor={sch.predictor!r}; allowed: {", ".join(PREDICTORS)}')
-  for field in ('hutchinson_probes', 'cost_batch_size'):
-    if sch[field] < 1:
-      problems.append(f'config.schedule.{field}={sch[field]}; need >= 1')
-  if sch.dp_grid < 2:
-    problems.append(f'config.schedule.dp_grid={sch.dp_grid}; need >= 2')
-  if mode == 'fit_schedule' and sch.method == 'dp_elbo' and sch.num_steps > sch.dp_grid:
-    problems.append(f'config.schedule.num_steps={sch.num_steps} is larger than the dp_elbo grid '
-                    f'config.schedule.dp_grid={sch.dp_grid}; need num_steps <= dp_grid')
-  if not sch.ddss.learning_rate > 0:
-    problems.append(f'config.schedule.ddss.learning_rate={sch.ddss.learning_rate}; need > 0')
-  if sch.ddss.num_iterations < 1 or sch.ddss.batch_size < 1 or not sch.ddss.num_steps or \
-     min(sch.ddss.num_steps) < 1:
-    problems.append('config.schedule.ddss: num_iterations, batch_size and every num_steps need to be >= 1')
-  if sch.name and (not _plain(sch.name) or sch.name in RESERVED_SCHEDULE_NAMES):
-    problems.append(f'config.schedule.name={sch.name!r}; a plain name (letters, digits, _ . + -, no path and '
-                    f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
-  if config.model.exact_score and config.data.dataset != 'toy':
-    problems.append("config.model.exact_score=True needs a toy target (config.data.dataset='toy')")
-  if not config.model.exact_score:
-    check_name(registry.NETWORKS, config.model.name, 'config.model.name')
-  check_name(registry.PRECONDS, config.model.precond, 'config.model.precond')
-  if config.model.dtype not in ('float32', 'bfloat16'):
-    problems.append(f'config.model.dtype={config.model.dtype!r}; allowed: float32, bfloat16')
-  if config.loss.weighting not in ('precond', 'uniform'):
-    problems.append(f'config.loss.weighting={config.loss.weighting!r}; allowed: precond, uniform')
-  if config.optim.optimizer not in ('adam', 'adamw'):
-    problems.append(f'config.optim.optimizer={config.optim.optimizer!r}; allowed: adam, adamw')
-  if not config.optim.learning_rate > 0:
-    problems.append(f'config.optim.learning_rate={config.optim.learning_rate}; need > 0')
-  if not 0 <= config.optim.ema_decay < 1:
-    problems.append(f'config.optim.ema_decay={config.optim.ema_decay}; need 0 <= ema_decay < 1')
-  for field in ('warmup_steps', 'grad_clip', 'weight_decay'):
-    if not config.optim[field] >= 0:
-      problems.append(f'config.optim.{field}={config.optim[field]}; need >= 0')
-  for field in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_every'):
-    if config.train[field] < 1:
-      problems.append(f'config.train.{field}={config.train[field]}; need >= 1')
-  if config.train.on_nonfinite not in NONFINITE_POLICIES:
-    problems.append(f'config.train.on_nonfinite={config.train.on_nonfinite!r}; allowed: {", ".join(NONFINITE_POLICIES)}')
-  check_name(registry.SAMPLERS, config.eval.sampler, 'config.eval.sampler')
-  if not len(config.eval.schedules):
-    problems.append("config.eval.schedules=(); name at least one schedule, e.g. ('learned', 'fitted', 'linear')")
-  for name in config.eval.schedules:
-    if not _plain(name):
-      problems.append(f'config.eval.schedules names {name!r}; a schedule is a plain name (letters, digits, _ . + -; '
-                      'no path, no ".."): learned, fitted, a baseline or a name stored in <workdir>/schedules/')
-      continue
-    # Names of stored fitted schedules are checked when the workdir is read (they are files there).
-    if name not in RESERVED_SCHEDULE_NAMES and name in registry.BASELINES.names():
-      check_name(registry.BASELINES, name, 'config.eval.schedules')
-  for field in ('classifier_steps', 'likelihood_samples', 'likelihood_steps', 'hutchinson_probes'):
-    if config.eval[field] < 1:
-      problems.append(f'config.eval.{field}={config.eval[field]}; need >= 1')
-  ev = config.eval
-  if len(ev.nfe) and len(ev.num_steps):
-    problems.append(f'config.eval.nfe={tuple(ev.nfe)} and config.eval.num_steps={tuple(ev.num_steps)} are both set; '
-                    'give one: --config.eval.num_steps=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
-  elif len(ev.nfe) and ev.sampler in registry.SAMPLERS:
-    from ddm import samplers
-    for n in ev.nfe:
-      try:
-        samplers.steps_for_nfe(ev.sampler, n, ev.langevin_steps)
-      except ValueError as e:
-        problems.append(str(e))
-  elif not len(ev.num_steps) or min(ev.num_steps) < 1:
-    problems.append(f'config.eval.num_steps={tuple(ev.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
-  if not ev.langevin_snr > 0:
-    problems.append(f'config.eval.langevin_snr={ev.langevin_snr}; need > 0')
-  if not (isinstance(ev.langevin_steps, int) and ev.langevin_steps >= 1):
-    problems.append(f'config.eval.langevin_steps={ev.langevin_steps!r}; need an integer >= 1')
-  if not ev.num_samples >= 1:
-    problems.append(f'config.eval.num_samples={ev.num_samples}; need >= 1')
-  if not (isinstance(ev.seeds, int) and ev.seeds >= 1):
-    problems.append(f'config.eval.seeds={ev.seeds!r}; need an integer >= 1')
-  if ev.batch_size < 1:
-    problems.append(f'config.eval.batch_size={ev.batch_size}; need >= 1')
-  elif not ev.batch_size <= ev.num_samples:
-    problems.append(f'config.eval.num_samples={ev.num_samples} is smaller than config.eval.batch_size='
-                    f'{ev.batch_size}; need num_samples >= batch_size >= 1')
-  if mode == 'train':
-    n = jax.device_count()
-    if config.train.batch_size % n:
-      problems.append(f'config.train.batch_size={config.train.batch_size} is not divisible by the '
-                      f'{n} devices; use a multiple of {n}')
-  return problems
-
-
-def unknown_field(dotted: str, config=None):
-  """The message for ``--config.<dotted>`` when it names no declared field, else None: the valid fields of
-  the section it reaches, and the closest names (by spelling, or by initials: ``lr`` -> ``learning_rate``)."""
-  import difflib
-  node, parts = config if config is not None else get_config(), dotted.split('.')
-  for i, part in enumerate(parts):
-    if isinstance(node, ml_collections.ConfigDict) and part in node:
-      node = node[part]
-      continue
-    if not isinstance(node, ml_collections.ConfigDict):
-      return None  # a field of a non-section value (e.g. a tuple entry): left to ml_collections
-    section = '.'.join(['config'] + parts[:i])
-    fields = sorted(node.keys())
-    close = difflib.get_close_matches(part, fields, n=3, cutoff=0.6)
-    close += [f for f in fields if f not in close and (f.startswith(part) or
-                                                        ''.join(w[0] for w in f.split('_') if w) == part)]
-    hint = f'; did you mean {" or ".join(f"{section}.{c}" for c in close)}?' if close else ''
-    return (f'--{section}.{".".join(parts[i:])}: {section} has no field {part!r}{hint}\n'
-            f'  fields of {section}: {", ".join(fields)}')
-  return None
-
-
-def validate(config, workdir=None, mode='train'):
-  """Checks ``config`` (and ``workdir``) before any compute; one ``ValueError`` lists every problem."""
-  import os
-  problems = _problems(config, mode)
-  if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
-    problems.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
-  if problems:
-    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(problems))

@@ -18,6 +18,7 @@ def get_config(options: str = ''):
   config.schedule.min_count = 4
   config.schedule.update_every = 100
   config.schedule.cost_fraction = 1 / 16  # 8 rates a step: learning costs ~3% of the step (README)
+  config.fit.num_steps = 200  # schedule.json of a fit at the training T (a length function gives any K)
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 200
   config.optim.ema_decay = 0.999

@@ -25,10 +25,10 @@ fit() {  # fit <workdir> <name> <config flags...>: one search on the workdir's c
 fits() {  # fits <workdir> <config flags...>: every schedule search
   local w=$1; shift
   fit "$w" corrector "$@" --config.schedule.cost=corrector
-  # L_p of Heun: nested derivatives, ~25x a jvp on the toy MLP (python -m eval.bench_costs): a 256-point grid.
-  fit "$w" predictor "$@" --config.schedule.cost=predictor --config.schedule.predictor=heun --config.schedule.fit_grid=256
-  fit "$w" dp_elbo "$@" --config.schedule.method=dp_elbo
-  fit "$w" ddss "$@" --config.schedule.method=ddss
+  # L_p of Heun: nested derivatives, ~25x a jvp on the toy MLP (python -m tools.bench_costs): a 256-point grid.
+  fit "$w" predictor "$@" --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
+  fit "$w" dp_elbo "$@" --config.fit.method=dp_elbo
+  fit "$w" ddss "$@" --config.fit.method=ddss
 }
 
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
@@ -61,7 +61,7 @@ case "$WHAT" in
       fits "$RUNS/${target}_learned" "${toy[@]}"
       evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}" "${steps[@]}"
       python main.py "${toy[@]}" --workdir="$RUNS/${target}_linear" --config.schedule.learn=False
-      python -m eval.compare --workdirs="$RUNS/${target}_learned,$RUNS/${target}_linear" \
+      python -m tools.compare --workdirs="$RUNS/${target}_learned,$RUNS/${target}_linear" \
         --out="docs/${target}_compare.png" --metrics=log_likelihood,kl,w1,score_error | tee "docs/${target}_compare.txt"
     done
     ;;
@@ -70,15 +70,15 @@ case "$WHAT" in
     # Evaluation: 3 seeds of 512 samples per cell (fd_classifier's bias is shared by every row), 256 likelihood
     # examples.
     # (Tuple fields given twice on the command line are concatenated: each is given once.)
-    dig=(--config=configs/digits.py --config.schedule.fit_grid=256
-         --config.schedule.num_samples=64 --config.schedule.ddss.num_iterations=60 --config.schedule.ddss.batch_size=64
+    dig=(--config=configs/digits.py --config.fit.grid=256
+         --config.fit.num_samples=64 --config.fit.ddss.num_iterations=60 --config.fit.ddss.batch_size=64
          --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
     # L_p of the Heun predictor needs nested derivatives of the U-Net (Hutchinson), ~45x a jvp per example and a
-    # 10-minute compile on a CPU (python -m eval.bench_costs): a coarser fit, 128 x 32 samples, 2 passes (~15 min).
+    # 10-minute compile on a CPU (python -m tools.bench_costs): a coarser fit, 128 x 32 samples, 2 passes (~15 min).
     fit "$RUNS/digits" predictor "${dig[@]}" --config.schedule.cost=predictor --config.schedule.predictor=heun \
-      --config.schedule.fit_grid=128 --config.schedule.num_samples=32 --config.schedule.cost_batch_size=32 \
-      --config.schedule.fit_iterations=2
+      --config.fit.grid=128 --config.fit.num_samples=32 --config.schedule.cost_batch_size=32 \
+      --config.fit.iterations=2
     fits "$RUNS/digits" "${dig[@]}"
     evals "$RUNS/digits" digits heun "${dig[@]}" "--config.eval.num_steps=(5,10,20)"
     # docs/digits_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99).

@@ -1,1 +1,1 @@
-"""Sampling with any schedule, metrics against exact targets, and plots."""
+"""Evaluation libraries: sampling for evaluation, metrics (toy, Frechet/KID, likelihood, classifier, Inception), tables and plots."""

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from schedule import records
+from ddm import files, streams
 from train import data as data_lib
 
 CACHE_FOLDER = 'classifier'
@@ -34,7 +34,6 @@ FEATURE_DIM = 128
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 DIGITS_TEST_FRACTION = 0.2  # held-out part of scikit-learn's 1797 digits (fixed permutation, seed 0)
-SEED_STREAM = 0x0C1A55      # folded into PRNGKey(config.seed): the classifier's own random stream
 
 
 class Classifier(nn.Module):
@@ -110,7 +109,7 @@ def load_labelled(config):
 def train_classifier(config, x_train, y_train, x_test, y_test, steps: int):
   """Adam on the cross-entropy for ``steps`` steps of ``BATCH_SIZE`` examples; returns (params, test accuracy)."""
   model = Classifier()
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), SEED_STREAM)
+  key = streams.key(config.seed, 'classifier')
   params = model.init(key, jnp.zeros((1,) + x_train.shape[1:]))['params']
   tx = optax.adam(LEARNING_RATE)
   opt_state = tx.init(params)
@@ -124,7 +123,7 @@ def train_classifier(config, x_train, y_train, x_test, y_test, steps: int):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  rng = np.random.default_rng((config.seed, SEED_STREAM))
+  rng = np.random.default_rng((config.seed, streams.STREAMS['classifier']))
   batch = min(BATCH_SIZE, len(x_train))
   order, pos = rng.permutation(len(x_train)), 0
   for _ in range(int(steps)):
@@ -151,13 +150,13 @@ def _save(folder, params, info):
   tmp = os.path.join(folder, PARAMS_FILE + '.tmp.npz')
   np.savez(tmp, **flat)
   os.replace(tmp, os.path.join(folder, PARAMS_FILE))
-  records.write_json(info, os.path.join(folder, INFO_FILE))  # written last
+  files.write_json(info, os.path.join(folder, INFO_FILE))  # written last
 
 
 def _load(folder, key: dict):
   """The cached ``(params, info)`` when ``classifier.json`` matches ``key``; else None."""
   try:
-    info = records.read_json(os.path.join(folder, INFO_FILE))  # damaged: retrained (it is a cache)
+    info = files.read_json(os.path.join(folder, INFO_FILE))  # damaged: retrained (it is a cache)
     if any(info.get(k) != v for k, v in key.items()):
       return None
     with np.load(os.path.join(folder, PARAMS_FILE)) as npz:

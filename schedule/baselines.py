@@ -82,3 +82,16 @@ def log_linear(path: Path, num_steps: int) -> jax.Array:
 def make_baseline(name: str, path: Path, num_steps: int, setting: str = 'config.schedule.init') -> Schedule:
   """The ``num_steps``-step baseline schedule ``name`` on ``path``."""
   return Schedule.on(path, BASELINES.get(name, setting)(path, num_steps))
+
+
+class Baseline(NamedTuple):
+  """A baseline as a schedule of any length (the interface of :mod:`schedule`): ``steps(K) -> f32[K+1]``."""
+  name: str
+  path: Path
+
+  def steps(self, num_steps: int):
+    return make_baseline(self.name, self.path, num_steps, 'config.eval.schedules').t
+
+  def has(self, num_steps: int) -> bool:
+    del num_steps
+    return True

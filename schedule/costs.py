@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from ddm import chunked
 from ddm.paths import Path
 from ddm.registry import COSTS
 from schedule import predictor as predictor_lib
@@ -73,29 +74,13 @@ def predictor_rate(score_fn: ScoreFn, path: Path, x, t, key=None, *, predictor: 
   return predictor_lib.predictor_rate(score_fn, path, x, t, key, predictor=predictor, probes=probes)
 
 
-def predictor_cost(score_fn: ScoreFn, path: Path, x, t_next, t, predictor: str = 'euler', key=None,
-                   probes: int = 1):
-  """Finite-step ``L_p(t' -> t)`` per example, ``x ~ p_{t'}`` (:func:`schedule.predictor.predictor_cost`)."""
-  return predictor_lib.predictor_cost(score_fn, path, x, t_next, t, predictor, key, probes)
-
-
 def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
   """``rate_fn`` evaluated on chunks of at most ``batch_size`` examples, one after another (``lax.map``), so
   the memory of nested autodiff is that of one chunk. Same signature; chunk ``c`` gets ``fold_in(key, c)``."""
   def rate(score_fn, path, x, t, key=None):
-    n = x.shape[0]
-    t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+    t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
     key = jax.random.PRNGKey(0) if key is None else key
-    if n <= batch_size:
-      return rate_fn(score_fn, path, x, t, jax.random.fold_in(key, 0))
-    chunks = -(-n // batch_size)
-    pad = chunks * batch_size - n
-    xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-    tp = jnp.concatenate([t, jnp.repeat(t[-1:], pad)]) if pad else t
-    xs = xp.reshape((chunks, batch_size) + x.shape[1:])
-    out = jax.lax.map(lambda a: rate_fn(score_fn, path, a[0], a[1], jax.random.fold_in(key, a[2])),
-                      (xs, tp.reshape(chunks, batch_size), jnp.arange(chunks)))
-    return out.reshape(-1)[:n]
+    return chunked.device_map(lambda xc, tc, kc: rate_fn(score_fn, path, xc, tc, kc), x, t, batch_size, key)
   rate.chunk_fn, rate.batch_size = rate_fn, batch_size  # for host_rate_on_grid
   return rate
 
@@ -168,7 +153,7 @@ def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int
   For nested derivatives of a network (``L_p``) this matters. Inside ``lax.map`` bodies, with the parameters
   closed over as constants, XLA:CPU spent more than 20 minutes and 9 GB compiling the Heun coefficient of the
   digits U-Net, and still more than 17 minutes for one chunk alone (constant folding through the weights); with
-  the parameters as arguments one chunk compiles in about 7 minutes (``python -m eval.bench_costs``). The
+  the parameters as arguments one chunk compiles in about 7 minutes (``python -m tools.bench_costs``). The
   compiled chunk's temporaries are checked against the device's free memory first (:func:`check_chunk_memory`).
 
   Args:
@@ -177,7 +162,7 @@ def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int
   """
   chunk_fn = getattr(rate_fn, 'chunk_fn', rate_fn)
   batch = min(getattr(rate_fn, 'batch_size', num_samples), num_samples)
-  chunks = -(-num_samples // batch)
+  chunks = chunked.num_chunks(num_samples, batch)
   score_of = score_fn if params is not None else (lambda _: score_fn)
   sample = jax.jit(sample_pt)
   compiled = {}
@@ -194,12 +179,11 @@ def host_rate_on_grid(rate_fn, score_fn, path: Path, sample_pt, num_samples: int
 
   def rate_on_grid_(grid, key):
     grid = jnp.asarray(grid, float)
-    pad = chunks * batch - num_samples
     out = []
     for key_j, t_j in zip(jax.random.split(key, grid.shape[0]), grid):
       t = jnp.full((batch,), t_j)
       x = sample(key_j, jnp.full((num_samples,), t_j))
-      x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+      x, _ = chunked.pad_rows(x, batch)
       key_rate = jax.random.fold_in(key_j, 1)
       values = [chunk_rate(x[c * batch:(c + 1) * batch], t, jax.random.fold_in(key_rate, c)) for c in range(chunks)]
       out.append(jnp.mean(jnp.concatenate(values)[:num_samples]))

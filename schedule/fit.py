@@ -151,9 +151,13 @@ class LengthFunction(NamedTuple):
     """``Lambda(t)``; the grid is fine, so linear interpolation between its points suffices."""
     return jnp.interp(t, self.t, self.lam)
 
-  def schedule(self, num_steps: int):
-    """The score-optimal ``K``-step schedule ``t_k = Lambda^{-1}(k Lambda / K)``: f32[K+1]."""
+  def steps(self, num_steps: int):
+    """The score-optimal ``K``-step schedule ``t_k = Lambda^{-1}(k Lambda / K)``: f32[K+1] (any K)."""
     return _equal_length_points(self.lam, self.t, num_steps)
+
+  def has(self, num_steps: int) -> bool:
+    del num_steps
+    return True
 
   @classmethod
   def from_step_costs(cls, ts, costs) -> 'LengthFunction':
@@ -193,5 +197,5 @@ def fit(rate_fn: Callable[[jax.Array], jax.Array], ts_init, num_steps: int, grid
   grid = refine(jnp.asarray(ts_init, float), grid_size)
   for _ in range(iterations):
     lam = length_function(grid, rate_fn(grid))
-    grid = lam.schedule(grid_size - 1)
-  return lam.schedule(num_steps), lam
+    grid = lam.steps(grid_size - 1)
+  return lam.steps(num_steps), lam

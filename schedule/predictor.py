@@ -72,8 +72,8 @@ def predictor_map(name: str, path: Path, score_fn: ScoreFn):
   if name not in ORDERS:
     raise ValueError(f'{SETTING}={name!r}; allowed: {", ".join(ORDERS)}')
   step = SAMPLERS.get(name, SETTING).step
-  dyn = samplers._Dynamics(path, score_fn, 0.0, 0)  # the deterministic steps read only path and score
-  return lambda x, t_from, t_to: step(dyn, x[None], t_from, t_to, None)[0]
+  dynamics = samplers.Dynamics(path, score_fn, 0.0, 0)  # the deterministic steps read only path and score
+  return lambda x, t_from, t_to: step(dynamics, x[None], t_from, t_to, None)[0]
 
 
 def _rademacher(key, shape, dtype):

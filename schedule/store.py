@@ -6,13 +6,19 @@
 - ladders (searches that return one schedule per K: dp_elbo, ddss): ``{"kind": "ladders",
   "ladders": {"K": f[K+1]}, ...}``; only the stored K exist.
 Both carry ``"method"``, ``"cost"`` and any extra metadata the search adds (time, network evaluations).
+A stored schedule loads as a schedule of the interface of :mod:`schedule` (``steps(K)``, ``has(K)``): a
+:class:`schedule.fit.LengthFunction` or :class:`Ladders`.
+
+Also the ``schedule.json`` record (:func:`schedule_record`) that every mode producing a schedule writes.
 """
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
-from schedule import fit, records
+from ddm import files
+from ddm.registry import BASELINES
+from schedule import baselines, fit
 
 FOLDER = 'schedules'
 
@@ -30,24 +36,41 @@ def default_name(method: str, cost: str) -> str:
   return cost if method == 'score_optimal' else method
 
 
-class Fitted(NamedTuple):
-  """A stored schedule: ``schedule(K) -> f[K+1]`` (ascending, 0 to 1) and the stored record."""
-  name: str
-  record: dict
-  lam: Optional[fit.LengthFunction]
+class Ladders(NamedTuple):
+  """Schedules stored for some K only (searches such as dp_elbo and ddss): ``steps(K) -> f[K+1]``."""
+  ladders: dict          # {K: f[K+1]}
+  name: str = ''
+  method: str = ''
 
-  def schedule(self, num_steps: int) -> np.ndarray:
-    if self.lam is not None:
-      return np.asarray(self.lam.schedule(num_steps))
-    ladders = self.record['ladders']
-    if str(num_steps) not in ladders:
-      raise ValueError(f'fitted schedule {self.name!r} ({self.record.get("method")}) holds K = '
-                       f'{", ".join(sorted(ladders, key=int))} only, not K = {num_steps}; fit it with '
-                       f'config.schedule.num_steps={num_steps} or evaluate those K')
-    return np.asarray(ladders[str(num_steps)], np.float64)
+  def steps(self, num_steps: int) -> np.ndarray:
+    if int(num_steps) not in self.ladders:
+      raise ValueError(f'fitted schedule {self.name!r} ({self.method}) holds K = '
+                       f'{", ".join(str(k) for k in sorted(self.ladders))} only, not K = {num_steps}; fit it with '
+                       f'config.fit.num_steps={num_steps} or evaluate those K')
+    return np.asarray(self.ladders[int(num_steps)], np.float64)
 
   def has(self, num_steps: int) -> bool:
-    return self.lam is not None or str(num_steps) in self.record['ladders']
+    return int(num_steps) in self.ladders
+
+
+def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
+  """``{"t", "sigma", "alpha", "num_steps", "cost", "length", "energy", "incremental_costs"}``.
+
+  ``t`` ascends from 0 to 1 (data end first); ``incremental_costs[i]`` is the cost of the step between
+  points i+1 and i; ``length = sum_i sqrt(L_i)``, ``energy = T sum_i L_i`` (method.md sections 3, 5).
+  """
+  ts = np.asarray(ts, np.float64)
+  costs = np.asarray(incremental_costs, np.float64)
+  return {
+      't': ts.tolist(),
+      'sigma': np.asarray(path.sigma(ts), np.float64).tolist(),
+      'alpha': np.asarray(path.alpha(ts), np.float64).tolist(),
+      'num_steps': int(ts.shape[0] - 1),
+      'cost': cost,
+      'length': float(fit.length(costs)),
+      'energy': float(fit.energy(costs)),
+      'incremental_costs': costs.tolist(),
+  }
 
 
 def save_length(workdir: str, name: str, lam: fit.LengthFunction, method: str, cost: str, **meta) -> str:
@@ -55,6 +78,13 @@ def save_length(workdir: str, name: str, lam: fit.LengthFunction, method: str, c
   record = dict(kind='length', method=method, cost=cost, t=np.asarray(lam.t, np.float64).tolist(),
                 lam=np.asarray(lam.lam, np.float64).tolist(), **meta)
   return _write(workdir, name, record)
+
+
+def save(workdir: str, name: str, schedule, method: str, cost: str, **meta) -> str:
+  """Stores a search's schedule (a length function or :class:`Ladders`); returns the file name."""
+  if isinstance(schedule, fit.LengthFunction):
+    return save_length(workdir, name, schedule, method, cost, **meta)
+  return save_ladders(workdir, name, schedule.ladders, method, cost, **meta)
 
 
 def save_ladders(workdir: str, name: str, ladders: dict, method: str, cost: str, **meta) -> str:
@@ -67,7 +97,7 @@ def save_ladders(workdir: str, name: str, ladders: dict, method: str, cost: str,
 def _write(workdir, name, record):
   os.makedirs(folder(workdir), exist_ok=True)
   out = filename(workdir, name)
-  records.write_json(record, out)
+  files.write_json(record, out)
   return out
 
 
@@ -78,23 +108,23 @@ def names(workdir: str) -> list:
   return sorted(f[:-5] for f in os.listdir(folder(workdir)) if f.endswith('.json'))
 
 
-def load(workdir: str, name: str) -> Fitted:
+def load(workdir: str, name: str):
   """The stored schedule ``name``; a clear error listing what is stored when it is not there."""
   fname = filename(workdir, name)
   if not os.path.exists(fname):
     stored = names(workdir)
     raise ValueError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
                      f'in {folder(workdir)} (stored: {", ".join(stored) or "none"}); fit one with '
-                     f'--mode=fit_schedule and config.schedule.name={name!r}')
-  fix = f'delete it and fit it again: --mode=fit_schedule --config.schedule.name={name}'
-  record = records.read_json(fname, fix)
+                     f'--mode=fit_schedule and config.fit.name={name!r}')
+  fix = f'delete it and fit it again: --mode=fit_schedule --config.fit.name={name}'
+  record = files.read_json(fname, fix)
   problem = check_record(record)
   if problem:
     raise ValueError(f'{fname} is not a usable schedule: {problem}; {fix}')
-  lam = None
   if record['kind'] == 'length':
-    lam = fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
-  return Fitted(name, record, lam)
+    return fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
+  return Ladders({int(k): np.asarray(v, np.float64) for k, v in record['ladders'].items()}, name,
+                 record.get('method', ''))
 
 
 def check_ladder(ts) -> str:
@@ -135,4 +165,12 @@ def check_record(record) -> str:
     problem = check_ladder(ts)
     if problem:
       return f'its {k}-step ladder {problem}'
-  return 
+  return
+
+
+def named(name: str, path, workdir=None):
+  """The schedule called ``name`` (``steps(K)``, ``has(K)``): a baseline, or one stored in ``workdir``."""
+  if name in BASELINES.names() or workdir is None:
+    BASELINES.get(name, 'config.eval.schedules')  # an unknown name: the message lists the baselines
+    return baselines.Baseline(name, path)
+  return load(workdir, name)

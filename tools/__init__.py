@@ -1,1 +1,1 @@
-"""Tools that sit above the libraries: fault injection (and, later, benchmarks)."""
+"""Command-line tools above the libraries and runners: benchmarks, cost benchmarks, run comparison, tables across evaluations, fault injection, FID weights."""

@@ -1,1 +1,1 @@
-"""Input pipelines, the train state, the pmapped training loop, checkpoints and TensorBoard writers."""
+"""Training libraries: the pure train step, the train state, input pipelines, checkpoints, the workdir lock and TensorBoard writers."""

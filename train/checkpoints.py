@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from schedule import records
+from ddm import files
 from train import state as state_lib
 
 CONFIG_FILE = 'config.json'
@@ -82,7 +82,7 @@ def _as_dict(config):
 def stored_config(workdir: str):
   """``<workdir>/config.json`` as a dict, or None when there is none; a damaged file names itself and the fix."""
   filename = os.path.join(workdir, CONFIG_FILE)
-  return records.read_json(filename, CONFIG_FIX) if os.path.exists(filename) else None
+  return files.read_json(filename, CONFIG_FIX) if os.path.exists(filename) else None
 
 
 def check_compatible(workdir: str, config, resume: bool = False):
@@ -108,7 +108,7 @@ def check_compatible(workdir: str, config, resume: bool = False):
 
 
 def write_config(workdir: str, config):
-  records.write_text(config.to_json_best_effort(indent=1), os.path.join(workdir, CONFIG_FILE))
+  files.write_text(config.to_json_best_effort(indent=1), os.path.join(workdir, CONFIG_FILE))
 
 
 def _leaves(tree):

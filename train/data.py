@@ -12,7 +12,7 @@ import jax
 
 from ddm.registry import DATASETS
 from ddm.targets import make_target
-from train.state import stream_key
+from ddm import streams
 
 IMAGE_SHAPES = {'digits': (8, 8, 1), 'mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
 FAKE_POOL = 512     # Images in the in-memory fake dataset.
@@ -89,7 +89,7 @@ def _toy(config, start_step):
   """Fresh draws from the toy target at every step, keyed by ``fold_in(seed 'data' stream, host, step)``."""
   target, batch = make_target(config.data), host_batch_size(config)
   sample = jax.jit(target.sample_p0, static_argnums=1)
-  key = jax.random.fold_in(stream_key(config.seed, 'data'), jax.process_index())
+  key = jax.random.fold_in(streams.key(config.seed, 'data'), jax.process_index())
 
   def batches():
     step = start_step
@@ -178,12 +178,10 @@ def check_available(config):
 def example_pool(config, size: int) -> np.ndarray:
   """``f32[min(size, examples), *S]`` distinct training examples of this host (toy targets: fresh draws),
   read through the training pipeline: the data side of evaluation statistics and of post-hoc fits."""
-  it, out, have, first = make_train_iterator(config, 0), [], 0, None
+  it, out, have = make_train_iterator(config, 0), [], 0
   while have < size:
     x = next(it)['x']
-    if first is None:
-      first = x
-    elif config.data.dataset != 'toy' and have >= _epoch_size(config, x.shape[0]):
+    if out and config.data.dataset != 'toy' and have >= _epoch_size(config, x.shape[0]):
       break  # one epoch of a finite dataset: the pool would repeat examples
     out.append(x)
     have += x.shape[0]

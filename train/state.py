@@ -7,13 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-# Named PRNG streams, folded into ``PRNGKey(config.seed)``; the only place these constants live.
-STREAMS = {'init': 0, 'train': 1, 'eval': 2, 'sample': 3, 'data': 4, 'likelihood': 5, 'floor': 6}
 OPTIMIZERS = ('adam', 'adamw')
-
-
-def stream_key(seed: int, stream: str):
-  return jax.random.fold_in(jax.random.PRNGKey(seed), STREAMS[stream])
 
 
 class TrainState(train_state.TrainState):

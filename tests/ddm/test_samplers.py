@@ -241,10 +241,10 @@ def test_heun_with_the_score_optimal_ladder_at_five_steps():
   # step into the data end; the sample-size floor at this n is about 0.007.
   from configs import toy1d
   from eval import toy
-  from schedule import run
+  from modes import fit_schedule as run
   config = toy1d.get_config()
   config.data.target = 'bimodal'
-  config.schedule.update(fit_grid=256, num_samples=256, num_steps=5)
+  config.fit.update(grid=256, num_samples=256, num_steps=5)
   path, target = paths.make_path(config.sde), targets.make_target(config.data)
   ts, _ = run.fit_exact(config, path, target, jax.random.PRNGKey(0))
   x1 = samplers.prior_sample(path, jax.random.PRNGKey(1), (20_000, 1))

@@ -1,6 +1,6 @@
 """The FID Inception-v3 (eval/inception.py) on random weights: shapes, the exact parameter count of the
-pool3 network, the torch -> flax weight conversion, and the messages when the weights file is missing."""
-import os
+pool3 network, the forward pass against a torch-layout reference, and the messages when the weights file is
+missing. The weight conversion and its command are tested in tests/tools/test_inception_weights.py."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from eval import inception
+from tools import inception_weights
 
 # torchvision / pytorch-fid layer list: (module path, in channels, out channels, kernel h, kernel w).
 STEM = [('Conv2d_1a_3x3', 3, 32, 3, 3), ('Conv2d_2a_3x3', 32, 32, 3, 3), ('Conv2d_2b_3x3', 32, 64, 3, 3),
@@ -123,28 +124,6 @@ def test_conv_layout_matches_torch_semantics():
                              rtol=1e-4, atol=1e-4)
 
 
-def test_convert_state_dict_round_trip(variables):
-  sd = inception.state_dict_from_variables(variables)
-  expected = {f'{path}.{suffix}' for path, *_ in LAYERS
-              for suffix in ('conv.weight', 'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var')}
-  assert set(sd) == expected
-  for path, cin, cout, kh, kw in LAYERS:
-    assert sd[f'{path}.conv.weight'].shape == (cout, cin, kh, kw)
-  # What the published checkpoint also holds, all dropped.
-  full = dict(sd, **{'fc.weight': np.zeros((1008, 2048)), 'fc.bias': np.zeros(1008)},
-              **{f'{path}.bn.num_batches_tracked': np.array(0) for path, *_ in LAYERS})
-  back = inception.convert_state_dict(full)
-  assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(variables)
-  for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(variables)):
-    np.testing.assert_array_equal(a, np.asarray(b))
-  with pytest.raises(ValueError, match='unexpected key'):
-    inception.convert_state_dict(dict(sd, **{'Mixed_5b.branch1x1.conv.bias': np.zeros(64)}))
-  bad = dict(sd)
-  bad['Mixed_6b.branch7x7_2.conv.weight'] = np.zeros((128, 128, 7, 1), np.float32)   # transposed kernel
-  with pytest.raises(ValueError, match='mis-shaped'):
-    inception.convert_state_dict(bad)
-
-
 def test_load_params_round_trip(tmp_path, variables, features):
   path = str(tmp_path / 'inception_fid.npz')
   inception.save_npz(variables, path)
@@ -169,24 +148,7 @@ def test_load_params_clear_errors(tmp_path, make):
     inception.load_params(path)
   message = str(info.value)
   assert 'config.eval.inception_path' in message
-  assert 'python -m eval.inception --convert --out=inception_fid.npz' in message
-
-
-def test_convert_cli_requires_flag():
-  with pytest.raises(SystemExit):
-    inception.main([])
-
-
-def test_convert_cli_writes_loadable_npz(tmp_path, monkeypatch, variables):
-  """The CLI path after the download: state dict -> .npz -> load_params (torch replaced by a stub)."""
-  sd = inception.state_dict_from_variables(variables)
-  sd['fc.weight'] = np.zeros((1008, 2048), np.float32)
-  monkeypatch.setattr(inception, '_load_torch_state_dict', lambda pth: sd)
-  out = str(tmp_path / 'inception_fid.npz')
-  inception.main(['--convert', f'--out={out}', '--pth=unused.pth'])
-  loaded = inception.load_params(out)
-  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert 'python -m tools.inception_weights --convert --out=inception_fid.npz' in message
 
 
 # An independent forward pass written the way the torch code reads: NCHW, weights looked up by state-dict
@@ -253,13 +215,13 @@ def test_network_matches_torch_layout_reference(variables):
   """The Flax network against the NCHW reference above on a 75 x 75 input, with non-trivial BatchNorm
   statistics, so every padding, pool and concatenation order is exercised at the smallest input size."""
   rng = np.random.default_rng(1)
-  sd = inception.state_dict_from_variables(variables)
+  sd = inception_weights.state_dict_from_variables(variables)
   for k in sd:
     if k.endswith(('bn.running_mean', 'bn.bias')):
       sd[k] = (0.1 * rng.normal(size=sd[k].shape)).astype(np.float32)
     elif k.endswith(('bn.running_var', 'bn.weight')):
       sd[k] = rng.uniform(0.5, 1.5, size=sd[k].shape).astype(np.float32)
-  v = inception.convert_state_dict(sd)
+  v = inception_weights.convert_state_dict(sd)
   x = rng.uniform(-1.0, 1.0, size=(1, 75, 75, 3)).astype(np.float32)
   ours = np.asarray(jax.jit(inception.InceptionV3().apply)(v, jnp.asarray(x)))
   ref = np.asarray(jax.jit(_ref_forward)(sd, jnp.asarray(x.transpose(0, 3, 1, 2))))

@@ -1,6 +1,6 @@
 """The probability-flow ODE log-likelihood (eval/likelihood.py) against closed forms: Gaussian data on VE
 and VP paths (exact and Hutchinson divergences), 1-D mixtures at the default 200 eval steps, the
-Hutchinson estimator against the exact divergence in 8-D, and the call eval/run.py makes (jit, images)."""
+Hutchinson estimator against the exact divergence in 8-D, and the call modes/evaluate.py makes (jit, images)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,7 +111,7 @@ def test_mixture_1d_mean_log_likelihood(path_name, target_name):
 
 
 def test_eval_run_call_on_images():
-  """The call eval/run.py makes: jit over (batch, key) with steps and probes from the config, on image-shaped
+  """The call modes/evaluate.py makes: jit over (batch, key) with steps and probes from the config, on image-shaped
   data (Hutchinson), against the closed form of N(0, c^2 I) per pixel; the probes depend on the key."""
   config = base.get_config()
   path, c, shape = make_path(config.sde), 0.5, (4, 4, 2)

@@ -8,9 +8,10 @@ import pytest
 
 from configs import toy1d
 from ddm import paths, targets
-from eval import run as eval_run, toy
-from schedule import run as fit_run
-from train import loop
+from eval import report, toy
+from modes import evaluate as eval_run, sample as sample_mode, workdir as workdir_lib
+from modes import fit_schedule as fit_run
+from modes import train as train_mode
 
 BIMODAL = targets.gaussian_mixture([-1.0, 1.0], [0.1, 0.1], [0.5, 0.5])
 
@@ -54,7 +55,7 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   config.eval.num_samples = 2000
   config.eval.batch_size = 1000
   config.eval.likelihood_steps = 100  # smoke's 20 Heun steps leave ~0.04 nats of ODE error
-  loop.train_and_evaluate(config, str(tmp_path))
+  train_mode.train_and_evaluate(config, str(tmp_path))
   fit_run.fit_schedule(config, str(tmp_path))  # stored as 'corrector': a row of the table ('fitted')
   record = eval_run.evaluate(config, str(tmp_path))
   results = record['results']
@@ -79,7 +80,7 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   lik = record['likelihood']
   assert lik['nll_nats'] == pytest.approx(lik['exact_nll_nats'], abs=0.02)
   assert (tmp_path / 'eval_density.png').exists() and list((tmp_path / 'eval').glob('events.out.tfevents*'))
-  x = eval_run.sample(config, str(tmp_path))
+  x = sample_mode.sample(config, str(tmp_path))
   assert x.shape == (2000, 1) and (tmp_path / 'samples_learned_5.npz').exists()
 
 
@@ -110,20 +111,20 @@ def test_non_finite_samples_make_non_finite_metrics_never_the_best(bad_share):
   x[:int(bad_share * len(x))] = np.nan
   m = toy.metrics(BIMODAL, x)
   assert all(np.isnan(m[k]) for k in ('log_likelihood', 'kl', 'w1')) and m['nonfinite_fraction'] == bad_share
-  row = eval_run._summary([toy.metrics(BIMODAL, _true_samples(4000, 1)), m])     # one bad seed of two
+  row = report.summarise([toy.metrics(BIMODAL, _true_samples(4000, 1)), m])     # one bad seed of two
   assert np.isnan(row['w1']) and row['nonfinite_fraction'] == bad_share / 2
-  table = eval_run.markdown_report(_record({'nan': (float('nan'), float('nan'), bad_share),
+  table = report.markdown_report(_record({'nan': (float('nan'), float('nan'), bad_share),
                                             'good': (0.3, 0.01, 0.0), 'worse': (0.5, 0.01, 0.0)}))
   assert f'| nan | diverged ({bad_share:.0%} non-finite) |' in table
   assert '| good | **0.3 ± 0.01** |' in table                                # the finite best, not the NaN row
 
 
 def test_bold_only_when_better_than_the_runner_up_by_more_than_the_spread():
-  close = eval_run.markdown_report(_record({'a': (0.30, 0.02, 0.0), 'b': (0.33, 0.02, 0.0)}))
+  close = report.markdown_report(_record({'a': (0.30, 0.02, 0.0), 'b': (0.33, 0.02, 0.0)}))
   assert '**' not in close                                                    # 0.03 apart, spreads add to 0.04
-  clear = eval_run.markdown_report(_record({'a': (0.30, 0.01, 0.0), 'b': (0.33, 0.01, 0.0)}))
+  clear = report.markdown_report(_record({'a': (0.30, 0.01, 0.0), 'b': (0.33, 0.01, 0.0)}))
   assert '| a | **0.3 ± 0.01** |' in clear and '| b | 0.33 ± 0.01 |' in clear
-  assert eval_run.best_cells({'a': (0.3, 0.0)}, 'min') is None                # nothing to beat
+  assert report.best_cells({'a': (0.3, 0.0)}, 'min') is None                # nothing to beat
 
 
 @pytest.mark.parametrize('change, message', [
@@ -148,8 +149,8 @@ def test_bad_evaluation_settings_are_refused_before_any_compute(tmp_path, change
 def test_equal_nfe_columns_derive_k_per_sampler():
   config = toy1d.get_config('smoke')
   config.eval.update(num_steps=(), nfe=(9, 19))
-  assert eval_run.step_counts(config.eval) == [(5, 9), (10, 19)]
+  assert workdir_lib.step_counts(config.eval) == [(5, 9), (10, 19)]
   config.eval.update(sampler='euler')
-  assert eval_run.step_counts(config.eval) == [(9, 9), (19, 19)]
+  assert workdir_lib.step_counts(config.eval) == [(9, 9), (19, 19)]
   config.eval.update(sampler='pc', langevin_steps=2, nfe=(9, 18))
-  assert eval_run.step_counts(config.eval) == [(3, 9), (6, 18)]
+  assert workdir_lib.step_counts(config.eval) == [(3, 9), (6, 18)]

@@ -70,9 +70,9 @@ def test_online_learning_with_the_predictor_cost(tmp_path):
   """Algorithm 2 with ``config.schedule.cost='predictor'``: the train step accumulates the L_p coefficient kappa
   of the network (second derivatives through the MLP) and the schedule moves."""
   from configs import toy1d
-  from train import loop
+  from modes import train as train_mode
   config = toy1d.get_config('smoke')
   config.schedule.cost = 'predictor'
-  state = loop.train_and_evaluate(config, str(tmp_path))
+  state = train_mode.train_and_evaluate(config, str(tmp_path))
   assert int(state.num_updates) > 0 and int(state.num_skipped) == 0
   assert np.all(np.diff(state.schedule) > 0) and not np.allclose(state.schedule, np.linspace(0, 1, 17), atol=1e-4)

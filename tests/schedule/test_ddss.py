@@ -11,7 +11,9 @@ import pytest
 from configs import digits, toy1d
 from ddm import samplers
 from ddm.paths import make_path, ve_path, vp_path
-from schedule import ddss, run
+from modes import fit_schedule as run
+from schedule import store
+from schedule.searches import ddss, problem as problem_lib
 
 
 @pytest.mark.parametrize('path', [ve_path(0.002, 80.0, 'linear'), vp_path('cosine')], ids=['ve', 'vp'])
@@ -87,8 +89,8 @@ def test_quantile_w2_loss_is_the_exact_distance_at_stratified_noise():
 def _toy_config(target='bimodal', **ddss_settings):
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.schedule.ddss.update(num_steps=(5,), num_iterations=40, batch_size=128, learning_rate=0.05)
-  config.schedule.ddss.update(**ddss_settings)
+  config.fit.ddss.update(num_steps=(5,), num_iterations=40, batch_size=128, learning_rate=0.05)
+  config.fit.ddss.update(**ddss_settings)
   return config
 
 
@@ -98,9 +100,9 @@ def test_ddss_decreases_the_loss_and_keeps_a_valid_schedule(target, learn_coeffi
   config = _toy_config(target, learn_coefficients=learn_coefficients)
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
-  result = ddss.search(config, problem, jax.random.PRNGKey(0))
-  assert result.lam is None and sorted(result.ladders) == [5]
-  ts = result.ladders[5]
+  result = ddss.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
+  assert isinstance(result.schedule, store.Ladders) and sorted(result.schedule.ladders) == [5]
+  ts = result.schedule.ladders[5]
   assert ts.shape == (6,) and ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
   history = result.meta['loss_history'][5]
   assert len(history) == 41 and all(np.isfinite(history))
@@ -123,13 +125,13 @@ def test_ddss_takes_the_loss_as_an_argument_for_images():
   score_fn = lambda x, t: -x / (c**2 + path.sigma(t)**2).reshape(-1, 1, 1, 1)
   denoise_fn = lambda x, t: x * (c**2 / (c**2 + path.sigma(t)**2)).reshape(-1, 1, 1, 1)
   sample_x0 = lambda key, n: c * jax.random.normal(key, (n,) + shape)
-  problem = run.Problem(path, shape, score_fn, denoise_fn, sample_x0, run.forward_sampler(path, sample_x0))
+  problem = problem_lib.Problem(path, shape, score_fn, denoise_fn, sample_x0, problem_lib.forward_sampler(path, sample_x0))
   weights = jax.random.normal(jax.random.PRNGKey(1), (16, 8))
   features = lambda x: x.reshape(x.shape[0], -1) @ weights / 2.0
   data_features = features(sample_x0(jax.random.PRNGKey(2), 512))
-  loss_fn = ddss.kid_loss(features, data_features)
+  loss_fn = frechet.kid_loss(features, data_features)
   x = sample_x0(jax.random.PRNGKey(3), 64)
-  kid = ddss.kid_loss(features, data_features, unbiased=True)
+  kid = frechet.kid_loss(features, data_features, unbiased=True)
   assert float(kid(x)) == pytest.approx(float(frechet.kernel_distance(features(x), data_features)))
   # the biased estimate: KID plus the diagonal terms it leaves out, a squared norm
   f, n = features(x), 64
@@ -141,18 +143,18 @@ def test_ddss_takes_the_loss_as_an_argument_for_images():
                     / (512 * 511))
   assert float(loss_fn(x)) == pytest.approx(expected, rel=1e-4) and float(loss_fn(x)) >= 0
   config = toy1d.get_config('smoke')
-  config.schedule.ddss.update(num_steps=(4,), num_iterations=25, batch_size=64, learning_rate=0.05)
-  result = ddss.search(config, problem, jax.random.PRNGKey(0), loss_fn=loss_fn, loss_name='kid_stand_in')
+  config.fit.ddss.update(num_steps=(4,), num_iterations=25, batch_size=64, learning_rate=0.05)
+  result = ddss.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0), loss_fn=loss_fn, loss_name='kid_stand_in')
   history = result.meta['loss_history'][4]
   assert result.meta['loss'] == 'kid_stand_in' and 0 <= history[-1] < 0.5 * history[0]
   start, end = result.meta['heldout_loss'][4]
   assert 0 <= end < start
-  ts = result.ladders[4]
+  ts = result.schedule.ladders[4]
   assert ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
 
 
 def test_default_image_loss_uses_the_classifier_features(monkeypatch):
-  """Without a target, the default loss is KID in ``eval.classifier.get_feature_fn``'s features."""
+  """Without a target (images), the runner's loss is KID in ``eval.classifier.get_feature_fn``'s features."""
   import eval as eval_package
   calls = []
   weights = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
@@ -166,8 +168,11 @@ def test_default_image_loss_uses_the_classifier_features(monkeypatch):
   monkeypatch.setattr(eval_package, 'classifier', fake, raising=False)
   path = ve_path(0.002, 80.0)
   sample_x0 = lambda key, n: jax.random.normal(key, (n, 2, 2, 1))
-  problem = run.Problem(path, (2, 2, 1), None, None, sample_x0, None, workdir='/some/run')
-  name, loss_fn = ddss.default_loss(digits.get_config('smoke'), problem, jax.random.PRNGKey(0), 32)
+  problem = problem_lib.Problem(path, (2, 2, 1), None, None, sample_x0, None)
+  config = digits.get_config('smoke')
+  config.fit.ddss.batch_size = 32
+  loss = run.ddss_loss(config, '/some/run', problem, jax.random.PRNGKey(0))
+  name, loss_fn = loss['loss_name'], loss['loss_fn']
   assert name == 'kid_classifier' and calls == ['/some/run']
   assert np.isfinite(float(loss_fn(sample_x0(jax.random.PRNGKey(5), 32))))
 
@@ -177,10 +182,12 @@ def test_trained_toy_checkpoint_keeps_the_exact_w2_loss():
   the exact W2 to the true density, never the image classifier's KID."""
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  problem = run.Problem(ve_path(0.002, 80.0), (1,), None, None, None, None, workdir='/some/run')
-  name, loss_fn = ddss.default_loss(config, problem, jax.random.PRNGKey(0), 64)
+  config.fit.ddss.batch_size = 64
+  problem = problem_lib.Problem(ve_path(0.002, 80.0), (1,), None, None, None, None)
+  loss = run.ddss_loss(config, '/some/run', problem, jax.random.PRNGKey(0))
+  name, loss_fn = loss['loss_name'], loss['loss_fn']
   exact = run.exact_problem(config, ve_path(0.002, 80.0)).target
-  _, reference = ddss.default_loss(config, problem._replace(target=exact), jax.random.PRNGKey(0), 64)
+  reference = run.ddss_loss(config, '/some/run', problem._replace(target=exact), jax.random.PRNGKey(0))['loss_fn']
   x = jnp.linspace(-1.5, 1.5, 64)[:, None]
   assert name == 'w2_squared' and float(loss_fn(x)) == pytest.approx(float(reference(x)))
 
@@ -189,7 +196,7 @@ def test_fit_schedule_with_ddss_stores_its_ladders(tmp_path):
   from schedule import store
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.schedule.method = 'ddss'
+  config.fit.method = 'ddss'
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'ddss' and record['num_steps'] == 5          # the one K searched (smoke: 5)
   stored = store.load(str(tmp_path), 'ddss')
@@ -201,8 +208,8 @@ def test_fit_schedule_with_ddss_stores_its_ladders(tmp_path):
 @pytest.mark.parametrize('learning_rate', [0.0, -1e-3])
 def test_non_positive_learning_rate_is_refused(tmp_path, learning_rate):
   config = toy1d.get_config('smoke')
-  config.schedule.method = 'ddss'
-  config.schedule.ddss.learning_rate = learning_rate
-  with pytest.raises(ValueError, match=f'config.schedule.ddss.learning_rate={learning_rate}; need > 0'):
+  config.fit.method = 'ddss'
+  config.fit.ddss.learning_rate = learning_rate
+  with pytest.raises(ValueError, match=f'config.fit.ddss.learning_rate={learning_rate}; need > 0'):
     run.fit_schedule(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()

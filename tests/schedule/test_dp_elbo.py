@@ -10,7 +10,8 @@ import pytest
 from configs import toy1d
 from ddm import paths
 from ddm.paths import make_path, ve_path, vp_path
-from schedule import dp_elbo, run
+from modes import fit_schedule as run
+from schedule.searches import dp_elbo
 
 
 def _brute_force(cost, num_steps):
@@ -113,12 +114,13 @@ def test_grid_uniform_in_log_ratio_with_exact_ends(sde):
 def test_search_elbo_is_the_sum_of_the_chosen_terms():
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.schedule.update(dp_grid=40, num_samples=64, num_steps=6)
+  config.fit.update(num_samples=64, num_steps=6)
+  config.fit.dp_elbo.grid = 40
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
   key = jax.random.PRNGKey(3)
-  result = dp_elbo.search(config, problem, key)
-  assert sorted(result.ladders) == [1, 2, 3, 4, 5, 6, 10]               # 1..num_steps and eval.num_steps (5, 10)
+  result = dp_elbo.search(config.fit, config.schedule, config.eval, problem, key)
+  assert sorted(result.schedule.ladders) == [1, 2, 3, 4, 5, 6, 10]               # 1..num_steps and eval.num_steps (5, 10)
   assert result.meta['network_evaluations'] == 41 * 64 and result.meta['time_s'] > 0
   grid = dp_elbo.dp_grid(path, 40)
   errors, x0 = dp_elbo.column_errors(problem, grid, key, 64, config.schedule.cost_batch_size)
@@ -126,7 +128,7 @@ def test_search_elbo_is_the_sum_of_the_chosen_terms():
   constant = dp_elbo.reconstruction_nats(path, 1) + dp_elbo.prior_nats(path, x0)
   assert result.meta['reconstruction_nats'] + result.meta['prior_nats'] == pytest.approx(constant)
   previous = np.inf
-  for k, ts in result.ladders.items():
+  for k, ts in result.schedule.ladders.items():
     assert len(ts) == k + 1 and ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
     index = np.searchsorted(grid, ts)
     np.testing.assert_array_equal(grid[index], ts)                        # a sub-path of the grid
@@ -152,11 +154,12 @@ def test_large_k_approaches_the_true_negative_log_likelihood(target):
   NLL ``E[-log p_0(x0)]``, from above (it is a bound), within its discretisation and Monte Carlo error."""
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.schedule.update(dp_grid=1000, num_samples=1024, num_steps=5)
+  config.fit.update(num_samples=1024, num_steps=5)
+  config.fit.dp_elbo.grid = 1000
   config.eval.num_steps = (10, 20, 100, 1000)
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
-  result = dp_elbo.search(config, problem, jax.random.PRNGKey(0))
+  result = dp_elbo.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   target_ = problem.target
   if target == 'gaussian':
     nll = 0.5 * np.log(2 * np.pi * np.e * config.data.std**2)
@@ -174,19 +177,21 @@ def test_fit_schedule_with_dp_elbo_stores_ladders(tmp_path):
   from schedule import store
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.schedule.update(method='dp_elbo', num_steps=8, dp_grid=32)
+  config.fit.update(method='dp_elbo', num_steps=8)
+  config.fit.dp_elbo.grid = 32
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'dp_elbo' and record['name'] == 'dp_elbo' and len(record['t']) == 9
   stored = store.load(str(tmp_path), 'dp_elbo')
-  assert stored.record['kind'] == 'ladders' and stored.has(5) and stored.has(10) and stored.has(8)
-  assert len(stored.schedule(10)) == 11 and not stored.has(11)
+  assert isinstance(stored, store.Ladders) and stored.has(5) and stored.has(10) and stored.has(8)
+  assert len(stored.steps(10)) == 11 and not stored.has(11)
   saved = json.load(open(tmp_path / 'schedules' / 'dp_elbo.json'))
   assert set(saved['neg_elbo']) >= {'5', '8', '10'} and saved['network_evaluations'] == 33 * 32
 
 
 def test_fit_schedule_refuses_more_steps_than_the_grid(tmp_path):
   config = toy1d.get_config('smoke')
-  config.schedule.update(method='dp_elbo', num_steps=65, dp_grid=64)
+  config.fit.update(method='dp_elbo', num_steps=65)
+  config.fit.dp_elbo.grid = 64
   with pytest.raises(ValueError, match='larger than the dp_elbo grid'):
     run.fit_schedule(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
@@ -194,6 +199,6 @@ def test_fit_schedule_refuses_more_steps_than_the_grid(tmp_path):
 
 def test_unknown_method_is_refused(tmp_path):
   config = toy1d.get_config('smoke')
-  config.schedule.method = 'dp_kl'
-  with pytest.raises(ValueError, match="config.schedule.method='dp_kl'; allowed: score_optimal, dp_elbo, ddss"):
+  config.fit.method = 'dp_kl'
+  with pytest.raises(ValueError, match="config.fit.method='dp_kl'; allowed: score_optimal, dp_elbo, ddss"):
     run.fit_schedule(config, str(tmp_path))

@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from configs import toy1d
-from schedule import run, store
+from modes import fit_schedule as run
+from schedule import store
+from tests.configs import smoke
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,7 +24,7 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   assert record['method'] == 'score_optimal' and record['name'] == 'corrector'
   assert record['time_s'] > 0 and record['rate_evaluations'] == 3 * 128 * 32  # passes x grid x samples (smoke)
   stored = store.load(str(tmp_path), 'corrector')  # usable by name in config.eval.schedules
-  assert stored.schedule(16) == pytest.approx(record['t'], abs=1e-6) and len(stored.schedule(7)) == 8
+  assert stored.steps(16) == pytest.approx(record['t'], abs=1e-6) and len(stored.steps(7)) == 8
   t, costs, num_steps = record['t'], record['incremental_costs'], record['num_steps']
   assert num_steps == 16 and len(t) == len(record['sigma']) == 17 and len(costs) == 16
   assert t[0] == 0.0 and t[-1] == 1.0 and all(a < b for a, b in zip(t, t[1:]))
@@ -36,7 +38,8 @@ def test_fit_schedule_with_the_predictor_cost(tmp_path, predictor):
   """The exact score's predictor-optimised schedule; 'identity' is the corrector's (method.md section 2)."""
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.schedule.update(cost='predictor', predictor=predictor, fit_grid=64, num_samples=16)
+  config.schedule.update(cost='predictor', predictor=predictor)
+  config.fit.update(grid=64, num_samples=16)
   record = run.fit_schedule(config, str(tmp_path / predictor))
   assert record['name'] == 'predictor' and record['cost'] == 'predictor' and len(record['t']) == 17
   assert all(a < b for a, b in zip(record['t'], record['t'][1:]))
@@ -47,12 +50,7 @@ def test_fit_schedule_with_the_predictor_cost(tmp_path, predictor):
     assert record['t'] == pytest.approx(corrector['t'], abs=1e-5)
 
 
-def _bad(**overrides):
-  config = toy1d.get_config('smoke')
-  for key, value in overrides.items():
-    section, field = key.split('__')
-    config[section][field] = value
-  return config
+_bad = smoke  # tests/configs.py
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -65,14 +63,14 @@ def _bad(**overrides):
     (dict(sde__sigma_min=80.0, sde__sigma_max=1.0), 'need 0 < sigma_min < sigma_max'),
     (dict(schedule__cost='bogus'), "config.schedule.cost='bogus' is not a known cost; allowed: corrector"),
     (dict(data__dataset='digits'), "--mode=fit_schedule needs a trained checkpoint in --workdir="),
-    (dict(schedule__method='watson'), "config.schedule.method='watson'; allowed: score_optimal, dp_elbo, ddss"),
-    (dict(schedule__samples='prior'), "config.schedule.samples='prior'; allowed: data, model"),
+    (dict(fit__method='watson'), "config.fit.method='watson'; allowed: score_optimal, dp_elbo, ddss"),
+    (dict(fit__samples='prior'), "config.fit.samples='prior'; allowed: data, model"),
     (dict(schedule__cost='predictor', schedule__predictor='rk4'),
      "config.schedule.predictor='rk4'; allowed: identity, euler, heun"),
     (dict(schedule__cost='predictor', schedule__hutchinson_probes=0), 'config.schedule.hutchinson_probes=0; need >= 1'),
     (dict(schedule__cost='predictor', schedule__cost_batch_size=0), 'config.schedule.cost_batch_size=0; need >= 1'),
-    (dict(schedule__method='dp_elbo', schedule__num_steps=100, schedule__dp_grid=50),
-     'config.schedule.num_steps=100 is larger than the dp_elbo grid config.schedule.dp_grid=50'),
+    (dict(fit__method='dp_elbo', fit__num_steps=100, fit__dp_elbo__grid=50),
+     'config.fit.num_steps=100 is larger than the dp_elbo grid config.fit.dp_elbo.grid=50'),
 ])
 def test_bad_input_stops_with_a_clear_message(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
@@ -96,3 +94,23 @@ def test_unknown_mode_and_option_from_the_command_line(tmp_path):
   cmd[-1] = '--mode=fit_schedule'
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert out.returncode != 0 and "unknown config option(s) ['smok']; allowed: smoke" in out.stderr
+
+
+def test_fields_moved_to_config_fit_answer_with_their_new_names():
+  from configs import validate
+  assert 'config.schedule.fit_grid moved to config.fit.grid' in validate.unknown_field('schedule.fit_grid')
+  assert '--config.fit.ddss.num_iterations' in validate.unknown_field('schedule.ddss.num_iterations')
+  assert '--config.fit.dp_elbo.grid' in validate.unknown_field('schedule.dp_grid')
+  assert validate.unknown_field('fit.grid') is None and validate.unknown_field('schedule.num_steps') is None
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.schedule.method=dp_elbo', 'config.schedule.method moved to config.fit.method'),
+    ('--config.schedule.num_steps=10', "the K of --mode=fit_schedule is --config.fit.num_steps"),
+])
+def test_old_fit_fields_stop_from_the_command_line(tmp_path, flag, message):
+  cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={tmp_path / "run"}',
+         '--mode=fit_schedule', flag]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and message in out.stderr and 'Traceback' not in out.stderr
+  assert not (tmp_path / 'run').exists()

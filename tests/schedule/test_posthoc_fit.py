@@ -9,9 +9,13 @@ import pytest
 
 from configs import toy1d
 from ddm.paths import make_path
-from schedule import run, store
-from train import loop
+from modes import fit_schedule as run
+from schedule.searches import score_optimal
+from schedule import store
 from tests.schedule.test_predictor_cost import _model
+from train import step as step_lib
+from modes import train as train_mode
+from tests.configs import override
 
 K = 10
 
@@ -19,19 +23,16 @@ K = 10
 def _config(target='bimodal', **overrides):
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.schedule.num_steps = K
-  config.schedule.fit_grid = 512
-  config.schedule.num_samples = 1024
+  config.fit.num_steps = K  # the fit's K; the training T stays the smoke config's 16
+  config.fit.grid = 512
+  config.fit.num_samples = 1024
   config.eval.batch_size = config.eval.num_samples = 4096  # model-sample trajectories in few batches
-  for key, value in overrides.items():
-    section, field = key.split('__')
-    config[section][field] = value
-  return config
+  return override(config, **overrides)
 
 
 def _sigmas(config, problem, seed=0):
-  lam = run.score_optimal(config, problem, jax.random.PRNGKey(seed)).lam
-  return np.asarray(problem.path.sigma(lam.schedule(config.schedule.num_steps)))
+  lam = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(seed)).schedule
+  return np.asarray(problem.path.sigma(lam.steps(config.fit.num_steps)))
 
 
 def _relative(a, b):
@@ -60,11 +61,11 @@ def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path, cost
   workdir = str(tmp_path / 'exact')
   train = _config(model__exact_score=True, train__num_steps=2, train__checkpoint_every=2, train__sample_every=2)
   train.schedule.num_steps = 16
-  loop.train_and_evaluate(train, workdir)
+  train_mode.train_and_evaluate(train, workdir)
   config = _config(model__exact_score=True, schedule__cost=cost)
   reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
   for samples in ('data', 'model'):
-    config.schedule.samples = samples
+    config.fit.samples = samples
     problem = run.checkpoint_problem(config, workdir)
     assert problem.model is not None and problem.target is None  # the model's route, not the closed form
     rel = _relative(_sigmas(config, problem), reference)
@@ -79,7 +80,7 @@ def trained(tmp_path_factory):
   config = _config(train__num_steps=6000, train__checkpoint_every=6000, train__sample_every=6000,
                    train__log_every=500)
   config.schedule.num_steps = 16
-  loop.train_and_evaluate(config, workdir)
+  train_mode.train_and_evaluate(config, workdir)
   return workdir
 
 
@@ -95,7 +96,7 @@ def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
   config = _config(schedule__cost=cost)
   reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
   for samples in ('data', 'model'):
-    config.schedule.samples = samples
+    config.fit.samples = samples
     fitted = _sigmas(config, run.checkpoint_problem(config, trained))
     rel = _relative(fitted, reference)
     print(f'{cost} {samples}: median {np.median(rel):.3f} max {rel.max():.3f}; {np.round(fitted, 4).tolist()}')
@@ -107,13 +108,13 @@ def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
 
 
 def test_fit_schedule_mode_on_a_checkpoint_with_model_samples(trained):
-  config = _config(schedule__cost='predictor', schedule__samples='model', schedule__num_steps=7,
-                   schedule__fit_grid=128, schedule__num_samples=64)
+  config = _config(schedule__cost='predictor', fit__samples='model', fit__num_steps=7,
+                   fit__grid=128, fit__num_samples=64)
   run.fit_schedule(config, trained)
   record = json.load(open(f'{trained}/schedule.json'))
   assert record['name'] == 'predictor' and record['cost'] == 'predictor' and record['num_steps'] == 7
   assert len(record['t']) == 8 and all(a < b for a, b in zip(record['t'], record['t'][1:]))
-  assert len(store.load(trained, 'predictor').schedule(20)) == 21
+  assert len(store.load(trained, 'predictor').steps(20)) == 21
   for name in ('schedule.png', 'costs.png'):
     assert os.path.getsize(os.path.join(trained, name)) > 1000
 
@@ -126,10 +127,10 @@ def test_predictor_cost_refuses_a_network_that_is_not_twice_differentiable(tmp_p
   problem = exact._replace(score_fn=relu.score_fn(relu.params, path), target=None, model=relu)
   message = r"config.schedule.cost='predictor' needs a score that is twice differentiable"
   with pytest.raises(ValueError, match=message):
-    run.score_optimal(config, problem, jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match=message):  # a custom score without a model is probed directly
-    run.score_optimal(config, problem._replace(model=None), jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem._replace(model=None), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match=message):  # online: the train step is refused before tracing
-    loop.make_train_step(config, path, relu)
+    step_lib.make_train_step(config, path, relu)
   config.schedule.cost = 'corrector'
-  loop.make_train_step(config, path, relu)  # the corrector cost needs first derivatives only
+  step_lib.make_train_step(config, path, relu)  # the corrector cost needs first derivatives only

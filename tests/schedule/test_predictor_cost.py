@@ -218,7 +218,8 @@ def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monke
   """The predictor fit compiles one chunk first and compares its temporaries with the memory left on the device."""
   from configs import toy1d
   from ddm.paths import make_path
-  from schedule import run
+  from modes import fit_schedule as run
+  from schedule.searches import score_optimal
   config = toy1d.get_config('smoke')
   config.schedule.update(cost='predictor', predictor='euler', cost_batch_size=16, num_samples=16)
   problem = run.exact_problem(config, make_path(config.sde))
@@ -229,7 +230,7 @@ def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monke
   with pytest.raises(ValueError, match=r'config.schedule.cost_batch_size=16: one chunk of the cost rate needs .* of '
                                        r'temporaries .* but .* are available .* set '
                                        r'config.schedule.cost_batch_size to at most [34]\.'):
-    run.score_optimal(config, problem, jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   assert not calls
   with pytest.raises(ValueError, match=r'even one example does not fit'):
     check(types.SimpleNamespace(memory_analysis=lambda: types.SimpleNamespace(

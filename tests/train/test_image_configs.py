@@ -7,8 +7,10 @@ from flax import jax_utils
 
 from configs import cifar10, digits, mnist
 from ddm.paths import make_path
-from eval import run as eval_run
-from train import data, loop, model as model_lib
+from modes import sample as sample_mode
+from train import data, model as model_lib
+from train import step as step_lib
+from modes import train as train_mode
 
 
 @pytest.mark.parametrize('module', [digits, mnist, cifar10], ids=['digits', 'mnist', 'cifar10'])
@@ -17,12 +19,12 @@ def test_one_pmapped_step_per_image_config(module):
   config.train.batch_size = 4
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS)
-  p_state = jax_utils.replicate(loop.initial_state(config, path, model))
+  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS)
+  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model))
   with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
     batch = data.shard(next(data.make_train_iterator(config)), jax.local_device_count())
   p_state, metrics = p_step(p_state, batch, jax_utils.replicate(jax.random.PRNGKey(1)))
-  state = loop.unreplicate(p_state)
+  state = step_lib.unreplicate(p_state)
   assert batch['x'].shape == (2, 2) + shape
   assert int(state.step) == 1 and np.isfinite(float(metrics['train/loss'][0]))
   # ceil(cost_fraction * 2) = 1 jvp cost sample per device (image configs: 1/16 of each batch), summed
@@ -33,13 +35,13 @@ def test_one_pmapped_step_per_image_config(module):
 @pytest.mark.slow
 def test_digits_smoke_run_writes_samples_and_resumes(tmp_path):
   config = digits.get_config('smoke')
-  state = loop.train_and_evaluate(config, str(tmp_path))
+  state = train_mode.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 20 and int(state.num_updates) > 0
   assert (tmp_path / 'samples.png').exists() and (tmp_path / 'schedule.json').exists()
   config.train.num_steps = 25
-  assert int(loop.train_and_evaluate(config, str(tmp_path)).step) == 25
+  assert int(train_mode.train_and_evaluate(config, str(tmp_path)).step) == 25
   for name in ('learned', 'cosine'):
     config.eval.schedules = (name,)
-    x = eval_run.sample(config, str(tmp_path))
+    x = sample_mode.sample(config, str(tmp_path))
     assert x.shape == (256, 8, 8, 1) and np.all(np.isfinite(x))
     assert (tmp_path / f'samples_{name}_5.png').exists() and (tmp_path / f'samples_{name}_5.npz').exists()

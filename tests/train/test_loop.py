@@ -9,32 +9,29 @@ import numpy as np
 import pytest
 from flax import jax_utils
 
-from configs import toy1d
 from ddm.paths import make_path
 from ddm.targets import make_target
-from schedule import run as schedule_run
-from train import checkpoints, data, loop, model as model_lib, state as state_lib
+from modes import fit_schedule as schedule_run
+from train import checkpoints, data, model as model_lib, state as state_lib
+from train import step as step_lib
+from modes import train as train_mode
+from tests.configs import smoke
 
 
-def _smoke(**overrides):
-  config = toy1d.get_config('smoke')
-  for key, value in overrides.items():
-    section, field = key.split('__')
-    config[section][field] = value
-  return config
+_smoke = smoke  # tests/configs.py
 
 
 def _run_steps(config, devices, num_steps):
   """``num_steps`` pmapped train steps on ``devices``, from the same initial state and batches."""
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, devices=devices)
-  p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
+  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, devices=devices)
+  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
   key = jax_utils.replicate(jax.random.PRNGKey(1), devices)
   batches = data.make_train_iterator(config)
   for _ in range(num_steps):
     p_state, _ = p_step(p_state, data.shard(next(batches), len(devices)), key)
-  return jax.device_get(loop.unreplicate(p_state))
+  return jax.device_get(step_lib.unreplicate(p_state))
 
 
 def test_two_devices_match_one():
@@ -49,9 +46,9 @@ def test_two_devices_match_one():
 
 
 def test_resume_is_bit_for_bit(tmp_path):
-  full = loop.train_and_evaluate(_smoke(), str(tmp_path / 'full'))
-  loop.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path / 'split'))
-  resumed = loop.train_and_evaluate(_smoke(), str(tmp_path / 'split'))
+  full = train_mode.train_and_evaluate(_smoke(), str(tmp_path / 'full'))
+  train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path / 'split'))
+  resumed = train_mode.train_and_evaluate(_smoke(), str(tmp_path / 'split'))
   assert int(resumed.step) == int(full.step) == 20
   for a, b in zip(jax.tree.leaves(state_lib.to_host_dict(full)), jax.tree.leaves(state_lib.to_host_dict(resumed))):
     np.testing.assert_array_equal(a, b)
@@ -59,11 +56,11 @@ def test_resume_is_bit_for_bit(tmp_path):
 
 
 def test_checkpoint_round_trip_keeps_schedule_and_statistics(tmp_path):
-  final = loop.train_and_evaluate(_smoke(), str(tmp_path))
+  final = train_mode.train_and_evaluate(_smoke(), str(tmp_path))
   config = _smoke()
   path = make_path(config.sde)
   model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(5))
-  restored = checkpoints.restore_latest(checkpoints.manager(str(tmp_path), 3), loop.initial_state(config, path, model))
+  restored = checkpoints.restore_latest(checkpoints.manager(str(tmp_path), 3), step_lib.initial_state(config, path, model))
   for field in ('schedule', 'cost_sum', 'cost_count', 'step_costs', 'num_updates'):
     np.testing.assert_array_equal(getattr(restored, field), getattr(final, field))
   record = json.load(open(tmp_path / 'schedule.json'))
@@ -77,21 +74,21 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
                   train__batch_size=512)
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS)
-  p_state = jax_utils.replicate(loop.initial_state(config, path, model))
+  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS)
+  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model))
   key = jax_utils.replicate(jax.random.PRNGKey(1))
   batches = data.make_train_iterator(config)
   ladders = []
   for step in range(2000):
     p_state, _ = p_step(p_state, data.shard(next(batches), 2), key)
     if step % 10 == 9:
-      ts = np.asarray(loop.unreplicate(p_state).schedule)
+      ts = np.asarray(step_lib.unreplicate(p_state).schedule)
       assert np.all(np.diff(ts) > 0) and ts[0] == 0 and ts[-1] == 1  # strictly increasing after updates
       if step >= 1200:
         ladders.append(np.asarray(path.sigma(ts)))
-  state = jax.device_get(loop.unreplicate(p_state))
+  state = jax.device_get(step_lib.unreplicate(p_state))
   assert int(state.num_updates) > 10 and int(state.num_skipped) == 0
-  config.schedule.update(fit_grid=2048, num_samples=1024)  # an accurate reference
+  config.fit.update(grid=2048, num_samples=1024, num_steps=200)  # an accurate reference, K = T
   fitted_ts, _ = schedule_run.fit_exact(config, path, make_target(config.data), jax.random.PRNGKey(0))
   np.testing.assert_allclose(np.mean(ladders, axis=0), path.sigma(fitted_ts), rtol=0.05)
 
@@ -100,10 +97,10 @@ def test_cost_fraction_measures_rates_on_that_share_of_each_device_batch():
   config = _smoke(schedule__cost_fraction=0.25, schedule__update_every=1000, schedule__min_count=1000)
   state = _run_steps(config, jax.local_devices()[:2], 3)
   per_device = config.train.batch_size // 2
-  assert loop.cost_examples(per_device, 0.25) == -(-per_device // 4)
-  assert float(state.cost_count.sum()) == 3 * 2 * loop.cost_examples(per_device, 0.25)
+  assert step_lib.cost_examples(per_device, 0.25) == -(-per_device // 4)
+  assert float(state.cost_count.sum()) == 3 * 2 * step_lib.cost_examples(per_device, 0.25)
   assert float(state.cost_sum.sum()) > 0
-  assert loop.cost_examples(3, 0.01) == 1 and loop.cost_examples(32, 1.0) == 32
+  assert step_lib.cost_examples(3, 0.01) == 1 and step_lib.cost_examples(32, 1.0) == 32
 
 
 def test_nonfinite_costs_never_corrupt_the_schedule():
@@ -121,7 +118,7 @@ def test_nonfinite_costs_never_corrupt_the_schedule():
 
 def test_tensorboard_events_hold_the_expected_tags(tmp_path):
   from tensorboard.backend.event_processing import event_accumulator
-  loop.train_and_evaluate(_smoke(), str(tmp_path))
+  train_mode.train_and_evaluate(_smoke(), str(tmp_path))
   acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'images': 0, 'scalars': 0})
   acc.Reload()
   scalars = set(acc.Tags()['scalars'])
@@ -144,14 +141,14 @@ def test_tensorboard_events_hold_the_expected_tags(tmp_path):
 ])
 def test_bad_training_input(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
-    loop.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'run'))
+    train_mode.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
-  loop.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path))
+  train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path))
   before = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
   with pytest.raises(ValueError, match=r'(?s)incompatible config.*config.model.mlp.width: 32 -> 64'):
-    loop.train_and_evaluate(_smoke(model__mlp=dict(width=64, depth=2, embedding_dim=16)), str(tmp_path))
+    train_mode.train_and_evaluate(_smoke(model__mlp=dict(width=64, depth=2, embedding_dim=16)), str(tmp_path))
   after = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
   assert before == after

@@ -7,7 +7,7 @@ import pytest
 from configs import toy1d
 from ddm.targets import make_target
 from eval import toy
-from train import loop
+from modes import train as train_mode
 
 
 def _run(tmp_path, target, learn):
@@ -15,7 +15,7 @@ def _run(tmp_path, target, learn):
   config.data.target = target
   config.schedule.learn = learn
   workdir = tmp_path / f'{target}_{learn}'
-  loop.train_and_evaluate(config, str(workdir))
+  train_mode.train_and_evaluate(config, str(workdir))
   return config, json.load(open(workdir / 'eval_history.json'))[-1], np.load(workdir / 'samples.npz')['x']
 
 

@@ -1,33 +1,28 @@
 """Runs never lose a good checkpoint: divergence, a second writer, signals, damaged files, unsafe inputs."""
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from configs import base, toy1d
+from configs import validate
 from ddm.paths import make_path
 from schedule import store
-from train import checkpoints, data, lock, loop, model as model_lib, state as state_lib
+from modes import train as train_mode
+from tests.configs import smoke
+from train import checkpoints, data, lock, model as model_lib, state as state_lib, step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _smoke(**overrides):
-  config = toy1d.get_config('smoke')
-  for key, value in overrides.items():
-    section, field = key.split('__')
-    config[section][field] = value
-  return config
+_smoke = smoke  # tests/configs.py
 
 
 def _hashes(folder) -> dict:
@@ -48,14 +43,14 @@ def _restore(workdir, config=None):
   config = config or _smoke()
   path = make_path(config.sde)
   model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(5))
-  return checkpoints.restore_latest(checkpoints.manager(str(workdir), 3), loop.initial_state(config, path, model))
+  return checkpoints.restore_latest(checkpoints.manager(str(workdir), 3), step_lib.initial_state(config, path, model))
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A finished 20-step smoke run (checkpoints at 10 and 20) and its final state; copy it before changing it."""
   workdir = tmp_path_factory.mktemp('trained') / 'run'
-  final = loop.train_and_evaluate(_smoke(), str(workdir))
+  final = train_mode.train_and_evaluate(_smoke(), str(workdir))
   return workdir, final
 
 
@@ -69,7 +64,7 @@ def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(trained, tmp_pat
   workdir = _copy(trained, tmp_path)
   # 1e38 is finite, but the parameters it makes overflow the network: the loss is not finite by step 22.
   with pytest.raises(SystemExit, match=r'not finite at step 2\d .*step 20 in .*holds a finite state') as e:
-    loop.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=40), str(workdir))
+    train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=40), str(workdir))
   assert 'config.train.on_nonfinite=skip' in str(e.value)
   mngr = checkpoints.manager(str(workdir), 3)
   assert mngr.all_steps() == [10, 20]  # nothing rotated out, nothing new
@@ -78,7 +73,7 @@ def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(trained, tmp_pat
 
 def test_skip_drops_nonfinite_steps_and_finishes_with_a_finite_state(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  final = loop.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=30,
+  final = train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=30,
                                          train__on_nonfinite='skip'), str(workdir))
   assert int(final.step) == 30
   assert not checkpoints.nonfinite_leaves(state_lib.to_host_dict(final))
@@ -98,7 +93,7 @@ def _restore_fresh():
   config = _smoke()
   path = make_path(config.sde)
   model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(0))
-  return loop.initial_state(config, path, model)
+  return step_lib.initial_state(config, path, model)
 
 
 def test_a_second_training_process_is_refused_and_changes_nothing(trained, tmp_path):
@@ -110,14 +105,14 @@ def test_a_second_training_process_is_refused_and_changes_nothing(trained, tmp_p
     assert holder.stdout.readline().strip() == 'held'
     before = _hashes(workdir)
     with pytest.raises(ValueError, match=rf'in use by another training process \(pid {holder.pid} on '):
-      loop.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
+      train_mode.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
     assert _hashes(workdir) == before
   finally:
     holder.kill()
     holder.wait()
   # The holder died without cleaning up: its file is left, the lock is free, and a new run takes it over.
   assert os.path.exists(workdir / lock.LOCK_FILE)
-  assert int(loop.train_and_evaluate(_smoke(train__num_steps=25), str(workdir)).step) == 25
+  assert int(train_mode.train_and_evaluate(_smoke(train__num_steps=25), str(workdir)).step) == 25
   assert not os.path.exists(workdir / lock.LOCK_FILE)  # released on exit
 
 
@@ -139,8 +134,8 @@ def test_sigterm_saves_the_current_step_and_resumes_bit_for_bit(tmp_path):
   assert 'stopped by SIGTERM' in rest
   steps = checkpoints.manager(str(workdir), 3).all_steps()
   assert len(steps) == 1 and 60 <= steps[0] < 300  # the step it was at, not a checkpoint_every multiple
-  resumed = loop.train_and_evaluate(_smoke(**overrides), str(workdir))
-  full = loop.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'full'))
+  resumed = train_mode.train_and_evaluate(_smoke(**overrides), str(workdir))
+  full = train_mode.train_and_evaluate(_smoke(**overrides), str(tmp_path / 'full'))
   _assert_same(resumed, full)
 
 
@@ -156,11 +151,12 @@ _DAMAGED_RUN = """
 import sys, jax
 sys.path.insert(0, {repo!r})
 from tests.train import test_safety as t
-from train import checkpoints, loop, state as state_lib
+from modes import train as train_mode
+from train import checkpoints, state as state_lib
 workdir = sys.argv[1]
 try:
   print('restored', int(t._restore(workdir).step), checkpoints.manager(workdir, 3).all_steps(), flush=True)
-  final = loop.train_and_evaluate(t._smoke(), workdir)
+  final = train_mode.train_and_evaluate(t._smoke(), workdir)
   print('final', checkpoints.digest(jax.device_get(state_lib.to_host_dict(final))), flush=True)
 except ValueError as e:
   print('error', str(e).replace(chr(10), ' '), flush=True)
@@ -210,7 +206,7 @@ def test_a_truncated_json_file_is_named_with_the_fix(trained, tmp_path, name):
   open(workdir / name, 'w').write(text[:len(text) // 2])
   before = _hashes(workdir)
   with pytest.raises(ValueError, match=rf'{name} is damaged \(JSONDecodeError.*\); (restore|move)'):
-    loop.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
+    train_mode.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
   assert _hashes(workdir) == before
 
 
@@ -228,10 +224,10 @@ def test_stored_schedules_are_validated_before_use(tmp_path):
   expected = {'truncated': 'is damaged', 'nan': 'non-finite', 'decreasing': 'not strictly increasing',
               'ends': 'not from 0 to 1'}
   for name, message in expected.items():
-    with pytest.raises(ValueError, match=rf'{name}\.json .*{message}.*--config.schedule.name={name}'):
+    with pytest.raises(ValueError, match=rf'{name}\.json .*{message}.*--config.fit.name={name}'):
       store.load(str(tmp_path), name)
   store.save_ladders(str(tmp_path), 'good', {3: good}, 'dp_elbo', 'corrector')
-  np.testing.assert_array_equal(store.load(str(tmp_path), 'good').schedule(3), good)
+  np.testing.assert_array_equal(store.load(str(tmp_path), 'good').steps(3), good)
 
 
 def test_resume_refuses_a_changed_seed_or_cost_unless_asked_and_ignores_locations(trained, tmp_path):
@@ -256,7 +252,7 @@ def test_resume_refuses_a_changed_seed_or_cost_unless_asked_and_ignores_location
 def test_missing_tfds_data_leaves_a_new_workdir_unwritten(tmp_path):
   config = _smoke(data__dataset='mnist', data__tfds_data_dir=str(tmp_path / 'nothing'), model__name='unet')
   with pytest.raises(ValueError, match='not prepared in array_record format'):
-    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+    train_mode.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
@@ -264,7 +260,7 @@ def test_an_unwritable_checkpoints_folder_is_refused_before_compute(tmp_path):
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'checkpoints').write_text('a file where the folder should be')
   with pytest.raises(ValueError, match=r'checkpoints is not writable'):
-    loop.train_and_evaluate(_smoke(), str(tmp_path / 'run'))
+    train_mode.train_and_evaluate(_smoke(), str(tmp_path / 'run'))
   assert sorted(os.listdir(tmp_path / 'run')) == ['checkpoints']
 
 
@@ -272,7 +268,7 @@ def test_an_unwritable_checkpoints_folder_is_refused_before_compute(tmp_path):
     (dict(eval__schedules=()), r'config.eval.schedules=\(\); name at least one'),
     (dict(eval__schedules=('../../etc/passwd',)), r"config.eval.schedules names '../../etc/passwd'; a schedule is a plain"),
     (dict(eval__schedules=('..',)), r"config.eval.schedules names '..'"),
-    (dict(schedule__name='../x'), r"config.schedule.name='../x'; a plain name"),
+    (dict(fit__name='../x'), r"config.fit.name='../x'; a plain name"),
     (dict(data__dim=0), 'config.data.dim=0; need an integer >= 1'),
     (dict(eval__num_samples=0), 'config.eval.num_samples=0; need >= 1'),
     (dict(eval__batch_size=0), 'config.eval.batch_size=0; need >= 1'),
@@ -284,22 +280,22 @@ def test_an_unwritable_checkpoints_folder_is_refused_before_compute(tmp_path):
 ])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_bad_fields_are_refused_with_the_workdir_unchanged(trained, tmp_path, overrides, message, mode):
-  from eval import run as eval_run
+  from modes import evaluate as eval_run
   workdir = _copy(trained, tmp_path)
   before = _hashes(workdir)
-  runner = loop.train_and_evaluate if mode == 'train' else eval_run.evaluate
+  runner = train_mode.train_and_evaluate if mode == 'train' else eval_run.evaluate
   with pytest.raises(ValueError, match=message):
     runner(_smoke(**overrides), str(workdir))
   assert _hashes(workdir) == before
 
 
 def test_a_mistyped_field_lists_the_section_and_a_suggestion():
-  message = base.unknown_field('optim.lr')
+  message = validate.unknown_field('optim.lr')
   assert 'config.optim has no field' in message and 'did you mean config.optim.learning_rate?' in message
   assert 'fields of config.optim: ema_decay, grad_clip, learning_rate' in message
-  assert 'did you mean config.train.batch_size' in base.unknown_field('train.batchsize')
-  assert base.unknown_field('nosuch.x').startswith('--config.nosuch.x: config has no field')
-  assert base.unknown_field('optim.learning_rate') is None
+  assert 'did you mean config.train.batch_size' in validate.unknown_field('train.batchsize')
+  assert validate.unknown_field('nosuch.x').startswith('--config.nosuch.x: config has no field')
+  assert validate.unknown_field('optim.learning_rate') is None
   result = subprocess.run([sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', '--workdir=/nonexistent',
                            '--config.optim.lr=1'], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
@@ -307,13 +303,13 @@ def test_a_mistyped_field_lists_the_section_and_a_suggestion():
 
 
 def test_the_inception_download_is_checked_against_its_published_hash(tmp_path, monkeypatch):
-  from eval import inception
+  from tools import inception_weights
   f = tmp_path / 'weights.pth'
   f.write_bytes(b'not the weights')
   digest = hashlib.sha256(b'not the weights').hexdigest()
-  inception.check_sha256_prefix(str(f), digest[:8])
+  inception_weights.check_sha256_prefix(str(f), digest[:8])
   with pytest.raises(SystemExit, match='does not start with 6726825d'):
-    inception.check_sha256_prefix(str(f), inception.FID_WEIGHTS_SHA256_PREFIX)
+    inception_weights.check_sha256_prefix(str(f), inception_weights.FID_WEIGHTS_SHA256_PREFIX)
   # A stand-in for torch records how the state dict is loaded: tensors only, never pickled code.
   import importlib.machinery
   import types
@@ -322,5 +318,5 @@ def test_the_inception_download_is_checked_against_its_published_hash(tmp_path, 
   fake.__spec__ = importlib.machinery.ModuleSpec('torch', None)
   fake.load = lambda *args, **kwargs: calls.append(kwargs) or {}
   monkeypatch.setitem(sys.modules, 'torch', fake)
-  assert inception._load_torch_state_dict(str(f)) == {}
+  assert inception_weights._load_torch_state_dict(str(f)) == {}
   assert calls == [{'map_location': 'cpu', 'weights_only': True}]

@@ -1,7 +1,7 @@
 """DDSS, Differentiable Diffusion Sampler Search (Watson et al. 2022, method.md section 8), in the form that
-fits this project: ``config.schedule.method = 'ddss'``.
+fits this project: ``config.fit.method = 'ddss'``.
 
-For each K in ``config.schedule.ddss.num_steps`` the K step times are parameters, and optionally
+For each K in ``config.fit.ddss.num_steps`` the K step times are parameters, and optionally
 (``ddss.learn_coefficients``) the coefficients of a generalised Gaussian sampler step; a batch of samples is
 drawn from fixed noise through the whole K-step chain, a differentiable sample-quality loss of that batch
 is back-propagated through every step (each step under ``jax.checkpoint``: only the states between steps
@@ -42,10 +42,10 @@ Loss (lower is better; a function ``loss_fn(x f32[B, *S]) -> scalar``, an argume
   quantiles. Deterministic given the fixed noise (no second sample, so the loss history is comparable from
   one iteration to the next); with the stratified noise of 1-D targets it is the midpoint rule for the
   exact ``W_2^2`` between the sampler's law and the target, zero for an exact sampler up to quadrature.
-- images: :func:`kid_loss`, the squared MMD under the kernel inception distance's cubic kernel between the
+- images: :func:`eval.frechet.kid_loss` (passed in by the runner), the squared MMD under the kernel inception distance's cubic kernel between the
   batch's features ``eval.classifier.get_feature_fn(config, workdir)`` and those of a fixed data batch from
   ``problem.sample_x0``, as in the paper (which used Inception features) — in its biased, non-negative
-  form: KID's unbiased estimate is unbounded below as a function of the samples (see :func:`kid_loss`).
+  form: KID's unbiased estimate is unbounded below as a function of the samples (see :func:`eval.frechet.kid_loss`).
 """
 import time
 from typing import Callable, Optional
@@ -58,7 +58,8 @@ import optax
 from ddm import samplers
 from ddm.paths import Path
 from ddm.registry import SAMPLERS
-from ddm.targets import make_target
+from schedule.searches.problem import Result
+from schedule.store import Ladders
 
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
 MIN_INCREMENT = 1e-3  # share of the log-ratio range spread evenly over the steps (floors every increment)
@@ -96,7 +97,7 @@ def make_chain(path: Path, score_fn: Callable, denoise_fn: Callable, sampler: st
   """Builds the differentiable sampling chain ``chain(ts, coefficients, x_init, key) -> f32[B, *S]``.
 
   Args:
-    path, score_fn, denoise_fn: as in ``schedule.run.Problem``. sampler: a name in ``ddm.samplers.SAMPLERS``
+    path, score_fn, denoise_fn: as in :class:`schedule.searches.Problem`. sampler: a name in ``ddm.samplers.SAMPLERS``
       (``config.eval.sampler``), or ``'ggdm'`` for the learned-coefficient step of the module docstring.
     langevin_snr, langevin_steps: ``config.eval``'s settings, as in ``ddm.samplers.make_sampler``.
   Returns:
@@ -108,13 +109,13 @@ def make_chain(path: Path, score_fn: Callable, denoise_fn: Callable, sampler: st
   """
   if sampler != GGDM:
     chosen = SAMPLERS.get(sampler, 'config.eval.sampler')
-  dyn = samplers._Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
+  dynamics = samplers.Dynamics(path, score_fn, float(langevin_snr), int(langevin_steps))
 
   def step(carry, t, t_next, coeff, key, is_last: bool):
     x, d_prev, first = carry
     if sampler != GGDM:
       move = chosen.last if is_last else chosen.step
-      return move(dyn, x, t, t_next, key), d_prev, first
+      return move(dynamics, x, t, t_next, key), d_prev, first
     d = denoise_fn(x, jnp.full(x.shape[:1], t, x.dtype))
     d_prev = jnp.where(first, d, d_prev)
     a, b = (0.0, 1.0) if is_last else ddim_coefficients(path, t, t_next)
@@ -181,35 +182,6 @@ def quantile_w2_loss(target, batch_size: int) -> Callable:
   return loss
 
 
-def kid_loss(feature_fn: Callable, data_features, unbiased: bool = False) -> Callable:
-  """``loss(x f32[B, *S])``: the squared MMD between ``feature_fn(x)`` and ``data_features`` under KID's cubic
-  kernel ``k(x, y) = (x . y / F + 1)^3`` (``eval.frechet.polynomial_kernel``).
-
-  Default, the biased (V-statistic) estimate ``||mean_i phi(x_i) - mean_j phi(y_j)||^2`` in the kernel's
-  feature space: never negative, so it can be minimised. KID proper, the unbiased U-statistic
-  ``eval.frechet.kernel_distance`` (``unbiased=True``), drops the diagonal ``k(x_i, x_i)``; where features can
-  be negative the off-diagonal terms ``(1 + x_i . x_j / F)^3`` go to minus infinity as samples spread in
-  opposite directions, and a search drives it there (measured: from -244 to -9e13 in 25 steps with a linear
-  stand-in feature map) instead of towards the data. The V-statistic's bias, ``(E k(x, x) - E k(x, x')) / B``,
-  is O(1/B). Report KID itself with ``eval.frechet.kernel_distance`` on fresh samples.
-
-  Args:
-    feature_fn: ``x f32[B, *S] in [-1, 1] -> f32[B, F]``, differentiable. data_features: f32[N, F], N >= 2.
-  """
-  from eval import frechet
-  data_features = jnp.asarray(data_features)
-  if unbiased:
-    return lambda x: frechet.kernel_distance(feature_fn(x), data_features)
-  yy = jnp.mean(frechet.polynomial_kernel(data_features, data_features))
-
-  def loss(x):
-    f = feature_fn(x).astype(data_features.dtype)
-    return (jnp.mean(frechet.polynomial_kernel(f, f)) + yy
-            - 2.0 * jnp.mean(frechet.polynomial_kernel(f, data_features)))
-
-  return loss
-
-
 def prior_noise(path: Path, key, shape, stratified: bool = False, jitter: bool = False):
   """The fixed noise ``x_1: f32[B, *S]``: ``ddm.samplers.prior_sample``, or, ``stratified`` (1-D data), the
   prior's quantiles at levels ``(i + 1/2) / B`` (``jitter``: ``(i + U_i) / B``, ``U_i ~ U(0, 1)``, one point in
@@ -230,20 +202,8 @@ def prior_noise(path: Path, key, shape, stratified: bool = False, jitter: bool =
   levels = (jnp.arange(n) + u) / n
   if jitter:
     levels = jax.random.permutation(key_perm, levels)
-  std = jnp.sqrt(path.alpha(1.0)**2 + path.sigma(1.0)**2)
+  std = samplers.prior_std(path)
   return (std * jax.scipy.special.ndtri(levels)).reshape(shape).astype(jnp.float32)
-
-
-def default_loss(config, problem, key, batch_size: int) -> tuple:
-  """``(name, loss_fn)``: the quantile W2 to the true density on toy targets (a trained model's checkpoint
-  too), else KID in the offline classifier's features against ``batch_size`` fixed data examples."""
-  if problem.target is not None or config.data.dataset == 'toy':
-    target = problem.target if problem.target is not None else make_target(config.data)
-    return 'w2_squared', quantile_w2_loss(target, batch_size)
-  from eval import classifier
-  features, _ = classifier.get_feature_fn(config, problem.workdir)
-  data = problem.sample_x0(key, batch_size)
-  return 'kid_classifier', kid_loss(features, jax.jit(features)(data))
 
 
 def optimise(chain: Callable, loss_fn: Callable, path: Path, num_steps: int, x_init, key, *,
@@ -293,16 +253,18 @@ def optimise(chain: Callable, loss_fn: Callable, path: Path, num_steps: int, x_i
   return ts, coefficients, np.asarray(history), heldout
 
 
-def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: str = 'custom'):
-  """``config.schedule.method = 'ddss'``: one optimised schedule per K in ``config.schedule.ddss.num_steps``.
+def search(fit_cfg, cost_cfg, eval_cfg, problem, key, loss_fn: Optional[Callable] = None, loss_name: str = 'custom'):
+  """``config.fit.method = 'ddss'``: one optimised schedule per K in ``config.fit.ddss.num_steps``.
 
   Args:
-    config: uses ``config.schedule.ddss`` (``num_steps``, ``learning_rate``, ``num_iterations``,
-      ``batch_size`` B, ``learn_coefficients``) and ``config.eval`` (``sampler``, Langevin
-      settings). problem: a ``schedule.run.Problem``. key: PRNG key.
-    loss_fn: ``x f32[B, *S] -> scalar`` to minimise; None: :func:`default_loss`. loss_name: its name in meta.
+    fit_cfg: ``config.fit``; uses ``fit_cfg.ddss`` (``num_steps``, ``learning_rate``, ``num_iterations``,
+      ``batch_size`` B, ``learn_coefficients``). cost_cfg: unused. eval_cfg: ``config.eval`` (``sampler``, Langevin
+      settings). problem: a :class:`schedule.searches.Problem`. key: PRNG key.
+    loss_fn: ``x f32[B, *S] -> scalar`` to minimise, from the runner (``modes/fit_schedule.py``: the
+      quantile W2 of :func:`quantile_w2_loss` on toy targets, KID in classifier features on images); None:
+      :func:`quantile_w2_loss` of ``problem.target`` (exact scores only). loss_name: its name in meta.
   Returns:
-    ``Result(ladders={K: f64[K+1]}, meta)`` with meta ``loss_history`` ``{K: [num_iterations + 1 values]}``,
+    ``Result(Ladders({K: f64[K+1]}), meta)`` with meta ``loss_history`` ``{K: [num_iterations + 1 values]}``,
     ``heldout_loss`` ``{K: [start, end]}`` (the same loss on a second fixed noise batch; 1-D toy targets:
     stratified noise, :func:`prior_noise`), ``loss``, ``sampler``,
     ``coefficients`` ``{K: [[rho_a, rho_b, rho_c]] * K}`` (learn_coefficients only), ``time_s`` and
@@ -311,16 +273,18 @@ def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: 
     ``num_iterations`` gradient steps also recomputes every step's forward once (jax.checkpoint) and runs
     its vector-Jacobian product, so the compute is about three to four times that count.
   """
-  from schedule.run import Result
+  del cost_cfg
   start = time.perf_counter()
-  cfg, ev = config.schedule.ddss, config.eval
+  cfg = fit_cfg.ddss
   batch = int(cfg.batch_size)
-  key_loss, key_noise = jax.random.split(key)
+  _, key_noise = jax.random.split(key)  # the first half keys the runner's loss (its fixed data batch)
   if loss_fn is None:
-    loss_name, loss_fn = default_loss(config, problem, key_loss, batch)
-  sampler = GGDM if cfg.learn_coefficients else ev.sampler
-  chain = make_chain(problem.path, problem.score_fn, problem.denoise_fn, sampler, langevin_snr=ev.langevin_snr,
-                     langevin_steps=ev.langevin_steps)
+    if problem.target is None:
+      raise ValueError('ddss needs a loss: pass loss_fn (the problem has no closed-form target)')
+    loss_name, loss_fn = 'w2_squared', quantile_w2_loss(problem.target, batch)
+  sampler = GGDM if cfg.learn_coefficients else eval_cfg.sampler
+  chain = make_chain(problem.path, problem.score_fn, problem.denoise_fn, sampler, langevin_snr=eval_cfg.langevin_snr,
+                     langevin_steps=eval_cfg.langevin_steps)
   shape = (batch,) + tuple(problem.data_shape)
   stratified = problem.target is not None and int(np.prod(problem.data_shape)) == 1
   ladders, history, heldout, coefficients, evaluations = {}, {}, {}, {}, 0
@@ -336,9 +300,9 @@ def search(config, problem, key, loss_fn: Optional[Callable] = None, loss_name: 
     if cfg.learn_coefficients:
       coefficients[k] = coeff.tolist()
     evaluations += (int(cfg.num_iterations) + 3) * batch * evaluations_per_sample(
-        sampler, k, ev.langevin_steps)
+        sampler, k, eval_cfg.langevin_steps)
   meta = dict(loss_history=history, heldout_loss=heldout, loss=loss_name, sampler=sampler,
               time_s=time.perf_counter() - start, network_evaluations=int(evaluations))
   if cfg.learn_coefficients:
     meta['coefficients'] = coefficients
-  return Result(ladders=ladders, meta=meta)
+  return Result(Ladders(ladders, 'ddss', 'ddss'), meta=meta)

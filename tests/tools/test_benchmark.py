@@ -6,7 +6,7 @@ import types
 import pytest
 
 from configs import digits, toy1d
-from eval import benchmark
+from tools import benchmark
 
 ARGS = dict(repeats=1, steps=2, warmup=1, num_devices=0, pipeline_batches=3, sample_batch=8,
             sample_steps=['10', '100'], fd_step=1e-3)

@@ -1,4 +1,4 @@
-"""Compares toy runs: ``python -m eval.compare --workdirs=a,b --out=f.png``.
+"""Compares toy runs: ``python -m tools.compare --workdirs=a,b --out=f.png``.
 
 Writes ``f.png``: metrics against training step from each run's ``eval_history.json`` (the paper's bimodal
 figure), and ``f_density.png``: each run's last samples (``samples.npz``) over the true density (the
@@ -12,8 +12,9 @@ from absl import app, flags
 
 from ddm.targets import make_target
 from eval import plots, toy
-from schedule import records
-from train import checkpoints, hooks
+from ddm import files
+from modes import report
+from train import checkpoints
 
 flags.DEFINE_list('workdirs', None, 'Run directories to compare.')
 flags.DEFINE_string('out', 'compare.png', 'Output PNG.')
@@ -24,10 +25,10 @@ def main(argv):
   del argv
   histories = {}
   for workdir in flags.FLAGS.workdirs:
-    histories[os.path.basename(os.path.normpath(workdir))] = records.read_json(
-        os.path.join(workdir, 'eval_history.json'), hooks.HISTORY_FIX)
+    histories[os.path.basename(os.path.normpath(workdir))] = files.read_json(
+        os.path.join(workdir, report.HISTORY_FILE), report.HISTORY_FIX)
   plots.plot_histories(flags.FLAGS.out, histories, flags.FLAGS.metrics)
-  stored = records.read_json(os.path.join(flags.FLAGS.workdirs[0], checkpoints.CONFIG_FILE), checkpoints.CONFIG_FIX)
+  stored = files.read_json(os.path.join(flags.FLAGS.workdirs[0], checkpoints.CONFIG_FILE), checkpoints.CONFIG_FIX)
   target = make_target(ml_collections.ConfigDict(stored).data)
   samples = {name: np.load(os.path.join(w, 'samples.npz'))['x'][:, 0]
              for name, w in zip(histories, flags.FLAGS.workdirs)}

@@ -1,31 +1,7 @@
-"""The ``schedule.json`` record written by every mode that produces a schedule, and the project's JSON I/O:
-every JSON file is written atomically and read with a message naming a damaged file."""
+"""The files a run writes: every JSON and text file is written atomically (a crash never leaves half a file),
+and read with a message that names a damaged file and what to do about it."""
 import json
 import os
-
-import numpy as np
-
-from schedule import fit
-
-
-def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
-  """``{"t", "sigma", "alpha", "num_steps", "cost", "length", "energy", "incremental_costs"}``.
-
-  ``t`` ascends from 0 to 1 (data end first); ``incremental_costs[i]`` is the cost of the step between
-  points i+1 and i; ``length = sum_i sqrt(L_i)``, ``energy = T sum_i L_i`` (method.md sections 3, 5).
-  """
-  ts = np.asarray(ts, np.float64)
-  costs = np.asarray(incremental_costs, np.float64)
-  return {
-      't': ts.tolist(),
-      'sigma': np.asarray(path.sigma(ts), np.float64).tolist(),
-      'alpha': np.asarray(path.alpha(ts), np.float64).tolist(),
-      'num_steps': int(ts.shape[0] - 1),
-      'cost': cost,
-      'length': float(fit.length(costs)),
-      'energy': float(fit.energy(costs)),
-      'incremental_costs': costs.tolist(),
-  }
 
 
 def write_json(record: dict, filename: str):

@@ -1,6 +1,6 @@
 """What each cost-rate estimator costs per example: ``L_c``'s jvp against ``L_p`` of every predictor (issue 6).
 
-    python -m eval.bench_costs --config=configs/digits.py --out=bench_costs.json [--costs=corrector,heun] [--batch=8]
+    python -m tools.bench_costs --config=configs/digits.py --out=bench_costs.json [--costs=corrector,heun] [--batch=8]
 
 For each estimator (``corrector``: one ``jax.jvp`` of the score; ``identity``, ``euler``, ``heun``: the
 predictor-optimised coefficient of :mod:`schedule.predictor`, nested derivatives of the network, with
@@ -8,7 +8,7 @@ predictor-optimised coefficient of :mod:`schedule.predictor`, nested derivatives
 ``config.schedule.cost_batch_size`` in a fit): lowering + XLA compile time, the median run time per example after
 compilation, the compiled chunk's ``memory_analysis()`` (temporaries per example: what sets
 ``cost_batch_size`` for a machine's memory), and what a ``--mode=fit_schedule`` at the config's
-``fit_grid x num_samples x fit_iterations`` would take at that speed. The network is the config's, at its
+``config.fit.grid x num_samples x iterations`` would take at that speed. The network is the config's, at its
 initialisation with perturbed parameters (an untrained output layer of zeros would make every derivative zero);
 the times do not depend on the values. Examples are drawn from N(0, 1) at times uniform in [0.2, 0.8].
 """
@@ -17,11 +17,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs.base import validate
+from configs.validate import validate
 from ddm.paths import make_path
-from eval.benchmark import _compile, _median_time, _memory_analysis, machine_info, report
+from tools.benchmark import compile_timed, median_time, memory_analysis_of, machine_info, report
 from schedule import costs, predictor
-from train import data, model as model_lib, state as state_lib
+from ddm import streams
+from train import data, model as model_lib
 
 FLAGS = flags.FLAGS
 ESTIMATORS = ('corrector',) + tuple(predictor.ORDERS)
@@ -54,26 +55,25 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
     raise ValueError(f'--batch={batch}; need >= 1')
   validate(config, None, 'fit_schedule')
   path, shape = make_path(config.sde), tuple(data.data_shape(config))
-  model = model_lib.make_model(config, path, shape, state_lib.stream_key(config.seed, 'init'))
+  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
   params = predictor.perturbed(model.params, jax.random.PRNGKey(1))
   x = jax.random.normal(jax.random.PRNGKey(2), (batch,) + shape)
   t = jax.random.uniform(jax.random.PRNGKey(3), (batch,), minval=0.2, maxval=0.8)
   key = jax.random.PRNGKey(4)
-  sch = config.schedule
-  evaluations = int(sch.fit_grid) * int(sch.num_samples) * int(sch.fit_iterations)
+  evaluations = int(config.fit.grid) * int(config.fit.num_samples) * int(config.fit.iterations)
   result = {'machine': machine_info(),
             'settings': {'batch': batch, 'repeats': repeats, 'data_shape': list(shape),
                          'num_params': int(sum(np.size(p) for p in jax.tree.leaves(params))),
-                         'hutchinson_probes': int(sch.hutchinson_probes),
+                         'hutchinson_probes': int(config.schedule.hutchinson_probes),
                          'fit_rate_evaluations': evaluations},
             'estimators': {}}
   for name in costs_names:
     rate_fn, order = _rate_fn(config, name, batch)
     jitted = jax.jit(lambda params, x, t, key, rate_fn=rate_fn: rate_fn(model.score_fn(params, path), path, x, t, key))
-    compiled, lower_s, compile_s = _compile(jitted, params, x, t, key)
-    median, _ = _median_time(lambda: compiled(params, x, t, key), repeats, warmup)
+    compiled, lower_s, compile_s = compile_timed(jitted, params, x, t, key)
+    median, _ = median_time(lambda: compiled(params, x, t, key), repeats, warmup)
     values = np.asarray(compiled(params, x, t, key))
-    memory = _memory_analysis(compiled)
+    memory = memory_analysis_of(compiled)
     temp = (memory or {}).get('temp_size_in_bytes')
     result['estimators'][name] = {
         'order': order, 'lower_s': lower_s, 'compile_s': compile_s, 's_per_example': median / batch,

@@ -3,7 +3,7 @@ identity predictor costs about what L_c costs (the same jvp); bad flags stop bef
 import pytest
 
 from configs import toy1d
-from eval import bench_costs
+from tools import bench_costs
 
 
 def test_every_estimator_is_timed_with_memory_and_a_fit_estimate():

@@ -1,6 +1,6 @@
 """Watson et al. (2021), "Learning to Efficiently Sample from Diffusion Probabilistic Models": the K-step
 sub-path of a fine grid with the least negative ELBO, found by an exact dynamic programme, for every K at
-once (method.md section 8). A baseline schedule search: ``config.schedule.method = 'dp_elbo'``.
+once (method.md section 8). A baseline schedule search: ``config.fit.method = 'dp_elbo'``.
 
 The model of a K-step sub-path ``0 = t_0 < t_1 < ... < t_K = 1`` of the path ``z_t = alpha_t x0 + sigma_t eps``
 (ddm/paths.py) is the Gaussian chain
@@ -41,9 +41,9 @@ NELBO by the same constant and do not move the DP's choice):
 
 The data are continuous (no dequantisation): the NELBO is a bound on a continuous negative log-density,
 in nats per example (``neg_elbo``) and nats / (d ln 2) (``neg_elbo_bits_per_dim``, without the 8-bit bin
-offset that ``eval.run.likelihood`` adds for dequantised images).
+offset that ``modes.evaluate.likelihood`` adds for dequantised images).
 
-The grid has ``N + 1`` times, ``N = config.schedule.dp_grid`` (so that every ``K <= dp_grid`` that the config
+The grid has ``N + 1`` times, ``N = config.fit.dp_elbo.grid`` (so that every ``K <= dp_grid`` that the config
 validation allows is a sub-path), uniform in ``u = log(sigma / alpha)`` with ``t = 0`` and ``t = 1`` exact.
 Why that spacing: the coefficient is a function of ``SNR = exp(-2u)`` alone and the denoiser's error changes
 on the scale of ``u`` (it goes from ``~sigma^2`` per dimension at the data end to the data variance at
@@ -58,7 +58,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddm import chunked, samplers
 from ddm.paths import Path
+from schedule.searches.problem import Result
+from schedule.store import Ladders
 
 CHUNK_ELEMENTS = 2**18  # denoiser batches hold at least this many numbers (1-D targets: 262144 examples a call)
 
@@ -70,7 +73,7 @@ def dp_grid(path: Path, num_intervals: int) -> np.ndarray:
   t[0], t[-1] = 0.0, 1.0
   t = np.maximum.accumulate(t)
   if np.any(np.diff(t) <= 0):
-    raise ValueError(f'config.schedule.dp_grid={num_intervals} is too fine for float32 times on this path '
+    raise ValueError(f'config.fit.dp_elbo.grid={num_intervals} is too fine for float32 times on this path '
                      f'(two grid times coincide); use a coarser grid')
   return t
 
@@ -158,9 +161,7 @@ def denoiser_errors(denoise_fn: Callable, path: Path, grid, x0, eps, chunk: int 
   t_all = np.repeat(grid, b)
   idx = np.tile(np.arange(b), len(grid))
   chunk = max(1, min(int(chunk), len(t_all)))
-  pad = (-len(t_all)) % chunk
-  t_all = np.concatenate([t_all, np.full(pad, grid[-1], np.float32)])
-  idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
+  (t_all, _), (idx, _) = chunked.pad_rows(t_all, chunk), chunked.pad_rows(idx, chunk)
   x0, eps = jnp.asarray(x0), jnp.asarray(eps)
 
   @jax.jit
@@ -220,13 +221,11 @@ def prior_nats(path: Path, x0) -> float:
   return float(0.5 * np.mean(np.sum(per_dim, axis=1)))
 
 
-def requested_steps(config, num_intervals: int) -> list:
-  """Every K from 1 to ``config.schedule.num_steps``, each of ``config.eval.num_steps`` and the K that reaches each
-  of ``config.eval.nfe`` with ``config.eval.sampler``, capped at the grid."""
-  from ddm import samplers
-  ev = config.eval
-  ks = set(range(1, int(config.schedule.num_steps) + 1)) | {int(k) for k in ev.num_steps}
-  ks |= {samplers.steps_for_nfe(ev.sampler, n, ev.langevin_steps) for n in ev.nfe}
+def requested_steps(num_steps: int, eval_cfg, num_intervals: int) -> list:
+  """Every K from 1 to ``num_steps`` (``config.fit.num_steps``), each of ``eval_cfg.num_steps`` and the K that reaches
+  each of ``eval_cfg.nfe`` with ``eval_cfg.sampler`` (``eval_cfg``: ``config.eval``), capped at the grid."""
+  ks = set(range(1, int(num_steps) + 1)) | {int(k) for k in eval_cfg.num_steps}
+  ks |= {samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps) for n in eval_cfg.nfe}
   return sorted(k for k in ks if k <= num_intervals)
 
 
@@ -246,28 +245,27 @@ def column_errors(problem, grid, key, num_samples: int, min_batch: int = 1):
   return control_variate(errors, eps), x0
 
 
-def search(config, problem, key):
-  """``config.schedule.method = 'dp_elbo'``: the least-NELBO K-step sub-path of the grid for every K.
+def search(fit_cfg, cost_cfg, eval_cfg, problem, key):
+  """``config.fit.method = 'dp_elbo'``: the least-NELBO K-step sub-path of the grid for every K.
 
-  Uses ``config.schedule.dp_grid`` (N) and ``config.schedule.num_samples`` data examples (B) per grid time:
+  Uses ``fit_cfg.dp_elbo.grid`` (N) and ``fit_cfg.num_samples`` data examples (B) per grid time:
   ``(N+1) B`` denoiser evaluations (``network_evaluations``), in batches of at least
-  ``config.schedule.cost_batch_size`` examples (:func:`column_errors`).
+  ``cost_cfg.cost_batch_size`` examples (:func:`column_errors`); the K of :func:`requested_steps` from
+  ``fit_cfg.num_steps`` and ``eval_cfg`` (``config.eval``).
   Returns:
-    ``Result(ladders={K: f64[K+1]}, meta)`` for every K of :func:`requested_steps`; meta ``neg_elbo``,
+    ``Result(Ladders({K: f64[K+1]}), meta)`` for every K of :func:`requested_steps`; meta ``neg_elbo``,
     its Monte Carlo ``neg_elbo_stderr`` (the prior term's own error excluded; it is tiny) and
     ``neg_elbo_bits_per_dim`` ``{K: value}``, the constant ``reconstruction_nats`` and ``prior_nats``,
     ``dp_grid``, ``num_samples``, ``time_s`` and ``network_evaluations``.
   """
-  from schedule.run import Result
   start = time.perf_counter()
-  sch = config.schedule
-  n, b = int(sch.dp_grid), int(sch.num_samples)
+  n, b = int(fit_cfg.dp_elbo.grid), int(fit_cfg.num_samples)
   path = problem.path
   grid = dp_grid(path, n)
-  errors, x0 = column_errors(problem, grid, key, b, sch.cost_batch_size)
+  errors, x0 = column_errors(problem, grid, key, b, cost_cfg.cost_batch_size)
   snrs = snr(path, grid)
   cost = cost_matrix(snrs, errors.mean(axis=1))
-  ks = requested_steps(config, n)
+  ks = requested_steps(fit_cfg.num_steps, eval_cfg, n)
   totals, paths = dynamic_programme(cost, max(ks))
   dim = int(np.prod(x0.shape[1:]))
   recon, prior = reconstruction_nats(path, dim), prior_nats(path, x0)
@@ -278,4 +276,4 @@ def search(config, problem, key):
               neg_elbo_bits_per_dim={k: v / (dim * np.log(2.0)) for k, v in neg_elbo.items()},
               reconstruction_nats=recon, prior_nats=prior, dp_grid=n, num_samples=b,
               time_s=time.perf_counter() - start, network_evaluations=int(len(grid) * b))
-  return Result(ladders=ladders, meta=meta)
+  return Result(Ladders(ladders, 'dp_elbo', 'dp_elbo'), meta=meta)

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from eval import summary
+from tools import summary
 
 
 def _record(cells):

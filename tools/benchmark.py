@@ -1,11 +1,11 @@
 """What online schedule learning costs, and how the training loop compares with a bare step (issue 8).
 
-    python -m eval.benchmark --config=configs/digits.py --out=bench.json [--repeats=5] [--config.FIELD=VALUE ...]
+    python -m tools.benchmark --config=configs/digits.py --out=bench.json [--repeats=5] [--config.FIELD=VALUE ...]
 
 One config per call; prints a table and writes JSON. Every time is the median over ``--repeats`` timed runs
 after compilation and warm-up, each ended by ``block_until_ready``. Figures:
 
-* train: examples/s of ``train.loop.make_train_step`` exactly as the loop builds it (pmapped over the local
+* train: examples/s of ``train.step_lib.make_train_step`` exactly as the loop builds it (pmapped over the local
   devices, ``donate_argnums=(0,)``, replicated state, batch sharded and already on the devices) with
   ``schedule.learn`` True and False (False still measures the costs: only the schedule is kept), of the same
   step with the rate estimator and the update stubbed out (what the loop costs without the schedule
@@ -23,9 +23,7 @@ after compilation and warm-up, each ended by ``block_until_ready``. Figures:
   allocator's peak since start, i.e. one state, one batch and the step's temporaries) where the backend
   has it (GPU), and the compiled step's ``memory_analysis()`` everywhere.
 """
-import contextlib
 import functools
-import json
 import math
 import os
 import platform
@@ -40,12 +38,12 @@ from absl import app, flags, logging
 from flax import jax_utils
 from ml_collections import config_flags
 
-from configs.base import validate
-from ddm import losses, samplers
+from configs.validate import validate
+from ddm import files, losses, samplers, streams
 from ddm.paths import make_path, per_example
 from ddm.registry import SAMPLERS
-from schedule import baselines, costs, online, records
-from train import data, loop, model as model_lib, state as state_lib
+from schedule import baselines, costs
+from train import data, model as model_lib, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
 TARGET = 0.05  # the issue's targets: <= 5% overhead
@@ -66,7 +64,7 @@ def define_flags():
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def _median_time(fn, repeats, warmup):
+def median_time(fn, repeats, warmup):
   """Median wall time of ``fn()`` (its result blocked on) over ``repeats`` runs after ``warmup`` runs."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
@@ -78,7 +76,7 @@ def _median_time(fn, repeats, warmup):
   return statistics.median(times), times
 
 
-def _compile(jitted, *args):
+def compile_timed(jitted, *args):
   """``(compiled, lower_s, compile_s)``."""
   start = time.perf_counter()
   lowered = jitted.lower(*args)
@@ -87,7 +85,7 @@ def _compile(jitted, *args):
   return compiled, mid - start, time.perf_counter() - mid
 
 
-def _memory_analysis(compiled):
+def memory_analysis_of(compiled):
   try:
     stats = compiled.memory_analysis()
   except Exception as e:  # not every backend implements it
@@ -129,25 +127,10 @@ def _example_batch(config, shape):
     return x, f'{type(e).__name__}: {str(e)[:200]}'
 
 
-@contextlib.contextmanager
-def _without_schedule_machinery():
-  """While building and tracing the loop's step, replaces the rate estimator the loop asks
-  ``costs.make_rate_fn`` for by zeros, and makes the update never ready: the loop's step without the
-  schedule machinery. Yields a dict whose 'used' turns True once the loop asked for the estimator (so a
-  changed loop cannot silently time the real estimator under this name)."""
-  seen = {'used': False}
-  real_make, real_ready = costs.make_rate_fn, online.ready
-
-  def make_rate_fn(*args, **kwargs):
-    seen['used'] = True
-    return lambda score_fn, path, x, *rest, **kw: jnp.zeros(x.shape[:1], jnp.float32)
-
-  costs.make_rate_fn = make_rate_fn
-  online.ready = lambda *args, **kwargs: jnp.zeros((), bool)
-  try:
-    yield seen
-  finally:
-    costs.make_rate_fn, online.ready = real_make, real_ready
+def zero_rate(score_fn, path, x, t, key=None):
+  """A rate estimator that measures nothing (zeros): the loop's step without the schedule machinery."""
+  del score_fn, path, t, key
+  return jnp.zeros(x.shape[:1], jnp.float32)
 
 
 def _update_period(config, batch, draws=16, seed=0):
@@ -193,7 +176,7 @@ class _Timed:
   def result(self, batch_size):
     median = statistics.median(self.times)
     out = {'step_s': median, 'step_s_runs': self.times, 'examples_per_s': batch_size / median,
-           'lower_s': self.lower_s, 'compile_s': self.compile_s, 'memory_analysis': _memory_analysis(self.compiled)}
+           'lower_s': self.lower_s, 'compile_s': self.compile_s, 'memory_analysis': memory_analysis_of(self.compiled)}
     if self.count_updates:
       out['updates_per_run'] = self.updates
     return out
@@ -201,18 +184,16 @@ class _Timed:
 
 def prepare_loop_step(config, path, model, batch, devices, args, stub=False):
   """The loop's step as the loop builds it (pmapped on ``devices``, state donated, replicated state, the
-  batch sharded and already on the devices), compiled; with ``stub``, without the schedule machinery
-  (None if the loop did not ask for the estimator)."""
+  batch sharded and already on the devices), compiled; with ``stub``, without the schedule machinery (the
+  :func:`zero_rate` estimator and no schedule updates, passed to the step builder)."""
   n = len(devices)
-  with (_without_schedule_machinery() if stub else contextlib.nullcontext({'used': True})) as seen:
-    p_step = jax.pmap(loop.make_train_step(config, path, model), axis_name=loop.AXIS, donate_argnums=(0,),
-                      devices=devices)
-    p_state = jax_utils.replicate(loop.initial_state(config, path, model), devices)
-    base_key = jax_utils.replicate(state_lib.stream_key(config.seed, 'train'), devices)
-    x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, n)['x'])   # on the devices
-    compiled, lower_s, compile_s = _compile(p_step, p_state, {'x': x}, base_key)
-  if not seen['used']:
-    return None
+  step = (step_lib.make_train_step(config, path, model, rate_fn=zero_rate, schedule_updates=False) if stub
+          else step_lib.make_train_step(config, path, model))
+  p_step = jax.pmap(step, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
+  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
+  base_key = jax_utils.replicate(streams.key(config.seed, 'train'), devices)
+  x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, n)['x'])   # on the devices
+  compiled, lower_s, compile_s = compile_timed(p_step, p_state, {'x': x}, base_key)
   return _Timed(compiled, p_state, ({'x': x}, base_key), args.steps, True, lower_s, compile_s)
 
 
@@ -238,9 +219,9 @@ def prepare_bare_step(config, path, model, batch, args):
   step = make_bare_step(config, path, model)
   # create() builds the same optimizer; its scalar counters share one buffer, so copy every leaf (donation).
   state = jax.tree.map(lambda a: jnp.array(a, copy=True),
-                       jax.device_put(loop.initial_state(config, path, model), device))
-  x, key = jax.device_put(batch, device), jax.device_put(state_lib.stream_key(config.seed, 'train'), device)
-  compiled, lower_s, compile_s = _compile(step, state, x, key)
+                       jax.device_put(step_lib.initial_state(config, path, model), device))
+  x, key = jax.device_put(batch, device), jax.device_put(streams.key(config.seed, 'train'), device)
+  compiled, lower_s, compile_s = compile_timed(step, state, x, key)
   return _Timed(compiled, state, (x, key), args.steps, False, lower_s, compile_s)
 
 
@@ -257,10 +238,10 @@ def time_interleaved(variants: dict, repeats: int, warmup: int):
 
 def bench_update(config, path, state, args):
   """The ``lax.cond`` branch (Algorithm 2, steps 3-4) alone, jitted, on device 0's copy of a trained state."""
-  state = loop.unreplicate(state)
+  state = step_lib.unreplicate(state)
   state = state.replace(cost_sum=jnp.ones_like(state.cost_sum), cost_count=jnp.ones_like(state.cost_count))
-  update = jax.jit(functools.partial(loop._update_schedule, config.schedule, path))
-  median, _ = _median_time(lambda: update(state), args.repeats, args.warmup)
+  update = jax.jit(functools.partial(step_lib.update_schedule, config.schedule, path))
+  median, _ = median_time(lambda: update(state), args.repeats, args.warmup)
   return median
 
 
@@ -288,7 +269,7 @@ def bench_pipeline(config, args, n):
       out = data.shard(next(batches), n)
     return out['x']
 
-  median, _ = _median_time(run, args.repeats, 1)
+  median, _ = median_time(run, args.repeats, 1)
   return {'examples_per_s': data.host_batch_size(config) * args.pipeline_batches / median,
           'batches_per_run': args.pipeline_batches, 'note': note}
 
@@ -309,7 +290,7 @@ def bench_loop_end_to_end(config, devices, step, args):
     holder['state'] = state
     return state, pending
 
-  median, _ = _median_time(window, args.repeats, args.warmup)
+  median, _ = median_time(window, args.repeats, args.warmup)
   step.state = holder['state']
   return {'examples_per_s': config.train.batch_size * args.steps / median, 'step_s': median / args.steps,
           'note': note}
@@ -346,7 +327,7 @@ def bench_cost_estimator(config, path, model, params, batch, args):
   out, values = {}, {}
   for name, fn in (('jvp', jvp), ('fd_central', central), ('fd_forward', forward)):
     jitted = jax.jit(fn)
-    median, _ = _median_time(lambda: jitted(params, x, t), args.repeats, args.warmup)
+    median, _ = median_time(lambda: jitted(params, x, t), args.repeats, args.warmup)
     values[name] = np.asarray(jitted(params, x, t), np.float64)
     out[name] = {'s_per_sample': median / x.shape[0], 'batch_mean': float(np.mean(values[name]))}
   ref = out['jvp']['batch_mean']
@@ -373,9 +354,9 @@ def bench_sampling(config, path, model, params, shape, args):
 
   def jitted(move):
     def one(params, x, t, t_next, key):
-      dyn = samplers._Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
+      dynamics = samplers.Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
                                int(opts['langevin_steps']))
-      return move(dyn, x, t, t_next, key)
+      return move(dynamics, x, t, t_next, key)
     return jax.jit(one)
 
   one_step, last_step = jitted(chosen.step), jitted(chosen.last)
@@ -414,7 +395,7 @@ def run(config, args) -> dict:
   """Every figure for one config; ``args`` carries the flags (repeats, steps, ...)."""
   validate(config, None, 'train')
   path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, state_lib.stream_key(config.seed, 'init'))
+  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
   devices = jax.local_devices()[:args.num_devices or None]
   if config.train.batch_size % len(devices):
     raise ValueError(f'config.train.batch_size={config.train.batch_size} is not divisible by {len(devices)} devices')
@@ -465,7 +446,7 @@ def run(config, args) -> dict:
     return step
 
   per_device = batch.shape[0] // len(devices)
-  fed = loop.cost_examples(per_device, config.schedule.cost_fraction) * len(devices)
+  fed = step_lib.cost_examples(per_device, config.schedule.cost_fraction) * len(devices)
   on = timed['loop_learn_on']
   on.update({'cost_fraction': config.schedule.cost_fraction, 'examples_with_jvp_per_step': fed})
   on_step = amortise(on, _update_period(config, fed))
@@ -488,7 +469,7 @@ def run(config, args) -> dict:
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
   result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
-  params = jax.device_put(jax.device_get(loop.unreplicate(step_on.state.params)), jax.local_devices()[0])
+  params = jax.device_put(jax.device_get(step_lib.unreplicate(step_on.state.params)), jax.local_devices()[0])
   del variants, step_on
   result['cost_estimator'] = bench_cost_estimator(config, path, model, params, batch, args)
   result['sampling'] = bench_sampling(config, path, model, params, shape, args)
@@ -504,7 +485,7 @@ def run(config, args) -> dict:
       'loop_overhead_over_bare_le_5pct': train['overhead_loop_over_bare'] <= TARGET,
       f'scan_sampler_at_least_loop_speed_at_{k_max}_steps': result['sampling'][k_max]['scan_speedup'] >= 1.0,
       'input_pipeline_faster_than_step': None if pipeline is None else pipeline >= on['amortised_examples_per_s'],
-      'no_host_sync_inside_step': True,  # metrics stay on device; fetched at logging steps (train/loop.py)
+      'no_host_sync_inside_step': True,  # metrics stay on device; fetched at logging steps (modes/train.py)
   }
   return result
 
@@ -580,7 +561,7 @@ def report(result: dict, table_fn, out: str):
   """Prints ``table_fn(result)`` and writes ``result`` (with the command line) as JSON to ``out``."""
   result['command'] = ' '.join(sys.argv)
   print(table_fn(result))
-  records.write_json(_jsonable(result), out)
+  files.write_json(_jsonable(result), out)
   logging.info('wrote %s', out)
 
 

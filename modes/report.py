@@ -1,4 +1,4 @@
-"""What the training loop reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
+"""What ``--mode=train`` reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
 import os
 import time
 
@@ -6,10 +6,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from eval import plots, sampling, toy
+from ddm import files, streams
 from ddm.targets import make_target
-from schedule import baselines, fit, records
-from train import state as state_lib
+from eval import plots, sampling, toy
+from schedule import baselines, fit, store
 
 IMAGE_GRID = 64  # samples shown at each sampling step on image datasets
 HISTORY_FILE = 'eval_history.json'
@@ -22,7 +22,7 @@ def check_files(workdir: str):
   compute with a message naming it, not at the first sampling step of every rerun."""
   history_file = os.path.join(workdir, HISTORY_FILE)
   if os.path.exists(history_file):
-    records.read_json(history_file, HISTORY_FIX)
+    files.read_json(history_file, HISTORY_FIX)
 
 
 class Reporter:
@@ -61,8 +61,8 @@ class Reporter:
   def schedule_and_samples(self, step, state):
     """``schedule.json`` and its plots (also to TensorBoard); on toy targets, samples and exact metrics."""
     ts, step_costs = np.asarray(state.schedule), np.asarray(state.step_costs)
-    record = records.schedule_record(self.path, ts, step_costs, self.config.schedule.cost)
-    records.write_json(record, os.path.join(self.workdir, 'schedule.json'))
+    record = store.schedule_record(self.path, ts, step_costs, self.config.schedule.cost)
+    files.write_json(record, os.path.join(self.workdir, 'schedule.json'))
     images = {}
     name = 'learned' if self.config.schedule.learn else self.config.schedule.init
     ladder_png = os.path.join(self.workdir, 'schedule.png')
@@ -80,14 +80,14 @@ class Reporter:
 
   def _image_samples(self, step, state):
     """A grid of ``IMAGE_GRID`` samples with the current schedule and EMA weights."""
-    key = jax.random.fold_in(state_lib.stream_key(self.config.seed, 'sample'), step)
+    key = jax.random.fold_in(streams.key(self.config.seed, 'sample'), step)
     x = self.draw(state.ema_params, state.schedule, key, IMAGE_GRID, self.data_shape)
     png = os.path.join(self.workdir, 'samples.png')
     plots.save_image_grid(png, x, scale=max(1, 64 // self.data_shape[0]))
     return png
 
   def _toy_eval(self, step, state):
-    key = jax.random.fold_in(state_lib.stream_key(self.config.seed, 'eval'), step)
+    key = jax.random.fold_in(streams.key(self.config.seed, 'eval'), step)
     score_fn = self.model.score_fn(state.ema_params, self.path)
     x = self.draw(state.ema_params, state.schedule, key, self.config.eval.num_samples, self.data_shape)
     result = toy.metrics(self.target, x)
@@ -95,9 +95,9 @@ class Reporter:
     result['score_error'] = float(np.mean(toy.score_error(score_fn, self.target, self.path, reference, key)))
     self.writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
     history_file = os.path.join(self.workdir, HISTORY_FILE)
-    history = records.read_json(history_file, HISTORY_FIX) if os.path.exists(history_file) else []
+    history = files.read_json(history_file, HISTORY_FIX) if os.path.exists(history_file) else []
     history = [h for h in history if h['step'] < step] + [dict(step=step, **result)]
-    records.write_json(history, history_file)
+    files.write_json(history, history_file)
     png = os.path.join(self.workdir, 'density.png')
     plots.plot_densities(png, {f'step {step}': x[:, 0]}, toy.density_curve(self.target))
     np.savez(os.path.join(self.workdir, 'samples.npz'), x=x, t=np.asarray(state.schedule))

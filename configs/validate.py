@@ -1,0 +1,244 @@
+"""Validation of a config before any compute: one ``ValueError`` lists every problem, each naming the setting
+and what is allowed (the guide's rule for bad input).
+
+Simple checks are rows of tables (:data:`RANGES`, :data:`CHOICES`, :data:`REGISTERED`); the few that relate
+several fields are small functions (:data:`RELATIONS`). Fields renamed by the config split answer with their
+new name (:data:`MOVED`), both from the command line (:func:`unknown_field`) and in ``validate``.
+"""
+import difflib
+import os
+import re
+
+import jax
+import ml_collections
+
+import ddm  # noqa: F401  (fills the registries)
+import schedule  # noqa: F401
+import train.data  # noqa: F401
+from configs import base
+from ddm import registry, samplers, targets
+
+MODES = ('train', 'eval', 'sample', 'fit_schedule')
+METHODS = ('score_optimal', 'dp_elbo', 'ddss')          # config.fit.method
+PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
+RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
+NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
+PLAIN_NAME = r'[A-Za-z0-9_][A-Za-z0-9_.+-]*'           # schedule names: file names inside the workdir
+
+# Fields of config.schedule that moved to config.fit when the post-hoc searches got their own section.
+MOVED = {
+    'schedule.method': 'fit.method', 'schedule.fit_grid': 'fit.grid', 'schedule.fit_iterations': 'fit.iterations',
+    'schedule.num_samples': 'fit.num_samples', 'schedule.samples': 'fit.samples', 'schedule.name': 'fit.name',
+    'schedule.dp_grid': 'fit.dp_elbo.grid', 'schedule.ddss': 'fit.ddss',
+}
+# Given with --mode=fit_schedule, config.schedule.num_steps is the training T, not the K of the fit.
+FIT_STEPS_MESSAGE = ('--config.schedule.num_steps is the training schedule\'s T (it must match the checkpoint); '
+                     'the K of --mode=fit_schedule is --config.fit.num_steps')
+
+
+def _int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plain(name) -> bool:
+  return isinstance(name, str) and re.fullmatch(PLAIN_NAME, name) is not None and '..' not in name
+
+
+AT_LEAST_1 = (lambda v: v >= 1, '>= 1')
+INT_AT_LEAST_1 = (lambda v: _int(v) and v >= 1, 'an integer >= 1')
+NON_NEGATIVE = (lambda v: v >= 0, '>= 0')
+POSITIVE = (lambda v: v > 0, '> 0')
+
+# field -> (predicate, what is needed); 'config.<field>=<value>; need <what>'
+RANGES = {
+    'data.dim': INT_AT_LEAST_1,
+    'schedule.num_steps': INT_AT_LEAST_1,
+    'schedule.gamma': (lambda v: 0 < v <= 1, '0 < gamma <= 1'),
+    'schedule.cost_fraction': (lambda v: 0 < v <= 1, '0 < cost_fraction <= 1'),
+    'schedule.min_count': AT_LEAST_1, 'schedule.update_every': AT_LEAST_1,
+    'schedule.hutchinson_probes': AT_LEAST_1, 'schedule.cost_batch_size': AT_LEAST_1,
+    'fit.num_steps': INT_AT_LEAST_1, 'fit.num_samples': AT_LEAST_1, 'fit.iterations': AT_LEAST_1,
+    'fit.grid': (lambda v: v >= 3, '>= 3'),
+    'fit.dp_elbo.grid': (lambda v: v >= 2, '>= 2'),
+    'fit.ddss.learning_rate': POSITIVE,
+    'fit.ddss.num_iterations': AT_LEAST_1, 'fit.ddss.batch_size': AT_LEAST_1,
+    'optim.learning_rate': POSITIVE,
+    'optim.ema_decay': (lambda v: 0 <= v < 1, '0 <= ema_decay < 1'),
+    'optim.warmup_steps': NON_NEGATIVE, 'optim.grad_clip': NON_NEGATIVE, 'optim.weight_decay': NON_NEGATIVE,
+    'train.batch_size': AT_LEAST_1, 'train.num_steps': AT_LEAST_1, 'train.log_every': AT_LEAST_1,
+    'train.checkpoint_every': AT_LEAST_1, 'train.keep_checkpoints': AT_LEAST_1, 'train.sample_every': AT_LEAST_1,
+    'eval.classifier_steps': AT_LEAST_1, 'eval.likelihood_samples': AT_LEAST_1,
+    'eval.likelihood_steps': AT_LEAST_1, 'eval.hutchinson_probes': AT_LEAST_1,
+    'eval.langevin_snr': POSITIVE, 'eval.langevin_steps': INT_AT_LEAST_1,
+    'eval.num_samples': AT_LEAST_1, 'eval.seeds': INT_AT_LEAST_1, 'eval.batch_size': AT_LEAST_1,
+}
+# field -> allowed values; 'config.<field>=<value>; allowed: ...'
+CHOICES = {
+    'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.predictor': PREDICTORS,
+    'model.dtype': ('float32', 'bfloat16'), 'loss.weighting': ('precond', 'uniform'),
+    'optim.optimizer': ('adam', 'adamw'), 'train.on_nonfinite': NONFINITE_POLICIES,
+}
+VE_CHOICES = {'sde.parametrisation': ('geometric', 'linear')}
+VP_CHOICES = {'sde.beta_schedule': ('linear', 'cosine')}
+# field -> the registry its value must name (the registry's own message lists what is registered)
+REGISTERED = {
+    'data.dataset': registry.DATASETS, 'sde.name': registry.PATHS, 'schedule.init': registry.BASELINES,
+    'schedule.cost': registry.COSTS, 'model.precond': registry.PRECONDS, 'eval.sampler': registry.SAMPLERS,
+}
+
+
+def _get(config, dotted):
+  node = config
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
+
+
+def _table_problems(config) -> list:
+  problems = []
+  for field, (ok, need) in RANGES.items():
+    value = _get(config, field)
+    try:
+      good = bool(ok(value))
+    except TypeError:
+      good = False
+    if not good:
+      problems.append(f'config.{field}={value!r}; need {need}')
+  choices = dict(CHOICES, **(VE_CHOICES if config.sde.name == 've' else VP_CHOICES if config.sde.name == 'vp' else {}))
+  for field, allowed in choices.items():
+    if _get(config, field) not in allowed:
+      problems.append(f'config.{field}={_get(config, field)!r}; allowed: {", ".join(allowed)}')
+  registered = dict(REGISTERED)
+  if not config.model.exact_score:
+    registered['model.name'] = registry.NETWORKS
+  for field, reg in registered.items():
+    try:
+      reg.get(_get(config, field), f'config.{field}')
+    except ValueError as e:
+      problems.append(str(e))
+  return problems
+
+
+def _path_problems(config, mode) -> list:
+  sde, problems = config.sde, []
+  if sde.name == 've' and not 0 < sde.sigma_min < sde.sigma_max:
+    problems.append(f'config.sde.sigma_min={sde.sigma_min} and config.sde.sigma_max={sde.sigma_max}: '
+                    'need 0 < sigma_min < sigma_max')
+  if sde.name == 'vp' and not 0 < sde.eps < 0.5:
+    problems.append(f'config.sde.eps={sde.eps}; need 0 < eps < 0.5')
+  if sde.name == 'vp' and not 0 < sde.beta_min < sde.beta_max:
+    problems.append(f'config.sde.beta_min={sde.beta_min}, beta_max={sde.beta_max}: need 0 < beta_min < beta_max')
+  return problems
+
+
+def _data_problems(config, mode) -> list:
+  problems = []
+  if config.data.dataset == 'toy' or config.model.exact_score:
+    try:
+      targets.make_target(config.data)
+    except ValueError as e:
+      problems.append(str(e))
+  if config.model.exact_score and config.data.dataset != 'toy':
+    problems.append("config.model.exact_score=True needs a toy target (config.data.dataset='toy')")
+  if mode == 'train' and config.train.batch_size % jax.device_count():
+    n = jax.device_count()
+    problems.append(f'config.train.batch_size={config.train.batch_size} is not divisible by the '
+                    f'{n} devices; use a multiple of {n}')
+  return problems
+
+
+def _fit_problems(config, mode) -> list:
+  fit, problems = config.fit, []
+  if mode == 'fit_schedule' and fit.method == 'dp_elbo' and fit.num_steps > fit.dp_elbo.grid:
+    problems.append(f'config.fit.num_steps={fit.num_steps} is larger than the dp_elbo grid '
+                    f'config.fit.dp_elbo.grid={fit.dp_elbo.grid}; need num_steps <= grid')
+  if not fit.ddss.num_steps or min(fit.ddss.num_steps) < 1:
+    problems.append(f'config.fit.ddss.num_steps={tuple(fit.ddss.num_steps)}; need step counts >= 1')
+  if fit.name and (not _plain(fit.name) or fit.name in RESERVED_SCHEDULE_NAMES):
+    problems.append(f'config.fit.name={fit.name!r}; a plain name (letters, digits, _ . + -, no path and '
+                    f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
+  return problems
+
+
+def _eval_problems(config, mode) -> list:
+  eval_cfg, problems = config.eval, []
+  if not len(eval_cfg.schedules):
+    problems.append("config.eval.schedules=(); name at least one schedule, e.g. ('learned', 'fitted', 'linear')")
+  for name in eval_cfg.schedules:  # names of stored schedules are checked when the workdir is read
+    if not _plain(name):
+      problems.append(f'config.eval.schedules names {name!r}; a schedule is a plain name (letters, digits, _ . + -; '
+                      'no path, no ".."): learned, fitted, a baseline or a name stored in <workdir>/schedules/')
+  if len(eval_cfg.nfe) and len(eval_cfg.num_steps):
+    problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)} and config.eval.num_steps={tuple(eval_cfg.num_steps)} are both set; '
+                    'give one: --config.eval.num_steps=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
+  elif len(eval_cfg.nfe) and eval_cfg.sampler in registry.SAMPLERS:
+    for n in eval_cfg.nfe:
+      try:
+        samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps)
+      except ValueError as e:
+        problems.append(str(e))
+  elif not len(eval_cfg.num_steps) or min(eval_cfg.num_steps) < 1:
+    problems.append(f'config.eval.num_steps={tuple(eval_cfg.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
+  if eval_cfg.batch_size >= 1 and not eval_cfg.batch_size <= eval_cfg.num_samples:
+    problems.append(f'config.eval.num_samples={eval_cfg.num_samples} is smaller than config.eval.batch_size='
+                    f'{eval_cfg.batch_size}; need num_samples >= batch_size >= 1')
+  return problems
+
+
+RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems)
+
+
+def problems(config, mode) -> list:
+  """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
+  found = [] if mode in MODES else [f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}']
+  missing = [f'config.{section} is missing; this config predates the config.fit split: start from '
+             'configs/base.py' for section in ('fit',) if section not in config]
+  if missing:
+    return found + missing
+  found += _table_problems(config)
+  for relation in RELATIONS:
+    found += relation(config, mode)
+  return found
+
+
+def validate(config, workdir=None, mode='train'):
+  """Checks ``config`` (and ``workdir``) before any compute; one ``ValueError`` lists every problem."""
+  found = problems(config, mode)
+  if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
+    found.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
+  if found:
+    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))
+
+
+def moved_field(dotted: str):
+  """The message for a field that moved (``schedule.fit_grid`` -> ``fit.grid``), else None."""
+  for old, new in MOVED.items():
+    if dotted == old or dotted.startswith(old + '.'):
+      return (f'--config.{dotted}: config.{old} moved to config.{new} (post-hoc searches have their own '
+              f'section); give --config.{new + dotted[len(old):]}')
+  return None
+
+
+def unknown_field(dotted: str, config=None):
+  """The message for ``--config.<dotted>`` when it names no declared field, else None: a moved field's new
+  name, or the valid fields of the section it reaches and the closest names (by spelling, or by initials:
+  ``lr`` -> ``learning_rate``)."""
+  moved = moved_field(dotted)
+  if moved:
+    return moved
+  node, parts = config if config is not None else base.get_config(), dotted.split('.')
+  for i, part in enumerate(parts):
+    if isinstance(node, ml_collections.ConfigDict) and part in node:
+      node = node[part]
+      continue
+    if not isinstance(node, ml_collections.ConfigDict):
+      return None  # a field of a non-section value (e.g. a tuple entry): left to ml_collections
+    section = '.'.join(['config'] + parts[:i])
+    fields = sorted(node.keys())
+    close = difflib.get_close_matches(part, fields, n=3, cutoff=0.6)
+    close += [f for f in fields if f not in close and (f.startswith(part) or
+                                                        ''.join(w[0] for w in f.split('_') if w) == part)]
+    hint = f'; did you mean {" or ".join(f"{section}.{c}" for c in close)}?' if close else ''
+    return (f'--{section}.{".".join(parts[i:])}: {section} has no field {part!r}{hint}\n'
+            f'  fields of {section}: {", ".join(fields)}')
+  return None

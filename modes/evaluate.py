@@ -1,0 +1,200 @@
+"""``--mode=eval`` on the last checkpoint of a run.
+
+``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.num_steps``
+(or at every NFE of ``config.eval.nfe``, K derived per sampler), ``config.eval.seeds`` times, and writes the
+comparison tables with NFE, mean and spread per cell (the paper's Tables 1 and 2): exact KL, W1 and log-likelihood on 1-D toy
+targets; on images the FID (Inception-v3 pool3 features, when ``config.eval.inception_path`` holds the
+weights) or else the Frechet distance in the features of a classifier the project trains itself
+(``fd_classifier``, never called FID). It also reports the model's negative log-likelihood through the
+probability-flow ODE, which does not depend on the sampling schedule.
+
+The learned schedule at K steps is read off the learned length function (method.md section 3),
+``t_k = Lambda^{-1}(k Lambda / K)``, never by sub-sampling the training grid; schedules stored by
+``--mode=fit_schedule`` are read off theirs (or their stored K-step ladders).
+"""
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from configs.validate import validate
+from ddm import chunked, files, streams
+from ddm.targets import make_target
+from eval import frechet, plots, report, sampling, toy
+from eval import likelihood as likelihood_lib
+from modes import workdir as workdir_lib
+from train import data
+from train.writers import MetricWriter
+
+TOY_METRICS = {'log_likelihood': 'max', 'kl': 'min', 'w1': 'min'}  # which way is better
+STATS_FOLDER = 'eval_stats'     # cached reference statistics of the data, per feature space
+REFERENCE_EXAMPLES = 50_000     # data examples behind the reference statistics (all of them if fewer)
+GRID_PER_SCHEDULE = 16          # images per schedule in eval_samples.png
+
+
+def image_features(config, workdir):
+  """``(metric name, features(x) -> f32[B, F])``: Inception pool3 (FID) when its weights are present, else
+  the offline classifier's features (``fd_classifier``), labelled as such in every output."""
+  weights = config.eval.inception_path
+  if weights and os.path.exists(weights):
+    from eval import inception  # only with weights: the network definition is large
+    return 'fid', inception.feature_fn(inception.load_params(weights))
+  logging.warning('no Inception weights at config.eval.inception_path=%r: reporting the Frechet distance in '
+                  "the features of the project's own classifier (fd_classifier), not FID", weights)
+  from eval import classifier  # trains on first use
+  features, info = classifier.get_feature_fn(config, workdir)
+  logging.info('offline feature classifier: %s', info)
+  return 'fd_classifier', features
+
+
+def reference_statistics(config, workdir, metric, features):
+  """``(mu, cov)`` of the data's features, computed once and cached in ``<workdir>/eval_stats/``."""
+  cache = os.path.join(workdir, STATS_FOLDER, f'{metric}_{config.data.dataset}.npz')
+  if os.path.exists(cache):
+    with np.load(cache) as f:
+      return f['mu'], f['cov']
+  x = data.example_pool(config, REFERENCE_EXAMPLES)
+  mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
+  os.makedirs(os.path.dirname(cache), exist_ok=True)
+  np.savez(cache + '.tmp.npz', mu=mu, cov=cov, num_examples=len(x))
+  os.replace(cache + '.tmp.npz', cache)
+  return mu, cov
+
+
+def likelihood(config, path, model, params, key):
+  """Mean negative log-likelihood of ``config.eval.likelihood_samples`` data examples through the
+  probability-flow ODE: ``{'nll_nats'}`` on toy targets (with the exact ``E[-log p0]`` beside it),
+  ``{'bits_per_dim'}`` on 8-bit images (uniformly dequantised)."""
+  x = data.example_pool(config, config.eval.likelihood_samples)
+  dim = int(np.prod(x.shape[1:]))
+  key_deq, key_ode = jax.random.split(key)
+  levels = DEQUANTIZE_LEVELS.get(config.data.dataset, 256)
+  if config.data.dataset != 'toy':  # uniform dequantisation over one intensity bin of width 2 / (levels - 1)
+    x = x + jax.random.uniform(key_deq, x.shape) * (2.0 / (levels - 1))
+  score_fn = model.score_fn(params, path)
+  fn = jax.jit(lambda xb, k: likelihood_lib.log_likelihood(score_fn, path, xb, k, config.eval.likelihood_steps,
+                                                probes=config.eval.hutchinson_probes))
+  ll = chunked.host_map(fn, np.asarray(x), config.eval.batch_size, key_ode)
+  if config.data.dataset == 'toy':
+    target = make_target(config.data)
+    return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob_data(x)))}
+  # P(bin) = p(x) (2 / (levels - 1))^d, so -log2 P / d = -log p / (d ln 2) + log2((levels - 1) / 2).
+  offset = np.log2((levels - 1) / 2.0)
+  return {'bits_per_dim': float(np.mean(-ll / (dim * np.log(2.0)) + offset))}
+
+
+DEQUANTIZE_LEVELS = {'digits': 17}  # intensity levels of the data in [-1, 1] (8-bit images: 256)
+
+
+def toy_floor(target, n: int, seeds: int, key) -> dict:
+  """The sample-size floor: the toy metrics of ``n`` exact ``p_0`` samples against the truth, over ``seeds``
+  independent draws (what a perfect sampler scores at this n)."""
+  return report.summarise([toy.metrics(target, np.asarray(target.sample_p0(jax.random.fold_in(key, s), n)))
+                   for s in range(seeds)])
+
+
+def metric_fn(config, workdir):
+  """``(metrics {name: 'min'|'max'}, cell_metrics(x f32[n, *S]) -> {name: value, nonfinite_fraction}, target)``:
+  the exact toy metrics against the target, or the Frechet distance in image features (FID or fd_classifier)
+  against the data's cached statistics. A non-finite sample set is never fed to the feature network: a NaN image
+  must not become a finite distance."""
+  if config.data.dataset == 'toy':
+    target = make_target(config.data)
+    return dict(TOY_METRICS), lambda x: toy.metrics(target, x), target
+  metric, features = image_features(config, workdir)
+  mu_ref, cov_ref = reference_statistics(config, workdir, metric, features)
+
+  def cell_metrics(x):
+    bad = toy.nonfinite_fraction(x)
+    if bad:
+      return {metric: float('nan'), 'nonfinite_fraction': bad}
+    mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
+    return {metric: float(frechet.frechet_distance(mu, cov, mu_ref, cov_ref)), 'nonfinite_fraction': 0.0}
+
+  return {metric: 'min'}, cell_metrics, None
+
+
+def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
+  """Every (schedule, K) cell, ``config.eval.seeds`` sample sets each: ``(results {name: {K: row}}, figures
+  {name: samples of the first column's first seed}, timings {name/K: seconds})``. Seed ``s`` of column K draws
+  from ``fold_in(fold_in(key('eval'), K), s)``: the same noises for every schedule."""
+  key, seeds, n = streams.key(config.seed, 'eval'), int(config.eval.seeds), int(config.eval.num_samples)
+  is_toy = config.data.dataset == 'toy'
+  results, figures, timings = {}, {}, {}
+  for name, schedule in schedules.items():
+    for k, evaluations in columns:
+      if not schedule.has(k):  # searched schedules (dp_elbo, ddss) exist for their stored K only
+        continue
+      ts = np.asarray(schedule.steps(k))
+      start, per_seed = time.time(), []
+      for s in range(seeds):
+        x = draw(params, ts, jax.random.fold_in(jax.random.fold_in(key, k), s), n, shape)
+        per_seed.append(cell_metrics(x))
+        if s == 0 and k == columns[0][0]:
+          figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
+      timings[f'{name}/{k}'] = time.time() - start
+      row = dict(report.summarise(per_seed), nfe=evaluations)
+      results.setdefault(name, {})[str(k)] = row
+      logging.info('%s K=%d NFE=%d: %s (%.1f s)', name, k, evaluations,
+                   {m: v for m, v in row.items() if m not in ('per_seed', 'nfe')}, timings[f'{name}/{k}'])
+  return results, figures, timings
+
+
+def evaluate(config, workdir):
+  """Samples every schedule at every column of :func:`modes.workdir.step_counts`, ``config.eval.seeds`` times
+  with ``config.eval.num_samples`` samples each, and writes ``eval.json``, ``eval.md`` (mean and spread per cell;
+  a best cell in bold only when it beats the runner-up by more than their spreads; the sample-size floor of
+  toy targets underneath), ``eval_density.png`` (toy) or ``eval_samples.png`` (images), and the same figures to
+  TensorBoard (``eval/<metric>/<schedule>`` and ``eval/<metric>_std/<schedule>`` against NFE).
+
+  A cell whose samples hold any non-finite value is non-finite (NaN in JSON, "diverged" in markdown)."""
+  validate(config, workdir, 'eval')
+  columns = workdir_lib.step_counts(config.eval)
+  path, model, state = workdir_lib.restore(config, workdir)
+  names = workdir_lib.schedule_names(config, workdir, state)
+  # every name resolves (or stops with a clear message) before any sampling
+  schedules = {name: workdir_lib.schedule(name, path, state, workdir) for name in names}
+  metrics, cell_metrics, target = metric_fn(config, workdir)
+  results, figures, timings = sample_cells(config, schedules, columns, sampling.make_draw(config, path, model),
+                                           state.ema_params, cell_metrics, data.data_shape(config))
+  seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
+  record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
+            'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
+            'metrics': metrics,
+            'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
+  if target is not None:
+    record['floor'] = toy_floor(target, n, seeds, streams.key(config.seed, 'floor'))
+  if metrics.get('fd_classifier'):
+    record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
+                      '(no Inception weights); not comparable with FID')
+  if config.eval.likelihood:
+    record['likelihood'] = likelihood(config, path, model, state.ema_params,
+                                      streams.key(config.seed, 'likelihood'))
+    logging.info('likelihood: %s', record['likelihood'])
+  files.write_json(record, os.path.join(workdir, 'eval.json'))
+  files.write_text(report.markdown_report(record), os.path.join(workdir, 'eval.md'))
+  k0 = columns[0][0]
+  if target is not None:
+    png = os.path.join(workdir, 'eval_density.png')
+    plots.plot_densities(png, {f'{n_}, K={k0}': v for n_, v in figures.items()}, toy.density_curve(target))
+  else:
+    png = os.path.join(workdir, 'eval_samples.png')
+    plots.save_schedule_grids(png, {f'{n_}, K={k0}': v for n_, v in figures.items()})
+  _to_tensorboard(workdir, record, png)
+  return record
+
+
+def _to_tensorboard(workdir, record, png):
+  writer = MetricWriter(os.path.join(workdir, 'eval'))
+  for name, row in record['results'].items():
+    for values in row.values():
+      writer.write_scalars(int(values['nfe']), {f'eval/{m}{suffix}/{name}': values[m + suffix]
+                                                for m in record['metrics'] for suffix in ('', '_std')})
+  for m, v in record.get('likelihood', {}).items():
+    writer.write_scalars(record['step'], {f'eval/{m}': v})
+  writer.write_images(record['step'], {'eval/samples': plots.read_png(png)})
+  writer.close()
+
+

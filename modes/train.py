@@ -1,0 +1,141 @@
+"""``--mode=train``: trains (or resumes) a run while its schedule is learned online (method.md section 5).
+
+The step itself is :func:`train.step.make_train_step`, pmapped once over the local devices; this runner owns
+the workdir: what can refuse a run is checked before anything is written, the checkpoint is restored, and
+the loop logs, samples, checkpoints and stops on a signal or a non-finite step. Metrics are fetched from the
+device at logging steps only.
+"""
+import contextlib
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from flax import jax_utils
+
+from configs.validate import validate
+from ddm import streams
+from ddm.paths import make_path
+from modes import report as report_lib
+from train import checkpoints, data, lock, model as model_lib, step as step_lib
+from train.writers import MetricWriter
+
+def _maybe_initialize_distributed(config):
+  if config.train.distributed and jax.process_count() == 1:
+    jax.distributed.initialize()  # auto-detects SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS etc.
+
+
+class _Signals:
+  """SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT set ``received``; the loop saves a
+  checkpoint at the current step and exits. A second signal stops at once (the checkpoint manager still
+  finishes an in-flight save). Installed only in the main thread (Python's rule); restored on exit."""
+
+  def __init__(self):
+    self.received, self._previous = None, {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:
+      raise KeyboardInterrupt(f'second {signal.Signals(signum).name}: stopping without a checkpoint')
+    self.received = signum
+    logging.warning('received %s: saving a checkpoint at the current step, then exiting',
+                    signal.Signals(signum).name)
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _nonfinite_steps(flags) -> list:
+  """Training steps whose ``train/nonfinite_steps`` flag is set, from ``[(step, device flag)]``."""
+  values = jax.device_get([f for _, f in flags])
+  return [step for (step, _), v in zip(flags, values) if int(np.asarray(v).reshape(-1)[0])]
+
+
+def _stop_nonfinite(steps, step, mngr, config):
+  latest = mngr.latest_step()
+  where = (f'the last checkpoint, step {latest} in {mngr.directory}, holds a finite state' if latest is not None
+           else 'no checkpoint was written yet')
+  raise SystemExit(
+      f'error: the loss, gradients or parameters were not finite at step {steps[0]} ({len(steps)} such steps by '
+      f'step {step}; each was dropped); the run stopped (config.train.on_nonfinite=stop) and {where}. Lower '
+      f'config.optim.learning_rate (now {config.optim.learning_rate}), lengthen config.optim.warmup_steps or '
+      'set config.optim.grad_clip, then rerun the same command (it resumes from that checkpoint); or set '
+      'config.train.on_nonfinite=skip to drop such steps and go on.')
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains (or resumes) the run in ``workdir``; returns the final state (on the host).
+
+  Everything that can refuse the run (config, workdir compatibility, data, a writable ``checkpoints/``, the
+  workdir's lock) is checked before anything is written or computed. SIGTERM/SIGINT save a checkpoint at the
+  current step and exit with status 128 + signal; a non-finite step stops the run (``on_nonfinite='stop'``,
+  exit status 1) or is dropped and counted (``'skip'``)."""
+  validate(config, workdir, 'train')
+  _maybe_initialize_distributed(config)
+  checkpoints.check_compatible(workdir, config, resume=True)
+  report_lib.check_files(workdir)
+  data.check_available(config)
+  writer_process = jax.process_index() == 0
+  if writer_process:
+    checkpoints.check_writable(workdir)
+  with (lock.hold(workdir) if writer_process else contextlib.nullcontext()), _Signals() as signals:
+    return _train(config, workdir, signals)
+
+
+def _train(config, workdir, signals):
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  template = step_lib.initial_state(config, path, model)
+  state = checkpoints.restore_latest(mngr, template, quarantine=workdir) or template
+  start = int(state.step)
+  batches = data.make_train_iterator(config, start_step=start)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  logging.info('%s at step %d of %d on %d devices (%d processes)', 'resuming' if start else 'starting',
+               start, config.train.num_steps, jax.device_count(), jax.process_count())
+
+  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, donate_argnums=(0,))
+  base_key = jax_utils.replicate(streams.key(config.seed, 'train'))
+  p_state = jax_utils.replicate(state)
+  writer = MetricWriter(workdir)
+  report = report_lib.Reporter(config, workdir, path, model, shape, writer)
+  pending, flags, skipped, timer = [], [], 0, (time.time(), start)
+  try:
+    for step in range(start + 1, config.train.num_steps + 1):
+      p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
+      pending.append(metrics)
+      flags.append((step, metrics['train/nonfinite_steps']))
+      last, stop = step == config.train.num_steps, signals.received  # read once: a signal may come at any time
+      save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or stop
+      if step % config.train.log_every == 0 or last or save:  # dropped steps are looked at before any save
+        bad, flags = _nonfinite_steps(flags), []
+        skipped += len(bad)
+        if bad and config.train.on_nonfinite == 'stop':
+          _stop_nonfinite(bad, step, mngr, config)
+        if bad:
+          logging.warning('steps %s: non-finite loss, gradients or parameters; dropped (%d so far)', bad, skipped)
+      if step % config.train.log_every == 0 or last:
+        timer = report.scalars(step, pending, step_lib.unreplicate(p_state), timer)
+        pending = []
+      if step % config.train.sample_every == 0 or last:
+        report.schedule_and_samples(step, step_lib.unreplicate(p_state))
+      if save:
+        checkpoints.save(mngr, step, step_lib.unreplicate(p_state))
+      if stop:
+        mngr.wait_until_finished()
+        logging.warning('stopped by %s at step %d; the checkpoint of this step is saved in %s: rerun the same '
+                        'command to resume', signal.Signals(stop).name, step, mngr.directory)
+        raise SystemExit(128 + stop)
+  finally:
+    mngr.wait_until_finished()  # never abandon an in-flight save, whatever stops the loop
+    writer.close()
+  return jax.device_get(step_lib.unreplicate(p_state))

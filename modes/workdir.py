@@ -1,0 +1,73 @@
+"""What the evaluation and fit runners read from a run's workdir: its checkpoint and its schedules by name.
+
+A schedule by name (``config.eval.schedules``) is 'learned' (read off the learned length function of the
+checkpoint, method.md section 3), a baseline, or one stored by ``--mode=fit_schedule``; each is a schedule of
+the interface of :mod:`schedule` (``steps(K) -> f[K+1]``, ``has(K)``).
+"""
+import os
+
+import jax
+from absl import logging
+
+from ddm import samplers, streams
+from ddm.paths import make_path
+from schedule import fit, store
+from train import checkpoints, data, model as model_lib, step as step_lib
+
+LEARNED, FITTED = 'learned', 'fitted'
+
+
+def has_checkpoint(workdir) -> bool:
+  return os.path.isdir(os.path.join(workdir, 'checkpoints'))
+
+
+def learned_length(state) -> fit.LengthFunction:
+  """``Lambda_hat`` through the learned schedule's points: ``[0, cumsum sqrt(L_i)]`` at ``state.schedule``."""
+  return fit.LengthFunction.from_step_costs(state.schedule, state.step_costs)
+
+
+def restore(config, workdir):
+  """``(path, model, state)`` from the latest checkpoint in ``workdir``; a clear error when there is none."""
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+  template = step_lib.initial_state(config, path, model)
+  state = None
+  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    checkpoints.check_compatible(workdir, config)
+    state = checkpoints.restore_latest(checkpoints.manager(workdir, config.train.keep_checkpoints), template)
+  if state is None:
+    raise ValueError(f'--workdir={workdir} holds no checkpoint; train first: '
+                     f'python main.py --config=... --workdir={workdir}')
+  return path, model, jax.device_get(state)
+
+
+def schedule(name, path, state, workdir=None):
+  """The schedule ``name`` of this run: 'learned', a baseline, or one stored in ``workdir``."""
+  if name == LEARNED:
+    if int(state.num_updates) == 0:
+      raise ValueError('the run has no learned schedule yet (no schedule update happened); '
+                       'train longer or evaluate baselines only')
+    return learned_length(state)
+  return store.named(name, path, workdir)
+
+
+def schedule_names(config, workdir, state) -> list:
+  """``config.eval.schedules`` with 'fitted' expanded to every stored schedule; 'learned' is dropped (with a
+  warning) when the run never updated its schedule, unless it is the only one asked for."""
+  names = []
+  for name in config.eval.schedules:
+    if name == FITTED:
+      names += [n for n in store.names(workdir) if n not in names]
+    elif name == LEARNED and int(state.num_updates) == 0 and len(config.eval.schedules) > 1:
+      logging.warning('the run has no learned schedule (no schedule update happened): not evaluated')
+    elif name not in names:
+      names.append(name)
+  return names
+
+
+def step_counts(eval_cfg) -> list:
+  """``[(K, NFE)]`` of the table's columns: ``config.eval.num_steps`` with each K's NFE under
+  ``config.eval.sampler``, or ``config.eval.nfe`` with the K that reaches each (a clear error if none does)."""
+  if len(eval_cfg.nfe):
+    return [(samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps), int(n)) for n in eval_cfg.nfe]
+  return [(int(k), samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)) for k in eval_cfg.num_steps]

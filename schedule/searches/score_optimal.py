@@ -1,0 +1,59 @@
+"""The score-optimal schedule of a score: Algorithm 1 on a fine grid (method.md sections 3-4).
+
+``config.fit.method = 'score_optimal'``; the cost whose rate is equalised is ``config.schedule.cost``
+('corrector': ``delta`` of ``L_c``; 'predictor': ``E[kappa]^(1/p)`` of ``L_p``, :mod:`schedule.predictor`).
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+
+from schedule import baselines, costs, fit, predictor
+from schedule.searches.problem import Problem, Result
+
+
+def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
+  """Algorithm 1 on ``fit_cfg.grid`` points, ``fit_cfg.iterations`` passes, ``fit_cfg.num_samples`` draws of
+  ``p_t`` per point, from ``cost_cfg.init``'s ``fit_cfg.num_steps``-step ladder.
+
+  Args:
+    fit_cfg: ``config.fit``. cost_cfg: ``config.schedule`` (cost, predictor, hutchinson_probes, cost_batch_size,
+      init). eval_cfg: ``config.eval`` (unused: the ladder does not depend on the sampler). problem, key: as any search.
+  Returns:
+    ``Result(LengthFunction, meta)``, meta ``time_s`` and ``rate_evaluations`` (one rate per sample per grid
+    point per pass). The predictor cost needs a twice-differentiable score (checked first, with a message
+    naming ``config.schedule.cost``); it is evaluated in chunks of ``cost_cfg.cost_batch_size``.
+  """
+  del eval_cfg
+  start = time.perf_counter()
+  if cost_cfg.cost == 'predictor':
+    check_predictor_cost(problem, key)
+  rate_fn = costs.make_rate_fn(cost_cfg)
+  if cost_cfg.cost == 'predictor':  # nested derivatives: compiled once, alone, for one chunk
+    score, params = problem.score_fn, None
+    if problem.model is not None and problem.params is not None:  # parameters as arguments, not constants
+      score, params = (lambda params: problem.model.score_fn(params, problem.path)), problem.params
+    rate_on_grid = costs.host_rate_on_grid(rate_fn, score, problem.path, problem.sample_pt, fit_cfg.num_samples,
+                                           costs.order(cost_cfg), params)
+  else:
+    rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
+        rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, fit_cfg.num_samples,
+        costs.order(cost_cfg)))
+  keys = iter(jax.random.split(key, fit_cfg.iterations))
+  init = baselines.make_baseline(cost_cfg.init, problem.path, fit_cfg.num_steps).t
+  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.num_steps, fit_cfg.grid,
+                   fit_cfg.iterations)
+  return Result(lam, meta=dict(time_s=time.perf_counter() - start,
+                               rate_evaluations=int(fit_cfg.iterations * fit_cfg.grid * fit_cfg.num_samples)))
+
+
+def check_predictor_cost(problem: Problem, key, num_probes: int = 8):
+  """The predictor cost needs second derivatives of the score in x: a network (``problem.model``) is probed
+  with perturbed parameters (:func:`schedule.predictor.check_model`), any other non-exact score at draws of
+  ``p_t``; the closed-form scores of toy targets are smooth and pass."""
+  if problem.model is not None:
+    predictor.check_model(problem.model, problem.path, problem.data_shape, key)
+  elif problem.target is None:
+    t = jnp.linspace(0.2, 0.8, num_probes)
+    x = problem.sample_pt(key, t)
+    predictor.require_twice_differentiable(problem.score_fn, x, t, key, 'the score')

@@ -1,0 +1,106 @@
+"""One training step with the schedule learned online (method.md section 5, Algorithm 2).
+
+``make_train_step`` returns a pure function, pmapped once over the local devices (axis ``AXIS``) by the
+runner (``modes/train.py``): a denoiser update on the schedule's points, then, with the network fixed, one
+jvp rate per example accumulated per level, and an Algorithm 1 update blended with rate gamma once the
+statistics are ready.
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ddm import losses
+from schedule import baselines, costs, online, predictor
+from train import data, model as model_lib, state as state_lib
+
+AXIS = 'batch'
+
+
+def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule_updates: bool = True):
+  """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, to be pmapped over ``AXIS``.
+
+  ``config`` supplies the model, loss, schedule and optim sections. ``rate_fn`` replaces the cost rate of
+  ``config.schedule`` (benchmarks pass one that returns zeros); ``schedule_updates=False`` never updates the
+  schedule (the statistics still accumulate).
+
+  ``batch['x']``: f32[B_device, *S]. Example j of the global batch draws its level and noise from its own
+  key (folded from the step and j), so results do not depend on the device count; dropout keys per device.
+  A step whose loss, gradients or new parameters are not finite leaves the state as it was (only ``step``
+  advances) and reports ``train/nonfinite_steps = 1``.
+  """
+  loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
+                                config.loss.weighting)
+  if rate_fn is None:
+    rate_fn = costs.make_rate_fn(config.schedule)
+    if config.schedule.cost == 'predictor':  # second derivatives of the network in x (method.md section 2)
+      predictor.check_model(model, path, data.data_shape(config))
+  schedule_cfg = config.schedule
+
+  def objective(params, x0, ts, keys, key_dropout):
+    loss, level, x_t, t = loss_fn(params, x0, ts, keys, key_dropout, train=True)
+    return jnp.mean(loss), (level, x_t, t)
+
+  def train_step(state, batch, base_key):
+    key_examples, key_dropout = jax.random.split(jax.random.fold_in(base_key, state.step))
+    batch_size, device = batch['x'].shape[0], jax.lax.axis_index(AXIS)
+    # One key per example from its global index: the same draws on any number of devices.
+    keys = jax.vmap(lambda i: jax.random.fold_in(key_examples, i))(device * batch_size + jnp.arange(batch_size))
+    key_dropout = jax.random.fold_in(key_dropout, device)
+    (loss, (level, x_t, t)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, batch['x'], state.schedule, keys, key_dropout)
+    grads, loss = jax.lax.pmean(grads, AXIS), jax.lax.pmean(loss, AXIS)
+    new = state.apply_gradients(grads=grads)
+    new = new.replace(ema_params=state_lib.ema_update(new.ema_params, new.params, config.optim.ema_decay))
+    # A non-finite step is dropped (the same decision on every device: loss and gradients are averaged), so
+    # the state, and every checkpoint written from it, stays finite; the loop stops or counts it.
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(new.params))
+    state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state).replace(step=new.step)
+
+    # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level, on the first
+    # cost_examples of the device's batch (levels are i.i.d. per example, so any subset is unbiased).
+    n = cost_examples(batch_size, schedule_cfg.cost_fraction)
+    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
+                   jax.random.fold_in(key_dropout, 1))
+    zeros = jnp.zeros_like(state.cost_sum)
+    batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level[:n]), AXIS)
+    state = state.replace(cost_sum=state.cost_sum + batch_sum, cost_count=state.cost_count + batch_count)
+
+    if schedule_updates:
+      ready = online.ready(state.cost_count, state.step - state.last_update, schedule_cfg.min_count, schedule_cfg.update_every)
+      state = jax.lax.cond(ready, functools.partial(update_schedule, schedule_cfg, path), lambda s: s, state)
+    metrics = {'train/loss': loss, 'train/nonfinite_steps': (~finite).astype(jnp.int32),
+               'train/grad_norm': optax.global_norm(grads),
+               'train/param_norm': optax.global_norm(state.params),
+               'schedule/nonfinite_rates': jax.lax.psum(jnp.sum(~jnp.isfinite(rate)), AXIS)}
+    return state, metrics
+
+  return train_step
+
+
+def cost_examples(device_batch: int, fraction: float) -> int:
+  """Examples of a device's batch whose cost rate is measured each step: ``ceil(fraction * B)``, at least 1."""
+  return max(1, min(device_batch, math.ceil(fraction * device_batch - 1e-9)))
+
+
+def update_schedule(schedule_cfg, path, state):
+  """Algorithm 2, steps 3-4; statistics restart for the new points. ``learn=False`` measures only."""
+  ts, ok, step_costs = online.update(path, state.schedule, state.cost_sum, state.cost_count, schedule_cfg.gamma,
+                                     costs.order(schedule_cfg))
+  zeros = jnp.zeros_like(state.cost_sum)
+  return state.replace(
+      schedule=ts if schedule_cfg.learn else state.schedule, cost_sum=zeros, cost_count=zeros,
+      step_costs=jnp.where(ok, step_costs, state.step_costs), last_update=state.step,
+      num_updates=state.num_updates + ok, num_skipped=state.num_skipped + (~ok))
+
+
+def unreplicate(tree):
+  """Device 0's copy of a pmapped pytree (flax's version mis-shapes arrays pmapped over a subset of devices)."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+def initial_state(config, path, model: model_lib.Model) -> state_lib.TrainState:
+  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
+  return state_lib.create(model.params, ts, config.optim)
