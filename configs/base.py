@@ -13,7 +13,7 @@ def get_config():
   config.seed = 0                        # Base PRNG seed; every random stream is folded from it.
 
   config.data = data = ml_collections.ConfigDict()
-  data.dataset = 'toy'                   # 'toy' (a target below) | 'digits' | 'mnist' | 'cifar10' | 'fake'.
+  data.dataset = 'toy'                   # 'toy' (a target below) | 'digits' | 'mnist' | 'mnist5k' | 'cifar10' | 'fake'.
   data.target = 'cantor'                 # Toy target: 'gaussian' | 'bimodal' | 'cantor' | 'gmm'.
   data.dim = 1                           # gaussian: dimension d of N(0, std^2 I_d).
   data.std = 0.1                         # gaussian: c; bimodal: std of each component.
@@ -25,7 +25,8 @@ def get_config():
   data.weights = [0.3, 0.7]              # gmm: component weights (sum to 1).
   data.fake_shape = (8, 8, 1)            # fake: shape of the random in-memory images.
   data.random_flip = False               # Random horizontal flips of training images.
-  data.tfds_data_dir = ''                # TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets).
+  data.tfds_data_dir = ''                # TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets; mnist5k:
+                                         # ~/.cache/score_schedules/mnist5k, written there on first use).
 
   config.sde = sde = ml_collections.ConfigDict()
   sde.name = 've'                        # 've' (alpha = 1, EDM) | 'vp' (alpha^2 + sigma^2 = 1).
@@ -165,18 +166,20 @@ def apply_image_defaults(config):
 OPTIONS = ('smoke',)
 
 
-def parse_options(options: str):
-  """``'smoke'`` -> ``{'smoke'}``; an unknown option is an error naming the allowed ones."""
+def parse_options(options: str, allowed=OPTIONS):
+  """``'smoke'`` -> ``{'smoke'}``; an unknown option is an error naming the allowed ones (``allowed``: the
+  common ``OPTIONS`` plus an experiment's own, e.g. ``configs/mnist.py:offline``)."""
   given = {o.strip() for o in (options or '').split(',') if o.strip()}
-  unknown = sorted(given - set(OPTIONS))
+  unknown = sorted(given - set(allowed))
   if unknown:
-    raise ValueError(f'unknown config option(s) {unknown}; allowed: {", ".join(OPTIONS)}')
+    raise ValueError(f'unknown config option(s) {unknown}; allowed: {", ".join(allowed)}')
   return given
 
 
-def apply_options(config, options: str):
-  """Applies option strings common to every experiment. ``smoke``: seconds-long runs for tests."""
-  if 'smoke' in parse_options(options):
+def apply_options(config, options: str, allowed=OPTIONS):
+  """Applies option strings common to every experiment (after the experiment's own, so ``offline,smoke`` is a
+  smoke run of the offline setting). ``smoke``: seconds-long runs for tests."""
+  if 'smoke' in parse_options(options, allowed):
     config.train.batch_size = 64
     config.train.num_steps = 20
     config.train.log_every = 5

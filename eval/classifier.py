@@ -28,7 +28,7 @@ from train import data as data_lib
 CACHE_FOLDER = 'classifier'
 PARAMS_FILE, INFO_FILE = 'params.npz', 'classifier.json'
 ARCHITECTURE = 'conv32-conv64s2-conv64s2-gap-dense128silu-softmax10'  # in the cache key
-DATASETS = ('digits', 'mnist', 'cifar10')
+DATASETS = ('digits', 'mnist', 'mnist5k', 'cifar10')
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 BATCH_SIZE = 128
@@ -87,7 +87,8 @@ def _tfds_split(name: str, split: str, data_dir: str):
 
 def load_labelled(config):
   """``(x_train, y_train, x_test, y_test)``: images f32[N, H, W, C] in [-1, 1] (as train/data.py scales
-  them) and labels i32[N]. digits: a fixed 80/20 split of scikit-learn's 1797 images."""
+  them) and labels i32[N]. digits: a fixed 80/20 split of scikit-learn's 1797 images; TFDS datasets (mnist5k
+included, :mod:`train.mnist5k`): their train and test splits."""
   name = _check_dataset(config)
   if name == 'digits':
     from sklearn.datasets import load_digits
@@ -99,8 +100,9 @@ def load_labelled(config):
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
   to_float = lambda u8: u8.astype(np.float32) / np.float32(255 / 2) - 1.0
-  x_train, y_train = _tfds_split(name, 'train', config.data.tfds_data_dir)
-  x_test, y_test = _tfds_split(name, 'test', config.data.tfds_data_dir)
+  tfds_name, data_dir = data_lib.tfds_location(config)
+  x_train, y_train = _tfds_split(tfds_name, 'train', data_dir)
+  x_test, y_test = _tfds_split(tfds_name, 'test', data_dir)
   if x_train.shape[1:] != data_lib.IMAGE_SHAPES[name]:
     raise ValueError(f'TFDS {name!r} images have shape {x_train.shape[1:]}, expected {data_lib.IMAGE_SHAPES[name]}')
   return to_float(x_train), y_train, to_float(x_test), y_test

@@ -62,8 +62,8 @@ def markdown_report(record: dict) -> str:
     out.append('')
     floor = record.get('floor')
     if floor and metric in floor:
-      out += [f'Sample-size floor ({metric} of {record["num_samples"]} exact p_0 samples against the truth): '
-              f'{cell_text(floor, metric)}.', '']
+      of = floor.get('of', f'{record["num_samples"]} exact p_0 samples against the truth')
+      out += [f'Sample-size floor ({metric} of {of}): {cell_text(floor, metric)}.', '']
   seeds = record.get('seeds', 1)
   out += [f'Each cell: mean ± standard deviation over {seeds} seeds of {record["num_samples"]} samples; bold: '
           'better than the runner-up by more than the two spreads added; "diverged": a seed had non-finite '

@@ -63,6 +63,20 @@ def reference_statistics(config, workdir, metric, features):
   return mu, cov
 
 
+def image_floor(config, metric, cell_metrics, key) -> dict:
+  """The sample-size floor of an image metric: ``cell_metrics`` of ``n`` training images (drawn without
+  replacement from the reference pool, one draw per seed) against the reference statistics: what a sampler that
+  reproduced the data exactly would score at this n. Returns ``{}`` when the pool has fewer than 2n images."""
+  n, pool = int(config.eval.num_samples), data.example_pool(config, REFERENCE_EXAMPLES)
+  if len(pool) < 2 * n:
+    return {}
+  rows = [cell_metrics(pool[np.asarray(jax.random.choice(jax.random.fold_in(key, s), len(pool), (n,), replace=False))])
+          for s in range(int(config.eval.seeds))]
+  floor = report.summarise(rows)
+  floor['of'] = f'{n} training images, without replacement, of the {len(pool)} behind the reference statistics'
+  return {k: v for k, v in floor.items() if k.startswith(metric) or k in ('of', 'per_seed')}
+
+
 def likelihood(config, path, model, params, key):
   """Mean negative log-likelihood of ``config.eval.likelihood_samples`` data examples through the
   probability-flow ODE: ``{'nll_nats'}`` on toy targets (with the exact ``E[-log p0]`` beside it),
@@ -166,6 +180,8 @@ def evaluate(config, workdir):
             'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
   if target is not None:
     record['floor'] = toy_floor(target, n, seeds, streams.key(config.seed, 'floor'))
+  else:
+    record['floor'] = image_floor(config, next(iter(metrics)), cell_metrics, streams.key(config.seed, 'floor'))
   if metrics.get('fd_classifier'):
     record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
                       '(no Inception weights); not comparable with FID')

