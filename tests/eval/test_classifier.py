@@ -79,6 +79,6 @@ def test_cache_reused_and_invalidated(trained, monkeypatch):
 def test_unlabelled_dataset_is_a_clear_error(name, tmp_path):
   config = base.get_config()
   config.data.dataset = name
-  with pytest.raises(ValueError, match=rf"config.data.dataset='{name}'.*allowed: digits, mnist, cifar10"):
+  with pytest.raises(ValueError, match=rf"config.data.dataset='{name}'.*allowed: digits, mnist, mnist5k, cifar10"):
     classifier.get_feature_fn(config, str(tmp_path))
   assert not os.listdir(tmp_path)
