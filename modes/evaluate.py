@@ -24,7 +24,7 @@ from ddm import chunked, files, streams
 from ddm.targets import make_target
 from eval import frechet, plots, report, sampling, toy
 from eval import likelihood as likelihood_lib
-from modes import workdir as workdir_lib
+from modes import logs, workdir as workdir_lib
 from train import data
 from train.writers import MetricWriter
 
@@ -165,6 +165,11 @@ def evaluate(config, workdir):
 
   A cell whose samples hold any non-finite value is non-finite (NaN in JSON, "diverged" in markdown)."""
   validate(config, workdir, 'eval')
+  with logs.to_workdir(workdir, logging.get_verbosity()):
+    return _evaluate(config, workdir)
+
+
+def _evaluate(config, workdir):
   columns = workdir_lib.step_counts(config.eval)
   path, model, state = workdir_lib.restore(config, workdir)
   names = workdir_lib.schedule_names(config, workdir, state)

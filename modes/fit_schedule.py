@@ -19,7 +19,7 @@ from ddm.paths import make_path, per_example
 from ddm.registry import BASELINES
 from ddm.targets import make_target
 from eval import frechet, plots
-from modes import workdir as workdir_lib
+from modes import logs, workdir as workdir_lib
 from schedule import baselines, fit, searches, store
 from schedule.searches import ddss, problem as problem_lib
 from schedule.searches.problem import Problem
@@ -144,6 +144,11 @@ def fit_schedule(config, workdir):
   """Fits, stores ``schedules/<name>.json``, and writes ``schedule.json``, ``schedule.png`` and ``costs.png``
   for ``config.fit.num_steps`` steps into ``workdir``."""
   validate(config, workdir, 'fit_schedule')
+  with logs.to_workdir(workdir, logging.get_verbosity()):
+    return _fit_schedule(config, workdir)
+
+
+def _fit_schedule(config, workdir):
   problem = make_problem(config, workdir)
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.num_steps

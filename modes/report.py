@@ -7,6 +7,7 @@ import numpy as np
 from absl import logging
 
 from ddm import files, streams
+from modes.progress import format_duration
 from ddm.targets import make_target
 from eval import plots, sampling, toy
 from schedule import baselines, fit, store
@@ -35,8 +36,10 @@ class Reporter:
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
     self.draw = sampling.make_draw(config, path, model)
 
-  def scalars(self, step, pending, state, timer):
-    """Averages the metrics of the steps since the last log (one device fetch) and logs them."""
+  def scalars(self, step, pending, state, throughput):
+    """Averages the metrics of the steps since the last log (one device fetch) and logs them, with the
+    training-only steps/s of ``throughput`` (:class:`modes.progress.Throughput`) and the seconds spent
+    compiling, sampling and checkpointing in this process."""
     fetched = jax.device_get([jax.tree.map(lambda v: v[0], m) for m in pending])
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     scalars['train/nonfinite_steps'] = int(sum(m['train/nonfinite_steps'] for m in fetched))  # a count
@@ -46,17 +49,18 @@ class Reporter:
     scalars.update({
         'schedule/length': float(fit.length(step_costs)), 'schedule/energy': float(fit.energy(step_costs)),
         'schedule/num_updates': int(state.num_updates), 'schedule/num_skipped': int(state.num_skipped)})
-    now, last_step = time.time(), timer[1]
-    steps_per_sec = (step - last_step) / max(now - timer[0], 1e-9)
+    steps_per_sec = throughput.rate(step)  # after the fetch: the steps' computation has finished
     scalars['train/steps_per_sec'] = steps_per_sec
+    scalars.update({f'train/{kind}_seconds': v for kind, v in throughput.totals.items()})
     self.writer.write_scalars(step, scalars)
-    eta = (self.config.train.num_steps - step) / max(steps_per_sec, 1e-9)
-    logging.info('step %d/%d  loss %.4g  length %.4g  energy %.4g  %.1f steps/s  ETA %s', step,
+    eta = throughput.eta(step, self.config.train.num_steps, steps_per_sec)
+    other = ', '.join(f'{kind} {v:.0f} s' for kind, v in throughput.totals.items())
+    logging.info('step %d/%d  loss %.4g  length %.4g  energy %.4g  %.2f steps/s  ETA %s%s', step,
                  self.config.train.num_steps, scalars['train/loss'], scalars['schedule/length'],
-                 scalars['schedule/energy'], steps_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
+                 scalars['schedule/energy'], steps_per_sec, format_duration(eta),
+                 f'  ({other})' if other else '')
     if scalars['schedule/nonfinite_rates'] > 0:
       logging.warning('step %d: %d non-finite cost estimates were dropped', step, scalars['schedule/nonfinite_rates'])
-    return now, step
 
   def schedule_and_samples(self, step, state):
     """``schedule.json`` and its plots (also to TensorBoard); on toy targets, samples and exact metrics."""

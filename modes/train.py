@@ -8,7 +8,6 @@ device at logging steps only.
 import contextlib
 import signal
 import threading
-import time
 
 import jax
 import numpy as np
@@ -18,7 +17,7 @@ from flax import jax_utils
 from configs.validate import validate
 from ddm import streams
 from ddm.paths import make_path
-from modes import report as report_lib
+from modes import logs, progress, report as report_lib
 from train import checkpoints, data, lock, model as model_lib, step as step_lib
 from train.writers import MetricWriter
 
@@ -86,7 +85,8 @@ def train_and_evaluate(config, workdir: str):
   writer_process = jax.process_index() == 0
   if writer_process:
     checkpoints.check_writable(workdir)
-  with (lock.hold(workdir) if writer_process else contextlib.nullcontext()), _Signals() as signals:
+  with (lock.hold(workdir) if writer_process else contextlib.nullcontext()), _Signals() as signals, \
+       logs.to_workdir(workdir, logging.get_verbosity()):
     return _train(config, workdir, signals)
 
 
@@ -105,13 +105,18 @@ def _train(config, workdir, signals):
 
   p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, donate_argnums=(0,))
   base_key = jax_utils.replicate(streams.key(config.seed, 'train'))
-  p_state = jax_utils.replicate(state)
+  p_state = step_lib.replicate(state)
   writer = MetricWriter(workdir)
+  writer.write_config(config, config.to_json_best_effort(indent=1))
   report = report_lib.Reporter(config, workdir, path, model, shape, writer)
-  pending, flags, skipped, timer = [], [], 0, (time.time(), start)
+  pending, flags, skipped = [], [], 0
+  throughput = progress.Throughput(start)
   try:
     for step in range(start + 1, config.train.num_steps + 1):
-      p_state, metrics = p_step(p_state, data.shard(next(batches), jax.local_device_count()), base_key)
+      batch = data.shard(next(batches), jax.local_device_count())
+      # pmap compiles synchronously inside its first call; every later call only dispatches
+      with throughput.excluded('compile') if step == start + 1 else contextlib.nullcontext():
+        p_state, metrics = p_step(p_state, batch, base_key)
       pending.append(metrics)
       flags.append((step, metrics['train/nonfinite_steps']))
       last, stop = step == config.train.num_steps, signals.received  # read once: a signal may come at any time
@@ -123,13 +128,18 @@ def _train(config, workdir, signals):
           _stop_nonfinite(bad, step, mngr, config)
         if bad:
           logging.warning('steps %s: non-finite loss, gradients or parameters; dropped (%d so far)', bad, skipped)
+      sample = step % config.train.sample_every == 0 or last
       if step % config.train.log_every == 0 or last:
-        timer = report.scalars(step, pending, step_lib.unreplicate(p_state), timer)
+        report.scalars(step, pending, step_lib.unreplicate(p_state), throughput)
         pending = []
-      if step % config.train.sample_every == 0 or last:
-        report.schedule_and_samples(step, step_lib.unreplicate(p_state))
+      if sample or save:
+        jax.block_until_ready(p_state)  # the steps' own computation is not charged to sampling or saving
+      if sample:
+        with throughput.excluded('sample'):
+          report.schedule_and_samples(step, step_lib.unreplicate(p_state))
       if save:
-        checkpoints.save(mngr, step, step_lib.unreplicate(p_state))
+        with throughput.excluded('checkpoint'):
+          checkpoints.save(mngr, step, step_lib.unreplicate(p_state))
       if stop:
         mngr.wait_until_finished()
         logging.warning('stopped by %s at step %d; the checkpoint of this step is saved in %s: rerun the same '

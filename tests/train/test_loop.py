@@ -117,8 +117,14 @@ def test_nonfinite_costs_never_corrupt_the_schedule():
 
 
 def test_tensorboard_events_hold_the_expected_tags(tmp_path):
+  from absl import logging
   from tensorboard.backend.event_processing import event_accumulator
-  train_mode.train_and_evaluate(_smoke(), str(tmp_path))
+  previous = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)  # what app.run sets; pytest leaves absl at WARNING
+  try:
+    train_mode.train_and_evaluate(_smoke(), str(tmp_path))
+  finally:
+    logging.set_verbosity(previous)
   acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'images': 0, 'scalars': 0})
   acc.Reload()
   scalars = set(acc.Tags()['scalars'])
@@ -129,6 +135,13 @@ def test_tensorboard_events_hold_the_expected_tags(tmp_path):
   assert len(acc.Images('schedule/ladder')) == 2  # the plot moves over training
   for name in ('schedule.json', 'schedule.png', 'costs.png', 'density.png', 'eval_history.json', 'config.json'):
     assert (tmp_path / name).exists(), name
+  # progress: compilation and sampling logged apart from the steps/s; the config as text and as hparams
+  assert {'train/compile_seconds', 'train/sample_seconds'} <= scalars
+  assert acc.Scalars('train/compile_seconds')[0].value > 0
+  assert 'config/text_summary' in acc.Tags()['tensors']
+  assert {'_hparams_/experiment', '_hparams_/session_start_info'} <= set(acc.PluginTagToContent('hparams'))
+  log = (tmp_path / 'log.txt').read_text()
+  assert 'step 20/20' in log and 'steps/s' in log and 'ETA 0:00:00' in log
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -152,3 +165,25 @@ def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
     train_mode.train_and_evaluate(_smoke(model__mlp=dict(width=64, depth=2, embedding_dim=16)), str(tmp_path))
   after = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
   assert before == after
+
+
+def test_the_step_compiles_once():
+  """The replicated state is laid out as the step's outputs are, so step 2 does not compile the step again."""
+  config = _smoke()
+  path, shape = make_path(config.sde), data.data_shape(config)
+  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
+  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, donate_argnums=(0,))
+  p_state = step_lib.replicate(step_lib.initial_state(config, path, model))
+  key = jax_utils.replicate(jax.random.PRNGKey(1))
+  batches = data.make_train_iterator(config)
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, seconds, **kw: compiles.append(event) if event.endswith('backend_compile_duration') else None)
+  counts = []
+  for _ in range(3):
+    batch = data.shard(next(batches), jax.local_device_count())
+    before = len(compiles)
+    p_state, _ = p_step(p_state, batch, key)
+    jax.block_until_ready(p_state)
+    counts.append(len(compiles) - before)
+  assert counts[0] >= 1 and counts[1:] == [0, 0], counts  # the step compiles at the first call only
