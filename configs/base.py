@@ -126,6 +126,8 @@ def get_config():
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
   eval_.nfe = ()                         # Or: network evaluations per sample to compare at (K derived per
                                          # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs num_steps=().
+  eval_.checkpoints = 'new'              # Checkpoints evaluated: 'new' (every one without this sampler's record in
+                                         # <workdir>/eval/) | 'last' | 'all' | steps, e.g. '5000,10000'.
   eval_.seeds = 3                        # Independent sample sets per cell: tables give mean ± std over seeds.
   eval_.schedules = ('learned', 'fitted', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
                                          # 'fitted': every schedule fit_schedule stored in <workdir>/schedules/

@@ -23,6 +23,7 @@ METHODS = ('score_optimal', 'dp_elbo', 'ddss')          # config.fit.method
 PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
 RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
 NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
+EVAL_CHECKPOINTS = ('new', 'last', 'all')               # config.eval.checkpoints, or steps '5000,10000'
 PLAIN_NAME = r'[A-Za-z0-9_][A-Za-z0-9_.+-]*'           # schedule names: file names inside the workdir
 
 # Fields of config.schedule that moved to config.fit when the post-hoc searches got their own section.
@@ -42,6 +43,15 @@ def _int(v) -> bool:
 
 def _plain(name) -> bool:
   return isinstance(name, str) and re.fullmatch(PLAIN_NAME, name) is not None and '..' not in name
+
+
+def checkpoint_steps(value: str):
+  """The steps of ``config.eval.checkpoints`` when it lists them ('5000,10000' -> [5000, 10000]), else None
+  (one of :data:`EVAL_CHECKPOINTS`, or not a list of integers >= 0)."""
+  parts = [p.strip() for p in str(value).split(',')]
+  if value in EVAL_CHECKPOINTS or not all(re.fullmatch(r'[0-9]+', p) for p in parts):
+    return None
+  return [int(p) for p in parts]
 
 
 AT_LEAST_1 = (lambda v: v >= 1, '>= 1')
@@ -71,6 +81,8 @@ RANGES = {
     'eval.likelihood_steps': AT_LEAST_1, 'eval.hutchinson_probes': AT_LEAST_1,
     'eval.langevin_snr': POSITIVE, 'eval.langevin_steps': INT_AT_LEAST_1,
     'eval.num_samples': AT_LEAST_1, 'eval.seeds': INT_AT_LEAST_1, 'eval.batch_size': AT_LEAST_1,
+    'eval.checkpoints': (lambda v: v in EVAL_CHECKPOINTS or checkpoint_steps(v) is not None,
+                         f'one of {", ".join(EVAL_CHECKPOINTS)} or training steps such as 5000,10000'),
 }
 # field -> allowed values; 'config.<field>=<value>; allowed: ...'
 CHOICES = {

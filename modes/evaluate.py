@@ -1,4 +1,5 @@
-"""``--mode=eval`` on the last checkpoint of a run.
+"""``--mode=eval`` on the checkpoints of a run (``config.eval.checkpoints``: by default every one not yet
+evaluated with these settings; one record per checkpoint and sampler under ``<workdir>/eval/``).
 
 ``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.num_steps``
 (or at every NFE of ``config.eval.nfe``, K derived per sampler), ``config.eval.seeds`` times, and writes the
@@ -12,19 +13,22 @@ The learned schedule at K steps is read off the learned length function (method.
 ``t_k = Lambda^{-1}(k Lambda / K)``, never by sub-sampling the training grid; schedules stored by
 ``--mode=fit_schedule`` are read off theirs (or their stored K-step ladders).
 """
+import json
 import os
+import shutil
 import time
 
 import jax
 import numpy as np
 from absl import logging
 
-from configs.validate import validate
+from configs.validate import checkpoint_steps, validate
 from ddm import chunked, files, streams
 from ddm.targets import make_target
 from eval import frechet, plots, report, sampling, toy
 from eval import likelihood as likelihood_lib
-from modes import logs, workdir as workdir_lib
+from modes import logs, progress, workdir as workdir_lib
+from schedule import store
 from train import data
 from train.writers import MetricWriter
 
@@ -32,6 +36,8 @@ TOY_METRICS = {'log_likelihood': 'max', 'kl': 'min', 'w1': 'min'}  # which way i
 STATS_FOLDER = 'eval_stats'     # cached reference statistics of the data, per feature space
 REFERENCE_EXAMPLES = 50_000     # data examples behind the reference statistics (all of them if fewer)
 GRID_PER_SCHEDULE = 16          # images per schedule in eval_samples.png
+EVAL_DIR = 'eval'               # <workdir>/eval/<step>_<sampler>.{json,md,png} and the TensorBoard events
+RECORD_FIX = 'move it away to evaluate that checkpoint again (the other records are kept)'
 
 
 def image_features(config, workdir):
@@ -137,41 +143,103 @@ def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
   key, seeds, n = streams.key(config.seed, 'eval'), int(config.eval.seeds), int(config.eval.num_samples)
   is_toy = config.data.dataset == 'toy'
   results, figures, timings = {}, {}, {}
-  for name, schedule in schedules.items():
-    for k, evaluations in columns:
-      if not schedule.has(k):  # searched schedules (dp_elbo, ddss) exist for their stored K only
-        continue
-      ts = np.asarray(schedule.steps(k))
-      start, per_seed = time.time(), []
-      for s in range(seeds):
-        x = draw(params, ts, jax.random.fold_in(jax.random.fold_in(key, k), s), n, shape)
-        per_seed.append(cell_metrics(x))
-        if s == 0 and k == columns[0][0]:
-          figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
-      timings[f'{name}/{k}'] = time.time() - start
-      row = dict(report.summarise(per_seed), nfe=evaluations)
-      results.setdefault(name, {})[str(k)] = row
-      logging.info('%s K=%d NFE=%d: %s (%.1f s)', name, k, evaluations,
-                   {m: v for m, v in row.items() if m not in ('per_seed', 'nfe')}, timings[f'{name}/{k}'])
+  # searched schedules (dp_elbo, ddss) exist for their stored K only
+  cells = [(name, k, e) for name, schedule in schedules.items() for k, e in columns if schedule.has(k)]
+  work, done, started = sum(e for _, _, e in cells), 0, time.time()  # a cell's time goes as its NFE
+  for i, (name, k, evaluations) in enumerate(cells):
+    schedule = schedules[name]
+    ts = np.asarray(schedule.steps(k))
+    start, per_seed = time.time(), []
+    for s in range(seeds):
+      x = draw(params, ts, jax.random.fold_in(jax.random.fold_in(key, k), s), n, shape)
+      per_seed.append(cell_metrics(x))
+      if s == 0 and k == columns[0][0]:
+        figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
+    timings[f'{name}/{k}'] = time.time() - start
+    row = dict(report.summarise(per_seed), nfe=evaluations)
+    results.setdefault(name, {})[str(k)] = row
+    done += evaluations
+    eta = (time.time() - started) / done * (work - done)
+    logging.info('%s K=%d NFE=%d: %s (%.1f s)  [cell %d/%d, ETA %s]', name, k, evaluations,
+                 {m: v for m, v in row.items() if m not in ('per_seed', 'nfe')}, timings[f'{name}/{k}'],
+                 i + 1, len(cells), progress.format_duration(eta))
   return results, figures, timings
 
 
 def evaluate(config, workdir):
-  """Samples every schedule at every column of :func:`modes.workdir.step_counts`, ``config.eval.seeds`` times
-  with ``config.eval.num_samples`` samples each, and writes ``eval.json``, ``eval.md`` (mean and spread per cell;
-  a best cell in bold only when it beats the runner-up by more than their spreads; the sample-size floor of
-  toy targets underneath), ``eval_density.png`` (toy) or ``eval_samples.png`` (images), and the same figures to
-  TensorBoard (``eval/<metric>/<schedule>`` and ``eval/<metric>_std/<schedule>`` against NFE).
+  """Evaluates the checkpoints of ``config.eval.checkpoints`` (:func:`checkpoints_to_evaluate`), oldest first.
+
+  Each one: samples every schedule at every column of :func:`modes.workdir.step_counts`, ``config.eval.seeds``
+  times with ``config.eval.num_samples`` samples each, and writes ``eval/<step>_<sampler>.json`` and ``.md``
+  (mean and spread per cell; a best cell in bold only when it beats the runner-up by more than their spreads;
+  the sample-size floor underneath), its figure ``eval/<step>_<sampler>.png`` (toy densities or image grids),
+  and TensorBoard scalars at the training step (``eval/<metric>/<schedule>/<sampler>_K<k>``, or ``_NFE<n>``
+  with ``config.eval.nfe``). The last one evaluated is also ``eval.json``, ``eval.md`` and
+  ``eval_density.png`` / ``eval_samples.png`` in the workdir. Returns the last record.
 
   A cell whose samples hold any non-finite value is non-finite (NaN in JSON, "diverged" in markdown)."""
   validate(config, workdir, 'eval')
+  steps = checkpoints_to_evaluate(config, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
-    return _evaluate(config, workdir)
+    if not steps:
+      latest = workdir_lib.checkpoint_steps(config, workdir)[-1]
+      logging.info('every checkpoint of %s is evaluated with these settings (%s); '
+                   'config.eval.checkpoints=all evaluates them again', workdir, record_file(workdir, latest, config))
+      return files.read_json(record_file(workdir, latest, config), RECORD_FIX)
+    record = None
+    for i, step in enumerate(steps):
+      logging.info('evaluating checkpoint %s (%d of %d)', 'latest' if step is None else step, i + 1, len(steps))
+      record = evaluate_checkpoint(config, workdir, step)
+    return record
 
 
-def _evaluate(config, workdir):
+def record_file(workdir, step: int, config) -> str:
+  return os.path.join(workdir, EVAL_DIR, f'{int(step)}_{config.eval.sampler}.json')
+
+
+def settings(config, workdir) -> dict:
+  """What makes two evaluations of a checkpoint the same one (JSON-comparable)."""
+  names = list(config.eval.schedules)
+  if workdir_lib.FITTED in names:  # 'fitted' means the schedules stored now: a new fit is a new evaluation
+    names += [f'{workdir_lib.FITTED}:{n}' for n in store.names(workdir)]
+  return {'sampler': config.eval.sampler, 'schedules': names,
+          'num_samples': int(config.eval.num_samples), 'seeds': int(config.eval.seeds),
+          'columns': [list(c) for c in workdir_lib.step_counts(config.eval)]}
+
+
+def checkpoints_to_evaluate(config, workdir) -> list:
+  """The training steps ``config.eval.checkpoints`` selects: 'new' (default: every checkpoint without a record
+  of these :func:`settings` in ``<workdir>/eval/``), 'last' (``[None]``: the latest good checkpoint, falling
+  back past a damaged one), 'all', or listed steps (each must have a checkpoint). Reads nothing but file
+  names and earlier records: a bad selection stops before any compute."""
+  available = workdir_lib.checkpoint_steps(config, workdir)
+  if not available:
+    raise ValueError(f'--workdir={workdir} holds no checkpoint; train first: '
+                     f'python main.py --config=... --workdir={workdir}')
+  choice, listed = config.eval.checkpoints, checkpoint_steps(config.eval.checkpoints)
+  if listed is not None:
+    missing = [s for s in listed if s not in available]
+    if missing:
+      raise ValueError(f'config.eval.checkpoints={choice!r} names steps without a checkpoint ({missing}); '
+                       f'the checkpoints of {workdir} are at steps {", ".join(map(str, available))}')
+    return sorted(set(listed))
+  if choice == 'last':
+    return [None]
+  if choice == 'all':
+    return available
+  wanted = json_normalised(settings(config, workdir))
+  return [s for s in available if not (os.path.exists(record_file(workdir, s, config)) and json_normalised(
+      files.read_json(record_file(workdir, s, config), RECORD_FIX).get('settings')) == wanted)]
+
+
+def json_normalised(value):
+  return json.loads(json.dumps(value))
+
+
+def evaluate_checkpoint(config, workdir, step=None) -> dict:
+  """One checkpoint (``step``; None: the latest good one): the table, its files and TensorBoard points."""
   columns = workdir_lib.step_counts(config.eval)
-  path, model, state = workdir_lib.restore(config, workdir)
+  path, model, state = workdir_lib.restore(config, workdir, step)
   names = workdir_lib.schedule_names(config, workdir, state)
   # every name resolves (or stops with a clear message) before any sampling
   schedules = {name: workdir_lib.schedule(name, path, state, workdir) for name in names}
@@ -181,7 +249,7 @@ def _evaluate(config, workdir):
   seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
   record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
             'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
-            'metrics': metrics,
+            'metrics': metrics, 'settings': settings(config, workdir),
             'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
   if target is not None:
     record['floor'] = toy_floor(target, n, seeds, streams.key(config.seed, 'floor'))
@@ -194,28 +262,50 @@ def _evaluate(config, workdir):
     record['likelihood'] = likelihood(config, path, model, state.ema_params,
                                       streams.key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
-  files.write_json(record, os.path.join(workdir, 'eval.json'))
-  files.write_text(report.markdown_report(record), os.path.join(workdir, 'eval.md'))
+  stem = record_file(workdir, record['step'], config)[:-len('.json')]
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  _keep_earlier(stem)
+  files.write_json(record, stem + '.json')
+  files.write_text(report.markdown_report(record), stem + '.md')
   k0 = columns[0][0]
   if target is not None:
-    png = os.path.join(workdir, 'eval_density.png')
-    plots.plot_densities(png, {f'{n_}, K={k0}': v for n_, v in figures.items()}, toy.density_curve(target))
+    plots.plot_densities(stem + '.png', {f'{n_}, K={k0}': v for n_, v in figures.items()},
+                         toy.density_curve(target))
   else:
-    png = os.path.join(workdir, 'eval_samples.png')
-    plots.save_schedule_grids(png, {f'{n_}, K={k0}': v for n_, v in figures.items()})
-  _to_tensorboard(workdir, record, png)
+    plots.save_schedule_grids(stem + '.png', {f'{n_}, K={k0}': v for n_, v in figures.items()})
+  # the latest evaluation also at the top of the workdir, where tables are copied from
+  shutil.copyfile(stem + '.json', os.path.join(workdir, 'eval.json'))
+  shutil.copyfile(stem + '.md', os.path.join(workdir, 'eval.md'))
+  shutil.copyfile(stem + '.png', os.path.join(workdir, 'eval_density.png' if target is not None
+                                              else 'eval_samples.png'))
+  _to_tensorboard(workdir, record, stem + '.png')
+  logging.info('wrote %s.json, .md and .png', stem)
   return record
 
 
+def _keep_earlier(stem):
+  """An earlier record of the same checkpoint and sampler (other settings) is renamed ``<stem>.<n>.*``, kept."""
+  if not os.path.exists(stem + '.json'):
+    return
+  n = 1
+  while os.path.exists(f'{stem}.{n}.json'):
+    n += 1
+  for ext in ('.json', '.md', '.png'):
+    if os.path.exists(stem + ext):
+      os.replace(stem + ext, f'{stem}.{n}{ext}')
+
+
 def _to_tensorboard(workdir, record, png):
-  writer = MetricWriter(os.path.join(workdir, 'eval'))
+  """Scalars at the checkpoint's training step, the column in the tag: a run's evaluations over training
+  form one curve per (metric, schedule, column)."""
+  writer = MetricWriter(os.path.join(workdir, EVAL_DIR))
+  step, sampler = record['step'], record['sampler']
   for name, row in record['results'].items():
-    for values in row.values():
-      writer.write_scalars(int(values['nfe']), {f'eval/{m}{suffix}/{name}': values[m + suffix]
-                                                for m in record['metrics'] for suffix in ('', '_std')})
+    for k, values in row.items():
+      column = f'NFE{values["nfe"]}' if record['by_nfe'] else f'K{k}'
+      writer.write_scalars(step, {f'eval/{m}{suffix}/{name}/{sampler}_{column}': values[m + suffix]
+                                  for m in record['metrics'] for suffix in ('', '_std')})
   for m, v in record.get('likelihood', {}).items():
-    writer.write_scalars(record['step'], {f'eval/{m}': v})
-  writer.write_images(record['step'], {'eval/samples': plots.read_png(png)})
+    writer.write_scalars(step, {f'eval/{m}': v})
+  writer.write_images(step, {f'eval/samples/{sampler}': plots.read_png(png)})
   writer.close()
-
-

@@ -13,6 +13,7 @@ from eval import plots, sampling, toy
 from schedule import baselines, fit, store
 
 IMAGE_GRID = 64  # samples shown at each sampling step on image datasets
+SAMPLES_DIR = 'samples'  # <workdir>/samples/<step>.png
 HISTORY_FILE = 'eval_history.json'
 HISTORY_FIX = ('move it away (the same points are in the TensorBoard events); training writes a new one from '
                'its next sampling step')
@@ -83,10 +84,11 @@ class Reporter:
     self.writer.flush()
 
   def _image_samples(self, step, state):
-    """A grid of ``IMAGE_GRID`` samples with the current schedule and EMA weights."""
+    """A grid of ``IMAGE_GRID`` samples with the current schedule and EMA weights: ``samples/<step>.png``."""
     key = jax.random.fold_in(streams.key(self.config.seed, 'sample'), step)
     x = self.draw(state.ema_params, state.schedule, key, IMAGE_GRID, self.data_shape)
-    png = os.path.join(self.workdir, 'samples.png')
+    png = os.path.join(self.workdir, SAMPLES_DIR, f'{step}.png')  # one per sampling step, none overwritten
+    os.makedirs(os.path.dirname(png), exist_ok=True)
     plots.save_image_grid(png, x, scale=max(1, 64 // self.data_shape[0]))
     return png
 

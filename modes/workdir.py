@@ -26,15 +26,25 @@ def learned_length(state) -> fit.LengthFunction:
   return fit.LengthFunction.from_step_costs(state.schedule, state.step_costs)
 
 
-def restore(config, workdir):
-  """``(path, model, state)`` from the latest checkpoint in ``workdir``; a clear error when there is none."""
+def checkpoint_steps(config, workdir) -> list:
+  """The training steps of the checkpoints in ``workdir``, ascending ([] when there is none)."""
+  if not has_checkpoint(workdir):
+    return []
+  return sorted(checkpoints.manager(workdir, config.train.keep_checkpoints, create=False).all_steps())
+
+
+def restore(config, workdir, step=None):
+  """``(path, model, state)`` from the checkpoint of ``step`` (default: the latest good one) in ``workdir``;
+  a clear error when there is none."""
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
   template = step_lib.initial_state(config, path, model)
   state = None
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     checkpoints.check_compatible(workdir, config)
-    state = checkpoints.restore_latest(checkpoints.manager(workdir, config.train.keep_checkpoints), template)
+    mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+    state = (checkpoints.restore_latest(mngr, template) if step is None
+             else checkpoints.restore_step(mngr, template, int(step)))
   if state is None:
     raise ValueError(f'--workdir={workdir} holds no checkpoint; train first: '
                      f'python main.py --config=... --workdir={workdir}')

@@ -157,6 +157,25 @@ def _problem(mngr, step, tree) -> str:
   return ''
 
 
+def _try_restore(mngr, step, target):
+  """``(tree, problem)``: the checkpoint of ``step`` and what is wrong with it ('' when nothing)."""
+  try:
+    tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
+    return tree, _problem(mngr, step, tree)
+  except Exception as e:  # orbax/TensorStore raise many types for truncated or missing files
+    return None, f'it does not restore ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""})'
+
+
+def restore_step(mngr: ocp.CheckpointManager, template: state_lib.TrainState, step: int):
+  """The checkpoint of ``step`` restored into ``template``'s structure; a ``ValueError`` naming it when it is
+  damaged (verified as :func:`restore_latest` does)."""
+  tree, problem = _try_restore(mngr, step, state_lib.to_host_dict(template))
+  if problem:
+    raise ValueError(f'checkpoint {mngr.directory}/{step} is damaged: {problem}; leave it out with '
+                     'config.eval.checkpoints (e.g. the other steps), or restore it from a backup')
+  return state_lib.from_host_dict(template, tree)
+
+
 def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine: str = ''):
   """The newest good checkpoint restored into ``template``'s structure, or None if there is none.
 
@@ -167,11 +186,7 @@ def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, 
   target = state_lib.to_host_dict(template)
   damaged = []
   for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
-      problem = _problem(mngr, step, tree)
-    except Exception as e:  # orbax/TensorStore raise many types for truncated or missing files
-      problem = f'it does not restore ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""})'
+    tree, problem = _try_restore(mngr, step, target)
     if not problem:
       if damaged:
         _set_aside(mngr, damaged, quarantine)
