@@ -181,11 +181,13 @@ def evaluate(config, workdir):
   validate(config, workdir, 'eval')
   steps = checkpoints_to_evaluate(config, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
-    if not steps:
-      latest = workdir_lib.checkpoint_steps(config, workdir)[-1]
-      logging.info('every checkpoint of %s is evaluated with these settings (%s); '
-                   'config.eval.checkpoints=all evaluates them again', workdir, record_file(workdir, latest, config))
-      return files.read_json(record_file(workdir, latest, config), RECORD_FIX)
+    if not steps:  # the stored record becomes the workdir's latest table again (this sampler's, not another's)
+      stem = record_file(workdir, workdir_lib.checkpoint_steps(config, workdir)[-1], config)[:-len('.json')]
+      logging.info('every checkpoint of %s is evaluated with these settings (%s.json); '
+                   'config.eval.checkpoints=all evaluates them again', workdir, stem)
+      record = files.read_json(stem + '.json', RECORD_FIX)
+      _to_top(workdir, stem, config.data.dataset == 'toy')
+      return record
     record = None
     for i, step in enumerate(steps):
       logging.info('evaluating checkpoint %s (%d of %d)', 'latest' if step is None else step, i + 1, len(steps))
@@ -273,14 +275,18 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
                          toy.density_curve(target))
   else:
     plots.save_schedule_grids(stem + '.png', {f'{n_}, K={k0}': v for n_, v in figures.items()})
-  # the latest evaluation also at the top of the workdir, where tables are copied from
-  shutil.copyfile(stem + '.json', os.path.join(workdir, 'eval.json'))
-  shutil.copyfile(stem + '.md', os.path.join(workdir, 'eval.md'))
-  shutil.copyfile(stem + '.png', os.path.join(workdir, 'eval_density.png' if target is not None
-                                              else 'eval_samples.png'))
+  _to_top(workdir, stem, target is not None)
   _to_tensorboard(workdir, record, stem + '.png')
   logging.info('wrote %s.json, .md and .png', stem)
   return record
+
+
+def _to_top(workdir, stem, is_toy):
+  """The record ``stem`` also at the top of the workdir (``eval.json``, ``eval.md``, the figure), where tables
+  are copied from."""
+  shutil.copyfile(stem + '.json', os.path.join(workdir, 'eval.json'))
+  shutil.copyfile(stem + '.md', os.path.join(workdir, 'eval.md'))
+  shutil.copyfile(stem + '.png', os.path.join(workdir, 'eval_density.png' if is_toy else 'eval_samples.png'))
 
 
 def _keep_earlier(stem):

@@ -144,12 +144,12 @@ def fit_schedule(config, workdir):
   """Fits, stores ``schedules/<name>.json``, and writes ``schedule.json``, ``schedule.png`` and ``costs.png``
   for ``config.fit.num_steps`` steps into ``workdir``."""
   validate(config, workdir, 'fit_schedule')
+  problem = make_problem(config, workdir)  # refuses a workdir without a checkpoint (non-toy) before log.txt exists
   with logs.to_workdir(workdir, logging.get_verbosity()):
-    return _fit_schedule(config, workdir)
+    return _fit_schedule(config, workdir, problem)
 
 
-def _fit_schedule(config, workdir):
-  problem = make_problem(config, workdir)
+def _fit_schedule(config, workdir, problem):
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.num_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))

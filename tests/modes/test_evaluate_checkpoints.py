@@ -1,5 +1,6 @@
 """--mode=eval over a run's checkpoints: one record per checkpoint, TensorBoard at the training steps."""
 import hashlib
+import json
 import os
 
 import pytest
@@ -36,7 +37,7 @@ def test_every_new_checkpoint_gets_its_record_and_tensorboard_points(trained):
   names = sorted(os.listdir(os.path.join(trained, 'eval')))
   for step in (10, 15, 20):
     assert {f'{step}_heun.json', f'{step}_heun.md', f'{step}_heun.png'} <= set(names), names
-  assert (os.path.join(trained, 'eval.json'))
+  assert json.load(open(os.path.join(trained, 'eval.json')))['step'] == 20
   acc = event_accumulator.EventAccumulator(os.path.join(trained, 'eval'), size_guidance={'scalars': 0})
   acc.Reload()
   points = acc.Scalars('eval/w1/linear/heun_K5')
@@ -46,6 +47,12 @@ def test_every_new_checkpoint_gets_its_record_and_tensorboard_points(trained):
   again = eval_run.evaluate(_config(), trained)
   assert again['step'] == 20 and again['results'] == record['results']
   assert _hashes(trained) == before
+  # another sampler is another evaluation; then the first one's settings again put its table back on top
+  eval_run.evaluate(_config(eval__sampler='euler', eval__checkpoints='last'), trained)
+  assert os.path.exists(os.path.join(trained, 'eval', '20_euler.json'))
+  assert json.load(open(os.path.join(trained, 'eval.json')))['sampler'] == 'euler'
+  eval_run.evaluate(_config(), trained)
+  assert json.load(open(os.path.join(trained, 'eval.json')))['results'] == record['results']
   # other settings of the same sampler: evaluated again, the earlier record kept beside it
   eval_run.evaluate(_config(eval__checkpoints='20', eval__seeds=3), trained)
   assert os.path.exists(os.path.join(trained, 'eval', '20_heun.1.json'))
