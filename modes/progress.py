@@ -6,12 +6,13 @@ wraps those in :meth:`Throughput.excluded` (after blocking on the state, so that
 charged to them); ``steps_per_sec`` is what remains.
 """
 import contextlib
+import math
 import time
 
 
 def format_duration(seconds: float) -> str:
   """``'1d 20:26:40'`` for 159,999.6 s, ``'0:04:05'`` under a day; ``'?'`` when not finite (no rate yet)."""
-  if not seconds == seconds or seconds in (float('inf'), float('-inf')):
+  if not math.isfinite(seconds):
     return '?'
   total = int(round(max(seconds, 0.0)))
   days, rest = divmod(total, 86_400)
