@@ -1,11 +1,13 @@
 """Input pipelines: every dataset yields ``{'x': f32[host_batch, *S]}`` (images in [-1, 1]) forever.
 
-Batches are a pure function of ``(config.seed, step)``: the example order of epoch e is a permutation
-drawn from ``(seed, host, e)``, so a run started at ``start_step = k`` sees exactly the batches an
-uninterrupted run sees from step k on (resumed training is bit-for-bit the same). Each host holds a
-disjoint, equal-sized slice of the data (``jax.process_index()`` of ``jax.process_count()``) and yields
-``config.train.batch_size // jax.process_count()`` examples per step; :func:`shard` splits a host batch
-across the local devices. Image datasets are held in memory as ``u8`` and converted per batch.
+Batches are a pure function of ``(config.seed, step)``: the *global* batch of a step is fixed by the seed
+(the example order of epoch e is a permutation of the whole data set drawn from ``(seed, e)``; toy targets
+draw it from a key folded from the step), and host ``p`` of ``P`` takes rows ``[p B/P, (p+1) B/P)`` of it
+(:func:`host_rows`). So a run on P hosts trains on exactly the batches of a run on one host with the same
+global batch, and a run started at ``start_step = k`` sees exactly the batches an uninterrupted run sees
+from step k on (resumed training is bit-for-bit the same). :func:`shard` splits a host batch across the local
+devices. Image datasets are held in memory (the whole training split on every host: the global order needs
+every example; these data sets are at most 150 MB) as ``u8`` and converted per batch.
 """
 import numpy as np
 import jax
@@ -37,8 +39,14 @@ def host_batch_size(config) -> int:
   """Examples per host and step: ``config.train.batch_size // jax.process_count()``."""
   batch, hosts = config.train.batch_size, jax.process_count()
   if batch % hosts:
-    raise ValueError(f'config.train.batch_size={batch} is not divisible by the {hosts} hosts')
+    raise ValueError(f'config.train.batch_size={batch} is not divisible by the {hosts} processes')
   return batch // hosts
+
+
+def host_rows(config) -> slice:
+  """This host's rows of the global batch: ``[p B/P, (p+1) B/P)`` for process ``p`` of ``P``."""
+  batch = host_batch_size(config)
+  return slice(jax.process_index() * batch, (jax.process_index() + 1) * batch)
 
 
 def shard(batch: dict, num_devices: int) -> dict:
@@ -51,22 +59,20 @@ def shard(batch: dict, num_devices: int) -> dict:
   return {k: split(v) for k, v in batch.items()}
 
 
-def host_indices(num_examples: int) -> np.ndarray:
-  """This host's examples: ``i32[num_examples // process_count]``, disjoint across hosts, equal in size."""
-  hosts = jax.process_count()
-  return jax.process_index() + hosts * np.arange(num_examples // hosts)
+# The seed sequences once had a host entry; it stays 0 so that one-host runs keep their order of old.
+_GLOBAL = 0
 
 
 def _array_iterator(pool: np.ndarray, config, start_step: int, max_value=None):
-  """Seekable epoch-permuted batches ``f32[host_batch, *S]`` of this host's pool ``[N, *S]``.
+  """Seekable epoch-permuted batches ``f32[host_batch, *S]``: this host's rows of the global batches of the
+  whole pool ``[N, *S]``.
 
   ``max_value``: pool values in ``[0, max_value]`` are mapped to [-1, 1] per batch; None: used as they are.
   """
-  batch, host = host_batch_size(config), jax.process_index()
+  batch, rows = config.train.batch_size, host_rows(config)
   per_epoch = len(pool) // batch  # incomplete batches are dropped
   if per_epoch == 0:
-    raise ValueError(f'config.train.batch_size={config.train.batch_size} gives {batch} examples per host, more '
-                     f'than the {len(pool)} examples of this host')
+    raise ValueError(f'config.train.batch_size={batch} is larger than the {len(pool)} training examples')
   if config.data.random_flip and pool.ndim != 4:
     raise ValueError(f'config.data.random_flip needs images [H, W, C]; got examples of shape {pool.shape[1:]}')
 
@@ -75,11 +81,11 @@ def _array_iterator(pool: np.ndarray, config, start_step: int, max_value=None):
     while True:
       e, i = divmod(step, per_epoch)
       if e != epoch:
-        epoch, order = e, np.random.default_rng((config.seed, PERMUTE, host, e)).permutation(len(pool))
-      x = pool[order[i * batch:(i + 1) * batch]]                                   # one vectorised gather
+        epoch, order = e, np.random.default_rng((config.seed, PERMUTE, _GLOBAL, e)).permutation(len(pool))
+      x = pool[order[i * batch:(i + 1) * batch][rows]]                             # one vectorised gather
       x = x.astype(np.float32) / np.float32(max_value / 2) - 1.0 if max_value else x.astype(np.float32)
       if config.data.random_flip:                                                  # mirror the W axis
-        flip = np.random.default_rng((config.seed, FLIP, host, step)).random(batch) < 0.5
+        flip = (np.random.default_rng((config.seed, FLIP, _GLOBAL, step)).random(batch) < 0.5)[rows]
         x[flip] = x[flip, :, ::-1]
       yield {'x': x}
       step += 1
@@ -88,15 +94,16 @@ def _array_iterator(pool: np.ndarray, config, start_step: int, max_value=None):
 
 @DATASETS.register('toy')
 def _toy(config, start_step):
-  """Fresh draws from the toy target at every step, keyed by ``fold_in(seed 'data' stream, host, step)``."""
-  target, batch = make_target(config.data), host_batch_size(config)
+  """Fresh draws from the toy target at every step: the global batch keyed by ``fold_in(seed 'data' stream,
+  step)``, of which this host keeps its rows (a toy batch is cheap to draw whole)."""
+  target, rows = make_target(config.data), host_rows(config)
   sample = jax.jit(target.sample_p0, static_argnums=1)
-  key = jax.random.fold_in(streams.key(config.seed, 'data'), jax.process_index())
+  key = jax.random.fold_in(streams.key(config.seed, 'data'), _GLOBAL)
 
   def batches():
     step = start_step
     while True:
-      yield {'x': np.asarray(sample(jax.random.fold_in(key, step), batch))}
+      yield {'x': np.asarray(sample(jax.random.fold_in(key, step), config.train.batch_size))[rows]}
       step += 1
   return batches()
 
@@ -106,7 +113,7 @@ def _fake(config, start_step):
   """A fixed pool of ``FAKE_POOL`` uniform images in [-1, 1] of shape ``config.data.fake_shape``, from the seed."""
   rng = np.random.default_rng(config.seed)
   pool = rng.uniform(-1.0, 1.0, (FAKE_POOL,) + tuple(config.data.fake_shape)).astype(np.float32)
-  return _array_iterator(pool[host_indices(FAKE_POOL)], config, start_step)
+  return _array_iterator(pool, config, start_step)
 
 
 @DATASETS.register('digits')
@@ -114,7 +121,7 @@ def _digits(config, start_step):
   """scikit-learn's 1797 8x8 handwritten digits (values 0..16), shipped with the package: works offline."""
   from sklearn.datasets import load_digits
   images = load_digits().images.astype(np.uint8)[..., None]
-  return _array_iterator(images[host_indices(len(images))], config, start_step, max_value=16)
+  return _array_iterator(images, config, start_step, max_value=16)
 
 
 def tfds_source(name: str, data_dir: str = ''):
@@ -156,10 +163,10 @@ def read_images(source, indices: np.ndarray) -> np.ndarray:
 
 
 def _tfds(config, start_step):
-  """MNIST / CIFAR-10 training images through ``tfds.data_source``: this host's slice, loaded into memory."""
+  """MNIST / CIFAR-10 training images through ``tfds.data_source``, loaded into memory."""
   name = config.data.dataset
   source = tfds_source(*tfds_location(config))
-  images = read_images(source, host_indices(len(source)))
+  images = read_images(source, np.arange(len(source)))
   if images.shape[1:] != IMAGE_SHAPES[name]:
     raise ValueError(f'TFDS {name!r} images have shape {images.shape[1:]}, expected {IMAGE_SHAPES[name]}')
   return _array_iterator(images, config, start_step, max_value=255)
@@ -200,9 +207,10 @@ def example_pool(config, size: int) -> np.ndarray:
   return np.concatenate(out)[:size]
 
 
-def _epoch_size(config, batch):
+def _epoch_size(config, host_batch):
+  """This host's examples in one epoch: its rows of every complete global batch."""
   sizes = {'digits': 1797, 'fake': FAKE_POOL}
   n = sizes.get(config.data.dataset)
   if n is None:
     n = len(tfds_source(*tfds_location(config)))
-  return (n // jax.process_count()) // batch * batch
+  return n // config.train.batch_size * host_batch

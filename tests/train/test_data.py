@@ -131,16 +131,26 @@ def test_flips_only_when_enabled():
   assert not np.array_equal(*masks)                 # fresh flips at every step
 
 
-def test_hosts_read_disjoint_slices(monkeypatch):
+@pytest.mark.parametrize('dataset, fields', [('fake', {'random_flip': True}), ('digits', {}), ('toy', {})])
+def test_hosts_read_their_rows_of_the_one_host_batch(monkeypatch, dataset, fields):
+  """P hosts together see exactly the global batches of one host: what makes a multi-process run train
+  like a one-process run with the same global batch."""
+  steps = data.FAKE_POOL // 16 + 2                                       # into the second epoch
+  one = data.make_train_iterator(_config(dataset, batch_size=16, **fields), start_step=3)
+  single = [next(one)['x'] for _ in range(steps)]
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  seen = []
+  hosts = []
   for host in range(2):
     monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
-    batches = data.make_train_iterator(_config('fake', batch_size=16))
-    seen.append(np.concatenate([next(batches)['x'] for _ in range(data.FAKE_POOL // 16)]))
-  assert seen[0].shape == (data.FAKE_POOL // 2, 8, 8, 1)                 # host batch 8; every host example once
-  assert len(_rows(seen[0])) == len(_rows(seen[1])) == data.FAKE_POOL // 2
-  assert not _rows(seen[0]) & _rows(seen[1])
+    batches = data.make_train_iterator(_config(dataset, batch_size=16, **fields), start_step=3)
+    hosts.append([next(batches)['x'] for _ in range(steps)])
+  for k in range(steps):
+    assert hosts[0][k].shape[0] == hosts[1][k].shape[0] == 8            # host batch 8 of the global 16
+    np.testing.assert_array_equal(np.concatenate([hosts[0][k], hosts[1][k]]), single[k])
+  if dataset != 'toy':                                                   # a finite pool: disjoint per epoch
+    epoch = data.FAKE_POOL // 16 if dataset == 'fake' else 1797 // 16
+    first = [np.concatenate(h[:epoch - 3]) for h in hosts]
+    assert not _rows(first[0]) & _rows(first[1])
 
 
 def test_errors_name_the_setting():
@@ -148,7 +158,7 @@ def test_errors_name_the_setting():
     data.make_train_iterator(_config('imagenet'))
   with pytest.raises(ValueError, match='config.train.batch_size gives 6 examples per host, which is not divisible'):
     data.shard({'x': np.zeros((6, 1))}, 4)
-  with pytest.raises(ValueError, match='config.train.batch_size=2048 gives 2048 examples per host, more than'):
+  with pytest.raises(ValueError, match='config.train.batch_size=2048 is larger than the 1797 training examples'):
     data.make_train_iterator(_config('digits', batch_size=2048))
   with pytest.raises(ValueError, match=r'config.data.random_flip needs images \[H, W, C\]'):
     data.make_train_iterator(_config('fake', fake_shape=(16,), random_flip=True))
