@@ -8,7 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs.validate import FIT_STEPS_MESSAGE, unknown_field
-from modes import evaluate, fit_schedule, logs, sample, train
+from modes import distributed, evaluate, fit_schedule, logs, sample, train
 
 # mode -> runner(config, workdir)
 MODES = {
@@ -47,6 +47,7 @@ def main(argv):
   del argv
   logs.quiet_libraries(logging.get_verbosity())  # orbax and TFDS below WARNING only with --verbosity >= 1
   logging.info('mode=%s workdir=%s', FLAGS.mode, FLAGS.workdir)
+  distributed.initialize(FLAGS.config)  # first: JAX's distributed runtime must start before anything else
   MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
 
 

@@ -114,7 +114,12 @@ def get_config():
   train.checkpoint_every = 5000          # Orbax checkpoint interval (also saved at the end).
   train.keep_checkpoints = 3             # Checkpoints kept.
   train.sample_every = 2000              # Samples, plots and schedule.json (toy targets: exact metrics too).
-  train.distributed = False              # Multi-host: call jax.distributed.initialize() (SLURM, TPU pods, ...).
+  train.distributed = False              # Multi-process: jax.distributed.initialize() with the cluster found in the
+                                         # environment (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS, ...).
+  train.coordinator_address = ''         # Or explicitly: 'host:port' of process 0 (implies distributed) ...
+  train.num_processes = 0                # ... the number of processes (0: from the environment) ...
+  train.process_id = -1                  # ... and this process's index in [0, num_processes) (-1: environment).
+  train.initialization_timeout = 300     # Seconds to wait for the coordinator and every process to join.
   train.on_nonfinite = 'stop'            # A step whose loss, gradients or parameters are not finite: 'stop' (the
                                          # state and checkpoints stay at the last finite step) | 'skip' (the step
                                          # is dropped and counted in train/nonfinite_steps).

@@ -77,6 +77,7 @@ RANGES = {
     'optim.warmup_steps': NON_NEGATIVE, 'optim.grad_clip': NON_NEGATIVE, 'optim.weight_decay': NON_NEGATIVE,
     'train.batch_size': AT_LEAST_1, 'train.num_steps': AT_LEAST_1, 'train.log_every': AT_LEAST_1,
     'train.checkpoint_every': AT_LEAST_1, 'train.keep_checkpoints': AT_LEAST_1, 'train.sample_every': AT_LEAST_1,
+    'train.initialization_timeout': INT_AT_LEAST_1,
     'eval.classifier_steps': AT_LEAST_1, 'eval.likelihood_samples': AT_LEAST_1,
     'eval.likelihood_steps': AT_LEAST_1, 'eval.hutchinson_probes': AT_LEAST_1,
     'eval.langevin_snr': POSITIVE, 'eval.langevin_steps': INT_AT_LEAST_1,
@@ -197,6 +198,38 @@ def _eval_problems(config, mode) -> list:
   return problems
 
 
+def distributed_problems(config) -> list:
+  """The multi-process settings (``config.train``), checked without touching JAX: they are read before
+  ``jax.distributed.initialize``, which must come before anything else JAX does."""
+  train, problems = config.train, []
+  address, n, i = train.coordinator_address, train.num_processes, train.process_id
+  if not (_int(n) and n >= 0):
+    problems.append(f'config.train.num_processes={n!r}; need an integer >= 1 (0: from the environment)')
+  if not (_int(i) and i >= -1):
+    problems.append(f'config.train.process_id={i!r}; need an integer in [0, num_processes) (-1: from the environment)')
+  if problems:
+    return problems
+  if address:
+    host, _, port = address.rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      problems.append(f'config.train.coordinator_address={address!r}; need host:port of process 0, e.g. '
+                      "'10.0.0.1:1234' or 'localhost:1234'")
+    if n < 1 or i < 0:
+      problems.append(f'config.train.coordinator_address={address!r} needs config.train.num_processes >= 1 and '
+                      f'config.train.process_id in [0, num_processes); got num_processes={n}, process_id={i}')
+  elif (n or i >= 0) and not train.distributed:
+    problems.append(f'config.train.num_processes={n}, process_id={i} are given without a coordinator; set '
+                    "config.train.coordinator_address='host:port' of process 0 (or config.train.distributed=True "
+                    'to take all three from the environment)')
+  if n >= 1 and i >= n:
+    problems.append(f'config.train.process_id={i} is out of range for config.train.num_processes={n}; '
+                    f'need 0 <= process_id < {n}')
+  if n >= 1 and train.batch_size % n:
+    problems.append(f'config.train.batch_size={train.batch_size} is not divisible by config.train.num_processes='
+                    f'{n}; every process takes an equal share of the global batch')
+  return problems
+
+
 RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems)
 
 
@@ -210,7 +243,7 @@ def problems(config, mode) -> list:
   found += _table_problems(config)
   for relation in RELATIONS:
     found += relation(config, mode)
-  return found
+  return found + distributed_problems(config)
 
 
 def validate(config, workdir=None, mode='train'):

@@ -28,10 +28,14 @@ def check_files(workdir: str):
 
 
 class Reporter:
-  """Writes to TensorBoard and the workdir; reads the (unreplicated) train state, never changes it."""
+  """Writes to TensorBoard and the workdir; reads the (unreplicated) train state, never changes it.
+
+  Every process calls every method (sampling is one program over the devices of all processes); only
+  process 0 writes files."""
 
   def __init__(self, config, workdir, path, model, data_shape, writer):
     self.config, self.workdir, self.path, self.model = config, workdir, path, model
+    self.writes = jax.process_index() == 0
     self.data_shape, self.writer = data_shape, writer
     self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
@@ -66,6 +70,12 @@ class Reporter:
   def schedule_and_samples(self, step, state):
     """``schedule.json`` and its plots (also to TensorBoard); on toy targets, samples and exact metrics."""
     ts, step_costs = np.asarray(state.schedule), np.asarray(state.step_costs)
+    if self.target is not None:
+      density = self._toy_eval(step, state)
+    else:
+      samples = self._image_samples(step, state)
+    if not self.writes:
+      return
     record = store.schedule_record(self.path, ts, step_costs, self.config.schedule.cost)
     files.write_json(record, os.path.join(self.workdir, 'schedule.json'))
     images = {}
@@ -76,10 +86,7 @@ class Reporter:
     costs_png = os.path.join(self.workdir, 'costs.png')
     plots.plot_step_costs(costs_png, {name: step_costs}, name)
     images.update({'schedule/ladder': ladder_png, 'schedule/step_costs': costs_png})
-    if self.target is not None:
-      images['eval/density'] = self._toy_eval(step, state)
-    else:
-      images['eval/samples'] = self._image_samples(step, state)
+    images.update({'eval/density': density} if self.target is not None else {'eval/samples': samples})
     self.writer.write_images(step, {k: plots.read_png(v) for k, v in images.items()})
     self.writer.flush()
 
@@ -87,6 +94,8 @@ class Reporter:
     """A grid of ``IMAGE_GRID`` samples with the current schedule and EMA weights: ``samples/<step>.png``."""
     key = jax.random.fold_in(streams.key(self.config.seed, 'sample'), step)
     x = self.draw(state.ema_params, state.schedule, key, IMAGE_GRID, self.data_shape)
+    if not self.writes:
+      return None
     png = os.path.join(self.workdir, SAMPLES_DIR, f'{step}.png')  # one per sampling step, none overwritten
     os.makedirs(os.path.dirname(png), exist_ok=True)
     plots.save_image_grid(png, x, scale=max(1, 64 // self.data_shape[0]))
@@ -99,6 +108,8 @@ class Reporter:
     result = toy.metrics(self.target, x)
     reference = baselines.log_linear(self.path, self.config.schedule.num_steps)
     result['score_error'] = float(np.mean(toy.score_error(score_fn, self.target, self.path, reference, key)))
+    if not self.writes:
+      return None
     self.writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
     history_file = os.path.join(self.workdir, HISTORY_FILE)
     history = files.read_json(history_file, HISTORY_FIX) if os.path.exists(history_file) else []

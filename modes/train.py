@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 from flax import jax_utils
+from jax.experimental import multihost_utils
 
 from configs.validate import validate
 from ddm import streams
@@ -20,11 +21,6 @@ from ddm.paths import make_path
 from modes import logs, progress, report as report_lib
 from train import checkpoints, data, lock, model as model_lib, step as step_lib
 from train.writers import MetricWriter
-
-def _maybe_initialize_distributed(config):
-  if config.train.distributed and jax.process_count() == 1:
-    jax.distributed.initialize()  # auto-detects SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS etc.
-
 
 class _Signals:
   """SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT set ``received``; the loop saves a
@@ -52,6 +48,19 @@ class _Signals:
       signal.signal(signum, handler)
 
 
+def _stop_signal(signals, step, config):
+  """The signal to stop on at this step (None: go on), the same on every process: with several processes
+  (each may receive its SIGTERM at another step, or only one) the decision is agreed at logging steps, so
+  every process saves the same step and exits together."""
+  received = signals.received  # read once: a signal may come at any time
+  if jax.process_count() == 1:
+    return received
+  if step % config.train.log_every and step != config.train.num_steps:
+    return None
+  agreed = multihost_utils.process_allgather(np.int32(received or 0))
+  return int(np.max(agreed)) or None
+
+
 def _nonfinite_steps(flags) -> list:
   """Training steps whose ``train/nonfinite_steps`` flag is set, from ``[(step, device flag)]``."""
   values = jax.device_get([f for _, f in flags])
@@ -77,8 +86,7 @@ def train_and_evaluate(config, workdir: str):
   workdir's lock) is checked before anything is written or computed. SIGTERM/SIGINT save a checkpoint at the
   current step and exit with status 128 + signal; a non-finite step stops the run (``on_nonfinite='stop'``,
   exit status 1) or is dropped and counted (``'skip'``)."""
-  validate(config, workdir, 'train')
-  _maybe_initialize_distributed(config)
+  validate(config, workdir, 'train')  # after modes.distributed.initialize (main.py): devices of every process
   checkpoints.check_compatible(workdir, config, resume=True)
   report_lib.check_files(workdir)
   data.check_available(config)
@@ -95,7 +103,8 @@ def _train(config, workdir, signals):
   model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   template = step_lib.initial_state(config, path, model)
-  state = checkpoints.restore_latest(mngr, template, quarantine=workdir) or template
+  quarantine = workdir if jax.process_index() == 0 else ''  # one process moves damaged checkpoints aside
+  state = checkpoints.restore_latest(mngr, template, quarantine=quarantine) or template
   start = int(state.step)
   batches = data.make_train_iterator(config, start_step=start)
   if jax.process_index() == 0:
@@ -119,7 +128,7 @@ def _train(config, workdir, signals):
         p_state, metrics = p_step(p_state, batch, base_key)
       pending.append(metrics)
       flags.append((step, metrics['train/nonfinite_steps']))
-      last, stop = step == config.train.num_steps, signals.received  # read once: a signal may come at any time
+      last, stop = step == config.train.num_steps, _stop_signal(signals, step, config)
       save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or stop
       if step % config.train.log_every == 0 or last or save:  # dropped steps are looked at before any save
         bad, flags = _nonfinite_steps(flags), []
