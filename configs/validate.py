@@ -6,11 +6,12 @@ several fields are small functions (:data:`RELATIONS`). Fields renamed by the co
 new name (:data:`MOVED`), both from the command line (:func:`unknown_field`) and in ``validate``.
 """
 import difflib
-import os
+
 import re
 
 import jax
 import ml_collections
+from etils import epath
 
 import ddm  # noqa: F401  (fills the registries)
 import schedule  # noqa: F401
@@ -249,7 +250,7 @@ def problems(config, mode) -> list:
 def validate(config, workdir=None, mode='train'):
   """Checks ``config`` (and ``workdir``) before any compute; one ``ValueError`` lists every problem."""
   found = problems(config, mode)
-  if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
+  if workdir is not None and epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
     found.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
   if found:
     raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))

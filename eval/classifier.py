@@ -12,7 +12,6 @@ accuracy measured on the held-out test split. Parameters are cached in ``<workdi
 (``params.npz`` and ``classifier.json``: dataset, steps, seed, test accuracy, feature dimension) and reused
 while dataset, steps, seed, image shape and architecture match; anything else retrains.
 """
-import os
 import time
 
 import flax.linen as nn
@@ -147,21 +146,22 @@ def _cache_key(config, shape) -> dict:
 
 
 def _save(folder, params, info):
-  os.makedirs(folder, exist_ok=True)
+  folder.mkdir(parents=True, exist_ok=True)
   flat = {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
-  tmp = os.path.join(folder, PARAMS_FILE + '.tmp.npz')
-  np.savez(tmp, **flat)
-  os.replace(tmp, os.path.join(folder, PARAMS_FILE))
-  files.write_json(info, os.path.join(folder, INFO_FILE))  # written last
+  tmp = folder / (PARAMS_FILE + '.tmp.npz')
+  with tmp.open('wb') as f:
+    np.savez(f, **flat)
+  tmp.replace(folder / PARAMS_FILE)
+  files.write_json(info, folder / INFO_FILE)  # written last
 
 
 def _load(folder, key: dict):
   """The cached ``(params, info)`` when ``classifier.json`` matches ``key``; else None."""
   try:
-    info = files.read_json(os.path.join(folder, INFO_FILE))  # damaged: retrained (it is a cache)
+    info = files.read_json(folder / INFO_FILE)  # damaged: retrained (it is a cache)
     if any(info.get(k) != v for k, v in key.items()):
       return None
-    with np.load(os.path.join(folder, PARAMS_FILE)) as npz:
+    with (folder / PARAMS_FILE).open('rb') as f, np.load(f) as npz:
       params = traverse_util.unflatten_dict({tuple(k.split('/')): jnp.asarray(npz[k]) for k in npz.files})
     return params, info
   except (OSError, ValueError, KeyError):
@@ -179,7 +179,7 @@ def get_feature_fn(config, workdir):
   name = _check_dataset(config)
   shape = tuple(data_lib.IMAGE_SHAPES[name])
   key = _cache_key(config, shape)
-  folder = os.path.join(workdir, CACHE_FOLDER) if workdir else None
+  folder = files.as_path(workdir) / CACHE_FOLDER if workdir else None
   cached = _load(folder, key) if folder else None
   if cached is not None:
     params, info = cached

@@ -1,5 +1,8 @@
-"""Figures from saved arrays only (no model calls), written as PNG with matplotlib's Agg backend."""
+"""Figures from saved arrays only (no model calls), written as PNG with matplotlib's Agg backend.
+
+File names may be local or remote (``etils.epath``): figures are written through a file object."""
 import matplotlib
+from etils import epath
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -11,7 +14,8 @@ LINESTYLES = ('-', '--', '-.', ':')
 
 def _save(fig, filename):
   fig.tight_layout()
-  fig.savefig(filename, dpi=110)
+  with epath.Path(filename).open('wb') as f:
+    fig.savefig(f, dpi=110, format='png')
   plt.close(fig)
 
 
@@ -56,7 +60,8 @@ def plot_densities(filename: str, samples: dict, truth=None, bins: int = 200):
 
 def read_png(filename: str) -> np.ndarray:
   """A saved figure as u8[H, W, 3], for TensorBoard image summaries."""
-  return (plt.imread(filename)[..., :3] * 255).astype(np.uint8)
+  with epath.Path(filename).open('rb') as f:
+    return (plt.imread(f, format='png')[..., :3] * 255).astype(np.uint8)
 
 
 def plot_histories(filename: str, histories: dict, metrics=('log_likelihood', 'score_error')):
@@ -93,7 +98,8 @@ def save_image_grid(filename: str, x, columns: int = 8, scale: int = 1):
   """Writes :func:`image_grid` as a PNG, each pixel repeated ``scale`` times (small images stay visible)."""
   grid = image_grid(x, columns)
   grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-  plt.imsave(filename, grid)
+  with epath.Path(filename).open('wb') as f:
+    plt.imsave(f, grid, format='png')
 
 
 def save_schedule_grids(filename: str, samples: dict):

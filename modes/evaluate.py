@@ -15,12 +15,12 @@ The learned schedule at K steps is read off the learned length function (method.
 """
 import json
 import os
-import shutil
 import time
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from configs.validate import checkpoint_steps, validate
 from ddm import chunked, files, streams
@@ -44,7 +44,7 @@ def image_features(config, workdir):
   """``(metric name, features(x) -> f32[B, F])``: Inception pool3 (FID) when its weights are present, else
   the offline classifier's features (``fd_classifier``), labelled as such in every output."""
   weights = config.eval.inception_path
-  if weights and os.path.exists(weights):
+  if weights and epath.Path(weights).exists():
     from eval import inception  # only with weights: the network definition is large
     return 'fid', inception.feature_fn(inception.load_params(weights))
   logging.warning('no Inception weights at config.eval.inception_path=%r: reporting the Frechet distance in '
@@ -57,15 +57,17 @@ def image_features(config, workdir):
 
 def reference_statistics(config, workdir, metric, features):
   """``(mu, cov)`` of the data's features, computed once and cached in ``<workdir>/eval_stats/``."""
-  cache = os.path.join(workdir, STATS_FOLDER, f'{metric}_{config.data.dataset}.npz')
-  if os.path.exists(cache):
-    with np.load(cache) as f:
+  cache = files.as_path(workdir) / STATS_FOLDER / f'{metric}_{config.data.dataset}.npz'
+  if cache.exists():
+    with cache.open('rb') as fh, np.load(fh) as f:
       return f['mu'], f['cov']
   x = data.example_pool(config, REFERENCE_EXAMPLES)
   mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
-  os.makedirs(os.path.dirname(cache), exist_ok=True)
-  np.savez(cache + '.tmp.npz', mu=mu, cov=cov, num_examples=len(x))
-  os.replace(cache + '.tmp.npz', cache)
+  cache.parent.mkdir(parents=True, exist_ok=True)
+  tmp = cache.with_name(cache.name + '.tmp.npz')
+  with tmp.open('wb') as f:
+    np.savez(f, mu=mu, cov=cov, num_examples=len(x))
+  tmp.replace(cache)
   return mu, cov
 
 
@@ -182,7 +184,7 @@ def evaluate(config, workdir):
   steps = checkpoints_to_evaluate(config, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
     if not steps:  # the stored record becomes the workdir's latest table again (this sampler's, not another's)
-      stem = record_file(workdir, workdir_lib.checkpoint_steps(config, workdir)[-1], config)[:-len('.json')]
+      stem = os.fspath(record_file(workdir, workdir_lib.checkpoint_steps(config, workdir)[-1], config))[:-5]
       logging.info('every checkpoint of %s is evaluated with these settings (%s.json); '
                    'config.eval.checkpoints=all evaluates them again', workdir, stem)
       record = files.read_json(stem + '.json', RECORD_FIX)
@@ -195,8 +197,8 @@ def evaluate(config, workdir):
     return record
 
 
-def record_file(workdir, step: int, config) -> str:
-  return os.path.join(workdir, EVAL_DIR, f'{int(step)}_{config.eval.sampler}.json')
+def record_file(workdir, step: int, config) -> epath.Path:
+  return files.as_path(workdir) / EVAL_DIR / f'{int(step)}_{config.eval.sampler}.json'
 
 
 def settings(config, workdir) -> dict:
@@ -230,7 +232,7 @@ def checkpoints_to_evaluate(config, workdir) -> list:
   if choice == 'all':
     return available
   wanted = json_normalised(settings(config, workdir))
-  return [s for s in available if not (os.path.exists(record_file(workdir, s, config)) and json_normalised(
+  return [s for s in available if not (record_file(workdir, s, config).exists() and json_normalised(
       files.read_json(record_file(workdir, s, config), RECORD_FIX).get('settings')) == wanted)]
 
 
@@ -264,8 +266,8 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
     record['likelihood'] = likelihood(config, path, model, state.ema_params,
                                       streams.key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
-  stem = record_file(workdir, record['step'], config)[:-len('.json')]
-  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  stem = os.fspath(record_file(workdir, record['step'], config))[:-len('.json')]  # + '.json', '.md', '.png'
+  epath.Path(stem).parent.mkdir(parents=True, exist_ok=True)
   _keep_earlier(stem)
   files.write_json(record, stem + '.json')
   files.write_text(report.markdown_report(record), stem + '.md')
@@ -284,27 +286,28 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
 def _to_top(workdir, stem, is_toy):
   """The record ``stem`` also at the top of the workdir (``eval.json``, ``eval.md``, the figure), where tables
   are copied from."""
-  shutil.copyfile(stem + '.json', os.path.join(workdir, 'eval.json'))
-  shutil.copyfile(stem + '.md', os.path.join(workdir, 'eval.md'))
-  shutil.copyfile(stem + '.png', os.path.join(workdir, 'eval_density.png' if is_toy else 'eval_samples.png'))
+  top = files.as_path(workdir)
+  for ext, name in (('.json', 'eval.json'), ('.md', 'eval.md'),
+                    ('.png', 'eval_density.png' if is_toy else 'eval_samples.png')):
+    epath.Path(stem + ext).copy(top / name, overwrite=True)
 
 
 def _keep_earlier(stem):
   """An earlier record of the same checkpoint and sampler (other settings) is renamed ``<stem>.<n>.*``, kept."""
-  if not os.path.exists(stem + '.json'):
+  if not epath.Path(stem + '.json').exists():
     return
   n = 1
-  while os.path.exists(f'{stem}.{n}.json'):
+  while epath.Path(f'{stem}.{n}.json').exists():
     n += 1
   for ext in ('.json', '.md', '.png'):
-    if os.path.exists(stem + ext):
-      os.replace(stem + ext, f'{stem}.{n}{ext}')
+    if epath.Path(stem + ext).exists():
+      epath.Path(stem + ext).replace(f'{stem}.{n}{ext}')
 
 
 def _to_tensorboard(workdir, record, png):
   """Scalars at the checkpoint's training step, the column in the tag: a run's evaluations over training
   form one curve per (metric, schedule, column)."""
-  writer = MetricWriter(os.path.join(workdir, EVAL_DIR))
+  writer = MetricWriter(files.as_path(workdir) / EVAL_DIR)
   step, sampler = record['step'], record['sampler']
   for name, row in record['results'].items():
     for k, values in row.items():

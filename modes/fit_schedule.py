@@ -6,7 +6,6 @@ pre-trained models (method.md section 4). Every search (:data:`schedule.searches
 :class:`schedule.searches.Problem`; its result is stored in ``<workdir>/schedules/<name>.json``
 (:mod:`schedule.store`), so ``--mode=eval`` and ``--mode=sample`` can use it by name.
 """
-import os
 
 import jax
 import jax.numpy as jnp
@@ -154,7 +153,8 @@ def _fit_schedule(config, workdir, problem):
   num_steps = fit_cfg.num_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
   name = fit_cfg.name or store.default_name(fit_cfg.method, cost)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = files.as_path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   stored = store.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
   if isinstance(result.schedule, fit.LengthFunction):
     lam = result.schedule
@@ -166,15 +166,15 @@ def _fit_schedule(config, workdir, problem):
   path = problem.path
   record = store.schedule_record(path, ts, lam.step_costs(ts), cost)
   record.update(method=fit_cfg.method, name=name, **result.meta)
-  files.write_json(record, os.path.join(workdir, 'schedule.json'))
+  files.write_json(record, workdir / 'schedule.json')
 
   ladders = {name: path.sigma(ts)}
   step_costs = {name: lam.step_costs(ts)}
   for base_name in BASELINES.names():
     base = baselines.make_baseline(base_name, path, len(ts) - 1, 'baseline')
     ladders[base_name], step_costs[base_name] = base.sigma, lam.step_costs(base.t)
-  plots.plot_ladders(os.path.join(workdir, 'schedule.png'), ladders, name)
-  plots.plot_step_costs(os.path.join(workdir, 'costs.png'), step_costs, name)
+  plots.plot_ladders(workdir / 'schedule.png', ladders, name)
+  plots.plot_step_costs(workdir / 'costs.png', step_costs, name)
   logging.info('stored %s; %d-step schedule: length %.4f, energy %.4f (lower bound length^2 = %.4f)',
                stored, len(ts) - 1, record['length'], record['energy'], record['length']**2)
   return record

@@ -6,9 +6,12 @@ they are dropped unless ``--verbosity`` is 1 or more (absl's DEBUG), the same ru
 import contextlib
 import logging as py_logging
 import os
+import tempfile
 
 import jax
 from absl import logging
+
+from ddm import files
 
 LOG_FILE = 'log.txt'
 NOISY = (f'{os.sep}orbax{os.sep}', f'{os.sep}tensorflow_datasets{os.sep}')  # path parts of the libraries held back
@@ -40,21 +43,30 @@ def quiet_libraries(verbosity: int) -> QuietLibraries:
 
 
 @contextlib.contextmanager
-def to_workdir(workdir: str, verbosity: int = 0):
+def to_workdir(workdir, verbosity: int = 0):
   """Appends every log record of the block to ``<workdir>/log.txt`` (process 0 only: the others' lines are
   on their own terminals), in absl's format. Entered only after a run's checks, so a refused run leaves the
   workdir untouched."""
   if jax.process_index() != 0:
     yield None
     return
-  os.makedirs(workdir, exist_ok=True)
-  handler = py_logging.FileHandler(os.path.join(workdir, LOG_FILE), mode='a', encoding='utf-8')
+  log_file = files.as_path(workdir) / LOG_FILE
+  log_file.parent.mkdir(parents=True, exist_ok=True)
+  remote = files.is_remote(log_file)
+  if remote:  # object stores do not append: log to a local copy, uploaded when the block ends
+    local = tempfile.NamedTemporaryFile('wb', suffix='_' + LOG_FILE, delete=False)
+    local.write(log_file.read_bytes() if log_file.exists() else b'')
+    local.close()
+  handler = py_logging.FileHandler(local.name if remote else log_file, mode='a', encoding='utf-8')
   handler.setFormatter(logging.PythonFormatter())
   handler.addFilter(QuietLibraries(verbosity))
   logger = logging.get_absl_logger()
   logger.addHandler(handler)
   try:
-    yield handler.baseFilename
+    yield log_file
   finally:
     logger.removeHandler(handler)
     handler.close()
+    if remote:
+      log_file.write_bytes(open(local.name, 'rb').read())
+      os.remove(local.name)

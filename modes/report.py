@@ -1,5 +1,4 @@
 """What ``--mode=train`` reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
-import os
 import time
 
 import jax
@@ -19,11 +18,11 @@ HISTORY_FIX = ('move it away (the same points are in the TensorBoard events); tr
                'its next sampling step')
 
 
-def check_files(workdir: str):
+def check_files(workdir):
   """Reads what the reporter will extend (``eval_history.json``), so a damaged file stops the run before any
   compute with a message naming it, not at the first sampling step of every rerun."""
-  history_file = os.path.join(workdir, HISTORY_FILE)
-  if os.path.exists(history_file):
+  history_file = files.as_path(workdir) / HISTORY_FILE
+  if history_file.exists():
     files.read_json(history_file, HISTORY_FIX)
 
 
@@ -34,7 +33,7 @@ class Reporter:
   process 0 writes files."""
 
   def __init__(self, config, workdir, path, model, data_shape, writer):
-    self.config, self.workdir, self.path, self.model = config, workdir, path, model
+    self.config, self.workdir, self.path, self.model = config, files.as_path(workdir), path, model
     self.writes = jax.process_index() == 0
     self.data_shape, self.writer = data_shape, writer
     self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
@@ -77,13 +76,13 @@ class Reporter:
     if not self.writes:
       return
     record = store.schedule_record(self.path, ts, step_costs, self.config.schedule.cost)
-    files.write_json(record, os.path.join(self.workdir, 'schedule.json'))
+    files.write_json(record, self.workdir / 'schedule.json')
     images = {}
     name = 'learned' if self.config.schedule.learn else self.config.schedule.init
-    ladder_png = os.path.join(self.workdir, 'schedule.png')
+    ladder_png = self.workdir / 'schedule.png'
     plots.plot_ladders(ladder_png, {name: record['sigma'], f'initial ({self.config.schedule.init})':
                                     self.initial.sigma}, name)
-    costs_png = os.path.join(self.workdir, 'costs.png')
+    costs_png = self.workdir / 'costs.png'
     plots.plot_step_costs(costs_png, {name: step_costs}, name)
     images.update({'schedule/ladder': ladder_png, 'schedule/step_costs': costs_png})
     images.update({'eval/density': density} if self.target is not None else {'eval/samples': samples})
@@ -96,8 +95,8 @@ class Reporter:
     x = self.draw(state.ema_params, state.schedule, key, IMAGE_GRID, self.data_shape)
     if not self.writes:
       return None
-    png = os.path.join(self.workdir, SAMPLES_DIR, f'{step}.png')  # one per sampling step, none overwritten
-    os.makedirs(os.path.dirname(png), exist_ok=True)
+    png = self.workdir / SAMPLES_DIR / f'{step}.png'  # one per sampling step, none overwritten
+    png.parent.mkdir(parents=True, exist_ok=True)
     plots.save_image_grid(png, x, scale=max(1, 64 // self.data_shape[0]))
     return png
 
@@ -111,11 +110,12 @@ class Reporter:
     if not self.writes:
       return None
     self.writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-    history_file = os.path.join(self.workdir, HISTORY_FILE)
-    history = files.read_json(history_file, HISTORY_FIX) if os.path.exists(history_file) else []
+    history_file = self.workdir / HISTORY_FILE
+    history = files.read_json(history_file, HISTORY_FIX) if history_file.exists() else []
     history = [h for h in history if h['step'] < step] + [dict(step=step, **result)]
     files.write_json(history, history_file)
-    png = os.path.join(self.workdir, 'density.png')
+    png = self.workdir / 'density.png'
     plots.plot_densities(png, {f'step {step}': x[:, 0]}, toy.density_curve(self.target))
-    np.savez(os.path.join(self.workdir, 'samples.npz'), x=x, t=np.asarray(state.schedule))
+    with (self.workdir / 'samples.npz').open('wb') as f:
+      np.savez(f, x=x, t=np.asarray(state.schedule))
     return png

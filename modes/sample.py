@@ -3,9 +3,10 @@ import os
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from configs.validate import validate
-from ddm import streams
+from ddm import files, streams
 from ddm.targets import make_target
 from eval import plots, sampling, toy
 from modes import workdir as workdir_lib
@@ -29,8 +30,9 @@ def sample(config, workdir):
   draw = sampling.make_draw(config, path, model)
   x = draw(state.ema_params, ts, streams.key(config.seed, 'sample'), config.eval.num_samples,
            data.data_shape(config))
-  stem = os.path.join(workdir, f'samples_{name}_{k}')
-  np.savez(stem + '.npz', x=x, t=np.asarray(ts), sigma=np.asarray(path.sigma(ts)), nfe=evaluations)
+  stem = os.fspath(files.as_path(workdir) / f'samples_{name}_{k}')  # + '.npz', '.png'
+  with epath.Path(stem + '.npz').open('wb') as f:
+    np.savez(f, x=x, t=np.asarray(ts), sigma=np.asarray(path.sigma(ts)), nfe=evaluations)
   if config.data.dataset == 'toy':
     plots.plot_densities(stem + '.png', {f'{name}, K={k} (NFE {evaluations})': x[:, 0]}, toy.density_curve(make_target(config.data)))
   else:

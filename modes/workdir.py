@@ -4,12 +4,10 @@ A schedule by name (``config.eval.schedules``) is 'learned' (read off the learne
 checkpoint, method.md section 3), a baseline, or one stored by ``--mode=fit_schedule``; each is a schedule of
 the interface of :mod:`schedule` (``steps(K) -> f[K+1]``, ``has(K)``).
 """
-import os
-
 import jax
 from absl import logging
 
-from ddm import samplers, streams
+from ddm import files, samplers, streams
 from ddm.paths import make_path
 from schedule import fit, store
 from train import checkpoints, data, model as model_lib, step as step_lib
@@ -18,7 +16,7 @@ LEARNED, FITTED = 'learned', 'fitted'
 
 
 def has_checkpoint(workdir) -> bool:
-  return os.path.isdir(os.path.join(workdir, 'checkpoints'))
+  return (files.as_path(workdir) / checkpoints.CHECKPOINTS).is_dir()
 
 
 def learned_length(state) -> fit.LengthFunction:
@@ -40,7 +38,7 @@ def restore(config, workdir, step=None):
   model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
   template = step_lib.initial_state(config, path, model)
   state = None
-  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if has_checkpoint(workdir):
     checkpoints.check_compatible(workdir, config)
     mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
     state = (checkpoints.restore_latest(mngr, template) if step is None

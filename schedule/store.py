@@ -11,7 +11,6 @@ A stored schedule loads as a schedule of the interface of :mod:`schedule` (``ste
 
 Also the ``schedule.json`` record (:func:`schedule_record`) that every mode producing a schedule writes.
 """
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -23,12 +22,13 @@ from schedule import baselines, fit
 FOLDER = 'schedules'
 
 
-def folder(workdir: str) -> str:
-  return os.path.join(workdir, FOLDER)
+def folder(workdir):
+  """``<workdir>/schedules`` (an ``epath.Path``: local or remote)."""
+  return files.as_path(workdir) / FOLDER
 
 
-def filename(workdir: str, name: str) -> str:
-  return os.path.join(folder(workdir), name + '.json')
+def filename(workdir, name: str):
+  return folder(workdir) / (name + '.json')
 
 
 def default_name(method: str, cost: str) -> str:
@@ -73,21 +73,21 @@ def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
   }
 
 
-def save_length(workdir: str, name: str, lam: fit.LengthFunction, method: str, cost: str, **meta) -> str:
+def save_length(workdir, name: str, lam: fit.LengthFunction, method: str, cost: str, **meta) -> str:
   """Stores a length function; returns the file name."""
   record = dict(kind='length', method=method, cost=cost, t=np.asarray(lam.t, np.float64).tolist(),
                 lam=np.asarray(lam.lam, np.float64).tolist(), **meta)
   return _write(workdir, name, record)
 
 
-def save(workdir: str, name: str, schedule, method: str, cost: str, **meta) -> str:
+def save(workdir, name: str, schedule, method: str, cost: str, **meta) -> str:
   """Stores a search's schedule (a length function or :class:`Ladders`); returns the file name."""
   if isinstance(schedule, fit.LengthFunction):
     return save_length(workdir, name, schedule, method, cost, **meta)
   return save_ladders(workdir, name, schedule.ladders, method, cost, **meta)
 
 
-def save_ladders(workdir: str, name: str, ladders: dict, method: str, cost: str, **meta) -> str:
+def save_ladders(workdir, name: str, ladders: dict, method: str, cost: str, **meta) -> str:
   """Stores ``{K: f[K+1]}`` schedules; returns the file name."""
   record = dict(kind='ladders', method=method, cost=cost,
                 ladders={str(int(k)): np.asarray(v, np.float64).tolist() for k, v in ladders.items()}, **meta)
@@ -95,23 +95,23 @@ def save_ladders(workdir: str, name: str, ladders: dict, method: str, cost: str,
 
 
 def _write(workdir, name, record):
-  os.makedirs(folder(workdir), exist_ok=True)
+  folder(workdir).mkdir(parents=True, exist_ok=True)
   out = filename(workdir, name)
   files.write_json(record, out)
   return out
 
 
-def names(workdir: str) -> list:
+def names(workdir) -> list:
   """Names of every stored schedule, sorted."""
-  if not os.path.isdir(folder(workdir)):
+  if not folder(workdir).is_dir():
     return []
-  return sorted(f[:-5] for f in os.listdir(folder(workdir)) if f.endswith('.json'))
+  return sorted(f.name[:-5] for f in folder(workdir).iterdir() if f.name.endswith('.json'))
 
 
-def load(workdir: str, name: str):
+def load(workdir, name: str):
   """The stored schedule ``name``; a clear error listing what is stored when it is not there."""
   fname = filename(workdir, name)
-  if not os.path.exists(fname):
+  if not fname.exists():
     stored = names(workdir)
     raise ValueError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
                      f'in {folder(workdir)} (stored: {", ".join(stored) or "none"}); fit one with '

@@ -12,12 +12,12 @@ The workdir identifies the run: the same command resumes from the latest good ch
 import hashlib
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from ddm import files
 from train import state as state_lib
@@ -37,25 +37,24 @@ LOCATION_KEYS = ('config.data.tfds_data_dir', 'config.eval.inception_path')
 DIGEST = 'sha256'
 
 
-def directory(workdir: str) -> str:
-  return os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+def directory(workdir) -> epath.Path:
+  return files.as_path(workdir) / CHECKPOINTS
 
 
-def manager(workdir: str, keep: int, create: bool = True) -> ocp.CheckpointManager:
+def manager(workdir, keep: int, create: bool = True) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                                                         create=create))
 
 
-def check_writable(workdir: str):
+def check_writable(workdir):
   """Creates ``<workdir>/checkpoints`` and writes a probe file there; a ``ValueError`` naming the folder now
   instead of a failed save after hours of compute."""
   folder = directory(workdir)
-  probe = os.path.join(folder, f'.write_test.{os.getpid()}')
+  probe = folder / f'.write_test.{os.getpid()}'
   try:
-    os.makedirs(folder, exist_ok=True)
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
   except OSError as e:
     raise ValueError(f'{folder} is not writable ({type(e).__name__}: {e}); free space or fix its permissions, '
                      'or give another --workdir') from None
@@ -79,13 +78,13 @@ def _as_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
-def stored_config(workdir: str):
+def stored_config(workdir):
   """``<workdir>/config.json`` as a dict, or None when there is none; a damaged file names itself and the fix."""
-  filename = os.path.join(workdir, CONFIG_FILE)
-  return files.read_json(filename, CONFIG_FIX) if os.path.exists(filename) else None
+  filename = files.as_path(workdir) / CONFIG_FILE
+  return files.read_json(filename, CONFIG_FIX) if filename.exists() else None
 
 
-def check_compatible(workdir: str, config, resume: bool = False):
+def check_compatible(workdir, config, resume: bool = False):
   """Raises ``ValueError`` naming every setting that differs from the run stored in ``workdir``: the
   ``LOAD_KEYS`` always, and with ``resume`` (training) the ``RESUME_KEYS`` unless
   ``config.train.allow_changes_on_resume``."""
@@ -107,8 +106,8 @@ def check_compatible(workdir: str, config, resume: bool = False):
                      f'Use a new workdir, or restore these settings{hint}:\n  - ' + '\n  - '.join(differ))
 
 
-def write_config(workdir: str, config):
-  files.write_text(config.to_json_best_effort(indent=1), os.path.join(workdir, CONFIG_FILE))
+def write_config(workdir, config):
+  files.write_text(config.to_json_best_effort(indent=1), files.as_path(workdir) / CONFIG_FILE)
 
 
 def _leaves(tree):
@@ -176,7 +175,7 @@ def restore_step(mngr: ocp.CheckpointManager, template: state_lib.TrainState, st
   return state_lib.from_host_dict(template, tree)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine: str = ''):
+def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine=''):
   """The newest good checkpoint restored into ``template``'s structure, or None if there is none.
 
   A checkpoint that fails to restore, holds non-finite values or does not match its digest is skipped with a
@@ -204,13 +203,13 @@ def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, 
 def _set_aside(mngr, damaged, quarantine):
   if not quarantine:
     return
-  folder = os.path.join(quarantine, DAMAGED)
-  os.makedirs(folder, exist_ok=True)
+  folder = files.as_path(quarantine) / DAMAGED
+  folder.mkdir(parents=True, exist_ok=True)
   for step, problem in damaged:
-    source = os.path.join(mngr.directory, str(step))
-    dest, n = os.path.join(folder, str(step)), 1
-    while os.path.exists(dest):
-      dest, n = os.path.join(folder, f'{step}.{n}'), n + 1
-    shutil.move(source, dest)
+    source = epath.Path(mngr.directory) / str(step)
+    dest, n = folder / str(step), 1
+    while dest.exists():
+      dest, n = folder / f'{step}.{n}', n + 1
+    source.rename(dest)  # same workdir, same file system: a move, not a copy
     logging.warning('moved the damaged checkpoint of step %d to %s (kept, not deleted; %s)', step, dest, problem)
   mngr.reload()

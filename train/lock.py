@@ -13,6 +13,8 @@ import socket
 
 from absl import logging
 
+from ddm import files
+
 LOCK_FILE = 'train.lock'
 
 
@@ -32,10 +34,17 @@ def _holder(fd) -> str:
 
 
 @contextlib.contextmanager
-def hold(workdir: str):
+def hold(workdir):
   """Holds the workdir's lock for the ``with`` block; ``ValueError`` naming the holder if another process
-  has it. The lock file is written only once the lock is ours, so a refused process changes nothing."""
-  filename = os.path.join(workdir, LOCK_FILE)
+  has it. The lock file is written only once the lock is ours, so a refused process changes nothing.
+
+  A remote workdir (``gs://...``) has no ``flock``: it is not locked (a warning says so); keeping one
+  training job per remote workdir is then the user's part, as in score_sde and big_vision."""
+  if files.is_remote(workdir):
+    logging.warning('--workdir=%s is remote: it cannot be locked against a second training process', workdir)
+    yield
+    return
+  filename = os.path.join(files.as_path(workdir), LOCK_FILE)
   while True:
     fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -1,10 +1,16 @@
 """TensorBoard event files without TensorFlow (tensorboardX), behind a small clu-like interface.
 
-Metric names start with ``train/``, ``eval/`` or ``schedule/``. Only process 0 writes.
+Metric names start with ``train/``, ``eval/`` or ``schedule/``. Only process 0 writes. A remote logdir
+(``gs://``, ``s3://``, ``az://``) is written through ``etils.epath`` (:class:`RemoteEvents`), like every other
+file of a workdir.
 """
+import io
+import os
+
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
+from etils import epath
+from tensorboardX import SummaryWriter, record_writer
 from tensorboardX.summary import hparams as hparams_summaries
 
 HPARAM_METRICS = ('train/loss', 'schedule/length', 'schedule/energy')  # columns of the HParams table
@@ -29,11 +35,40 @@ def flatten_config(config) -> dict:
   return flat
 
 
+class RemoteEvents:
+  """An event file on a remote file system: the records are kept in memory and the whole file is uploaded at
+  every flush (object stores do not append), as tensorboardX's own GCS/S3 writers do."""
+
+  def __init__(self, path):
+    self.path, self.buffer = epath.Path(path), io.BytesIO()
+
+  def write(self, data):
+    self.buffer.write(data)
+
+  def flush(self):
+    self.path.write_bytes(self.buffer.getvalue())
+
+  def close(self):
+    self.flush()
+
+
+class _RemoteEventsFactory:
+  def open(self, path):
+    return RemoteEvents(path)
+
+  def directory_check(self, path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+for _scheme in ('gs', 's3', 'az'):  # tensorboardX's registry of remote backends: epath's file systems instead
+  record_writer.register_writer_factory(_scheme, _RemoteEventsFactory())
+
+
 class MetricWriter:
   """``write_scalars(step, {name: float})``, ``write_images(step, {name: u8/f32[H, W, C]})``."""
 
-  def __init__(self, logdir: str):
-    self._writer = SummaryWriter(logdir) if jax.process_index() == 0 else None
+  def __init__(self, logdir):
+    self._writer = SummaryWriter(os.fspath(logdir)) if jax.process_index() == 0 else None
 
   def write_scalars(self, step: int, scalars: dict):
     if self._writer:

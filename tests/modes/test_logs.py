@@ -30,6 +30,6 @@ def test_log_file_gets_the_blocks_records(tmp_path):
   finally:
     logging.set_verbosity(previous)
   text = (tmp_path / logs.LOG_FILE).read_text()
-  assert name == str(tmp_path / logs.LOG_FILE)
+  assert name == tmp_path / logs.LOG_FILE
   assert 'inside the block' in text and 'a warning' in text and 'after the block' not in text
   assert text.startswith('I') and 'test_logs.py' in text  # absl's format: level, time, file:line
