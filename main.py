@@ -8,7 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs.validate import FIT_STEPS_MESSAGE, unknown_field
-from modes import distributed, evaluate, fit_schedule, logs, sample, train
+from modes import compile_cache, distributed, evaluate, fit_schedule, logs, sample, train
 
 # mode -> runner(config, workdir)
 MODES = {
@@ -48,7 +48,12 @@ def main(argv):
   logs.quiet_libraries(logging.get_verbosity())  # orbax and TFDS below WARNING only with --verbosity >= 1
   logging.info('mode=%s workdir=%s', FLAGS.mode, FLAGS.workdir)
   distributed.initialize(FLAGS.config)  # first: JAX's distributed runtime must start before anything else
-  MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  cache = compile_cache.enable(FLAGS.config.compile_cache)  # before the first compilation
+  try:
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  finally:
+    if cache is not None:
+      logging.info('compilation cache: %s', cache)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,10 @@ MODES = ('train', 'eval', 'sample', 'fit_schedule')
 def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0                        # Base PRNG seed; every random stream is folded from it.
+  config.compile_cache = 'default'       # JAX's persistent compilation cache: 'default' (~/.cache/score_schedules/
+                                         # jax_compile, or under $XDG_CACHE_HOME), a folder, or 'off'. Programs
+                                         # compiled in over 1 s are kept, so a rerun, resume, eval or fit of the
+                                         # same shapes loads them instead of compiling (results are unchanged).
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'toy'                   # 'toy' (a target below) | 'digits' | 'mnist' | 'mnist5k' | 'cifar10' | 'fake'.

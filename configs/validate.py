@@ -6,7 +6,7 @@ several fields are small functions (:data:`RELATIONS`). Fields renamed by the co
 new name (:data:`MOVED`), both from the command line (:func:`unknown_field`) and in ``validate``.
 """
 import difflib
-
+import os
 import re
 
 import jax
@@ -234,6 +234,17 @@ def distributed_problems(config) -> list:
 RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems)
 
 
+def compile_cache_problems(setting) -> list:
+  """``config.compile_cache``: 'default', 'off' or a local folder (not a file)."""
+  if not isinstance(setting, str) or not setting:
+    return [f"config.compile_cache={setting!r}; need 'default', 'off' or a folder"]
+  if '://' in setting:
+    return [f"config.compile_cache={setting!r} is remote; give a local folder, 'default' or 'off'"]
+  if setting not in ('default', 'off') and os.path.isfile(os.path.expanduser(setting)):
+    return [f"config.compile_cache={setting!r} is a file; give a folder, 'default' or 'off'"]
+  return []
+
+
 def problems(config, mode) -> list:
   """Every problem with ``config`` for ``mode``, as messages naming the setting and what is allowed."""
   found = [] if mode in MODES else [f'--mode={mode!r} is not a known mode; allowed: {", ".join(MODES)}']
@@ -244,7 +255,7 @@ def problems(config, mode) -> list:
   found += _table_problems(config)
   for relation in RELATIONS:
     found += relation(config, mode)
-  return found + distributed_problems(config)
+  return found + distributed_problems(config) + compile_cache_problems(config.get('compile_cache', 'off'))
 
 
 def validate(config, workdir=None, mode='train'):

@@ -21,6 +21,13 @@ def is_remote(path) -> bool:
   return '://' in os.fspath(path)
 
 
+def user_cache(*parts: str) -> str:
+  """``$XDG_CACHE_HOME/score_schedules/<parts>`` (default ``~/.cache/...``): caches that live outside workdirs
+  (prepared data sets, compiled programs)."""
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(cache, 'score_schedules', *parts)
+
+
 def write_json(record: dict, filename):
   """Writes atomically (temporary file, then rename), so a crash never leaves a half-written file. Non-finite
   numbers are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""

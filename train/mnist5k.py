@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from ddm import files
+
 TFDS_NAME, VERSION = 'mnist', '3.0.1'
 NUM_EXAMPLES, NUM_CLASSES, TEST_PER_CLASS = 5000, 10, 50
 SPLITS = {'train': NUM_EXAMPLES - NUM_CLASSES * TEST_PER_CLASS, 'test': NUM_CLASSES * TEST_PER_CLASS}
@@ -53,8 +55,7 @@ def split_indices(labels: np.ndarray) -> dict:
 
 def default_dir() -> str:
   """Where the prepared dataset lives when ``config.data.tfds_data_dir`` is empty (a cache, outside workdirs)."""
-  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(cache, 'score_schedules', 'mnist5k')
+  return files.user_cache('mnist5k')
 
 
 def _check_prepared(data_dir: str, version_dir: str):

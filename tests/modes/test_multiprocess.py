@@ -51,9 +51,14 @@ def _state(workdir, step):
   return workdir_lib.restore(toy1d.get_config('smoke'), str(workdir), step=step)[2]
 
 
-def _assert_same(a, b):
+def _assert_same(a, b, rtol=0.0):
+  """Bit for bit by default; with ``rtol``, floats within it (integer leaves, counts and steps, exactly)."""
   for (name, x), (_, y) in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(name))
+    x, y = np.asarray(x), np.asarray(y)
+    if rtol and x.dtype.kind == 'f':
+      np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * np.max(np.abs(y)), err_msg=jax.tree_util.keystr(name))
+    else:
+      np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(name))
 
 
 def test_two_processes_train_resume_and_restore_like_one(tmp_path):
@@ -84,8 +89,10 @@ def test_four_devices_over_processes_train_like_one(tmp_path, num_processes, dev
   codes, out = _processes(tmp_path / 'many', 20, num_processes, devices)
   assert codes == [0] * num_processes, out[-3000:]
   assert f'on 4 devices ({num_processes} processes)' in out
+  # Four summands: gloo's all-reduce adds them in another order than XLA's in-process one (float addition is
+  # not associative), so the states agree to rounding (measured: 1 ulp at step 10), not bit for bit as with two.
   for step in (10, 20):
-    _assert_same(_state(tmp_path / 'one', step), _state(tmp_path / 'many', step))
+    _assert_same(_state(tmp_path / 'one', step), _state(tmp_path / 'many', step), rtol=1e-5)
 
 
 @pytest.mark.slow

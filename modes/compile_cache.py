@@ -1,0 +1,58 @@
+"""JAX's persistent compilation cache (``config.compile_cache``), on by default.
+
+A compiled XLA program is stored under a key of its HLO, the devices and the compiler's flags; a later
+process that compiles the same program (a rerun, a resume, an eval or a fit of the same shapes) loads it
+instead. Only programs that took longer than ``jax_persistent_cache_min_compile_time_secs`` (JAX's default,
+1 s; its environment variable ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``) to compile are stored, so the
+many tiny programs of a run do not fill the folder. Results do not depend on it.
+"""
+import collections
+import os
+
+import jax
+from absl import logging
+
+from configs.validate import compile_cache_problems
+from ddm import files
+
+DEFAULT, OFF = 'default', 'off'
+_EVENTS = {'/jax/compilation_cache/cache_hits': 'hits', '/jax/compilation_cache/cache_misses': 'misses'}
+
+
+def folder(setting: str):
+  """The cache folder of ``config.compile_cache`` ('default', 'off' or a folder); None when off."""
+  if setting == OFF:
+    return None
+  if setting == DEFAULT:
+    return files.user_cache('jax_compile')
+  return os.path.abspath(os.path.expanduser(setting))
+
+
+class Counts:
+  """Cache hits and misses of this process since :func:`enable` (JAX's monitoring events)."""
+
+  def __init__(self):
+    self.counts = collections.Counter()
+
+  def __call__(self, event, **kwargs):
+    if event in _EVENTS:
+      self.counts[_EVENTS[event]] += 1
+
+  def __str__(self):
+    return f"{self.counts['hits']} hits, {self.counts['misses']} misses"
+
+
+def enable(setting: str):
+  """Points JAX's persistent cache at ``folder(setting)`` (before the first compilation); returns a
+  :class:`Counts` of its hits and misses, or None when off."""
+  found = compile_cache_problems(setting)
+  if found:
+    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))
+  path = folder(setting)
+  if path is None:
+    return None
+  jax.config.update('jax_compilation_cache_dir', path)
+  counts = Counts()
+  jax.monitoring.register_event_listener(counts)
+  logging.info('compilation cache: %s', path)
+  return counts
