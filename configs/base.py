@@ -79,6 +79,10 @@ def get_config():
   schedule.gamma = 0.1                   # Blend rate of each online update, in (0, 1].
   schedule.cost_fraction = 1.0           # Online: fraction of each batch whose cost rate is measured (0, 1]
                                          # (one jvp per such example; 1/16 keeps learning under 5% of a step).
+  schedule.rate_pass = 'separate'        # Online corrector rates: 'fused' (a jvp in t inside the loss's network
+                                         # pass: one tangent propagation), 'separate' (a second jvp pass after
+                                         # the update) or 'auto' (fused where it is the same estimator: cost
+                                         # 'corrector' and no dropout; else separate).
   schedule.min_count = 8                 # Update once every level holds this many cost samples...
   schedule.update_every = 200            # ...or at the latest every this many training steps.
 

@@ -16,6 +16,7 @@ from etils import epath
 import ddm  # noqa: F401  (fills the registries)
 import schedule  # noqa: F401
 import train.data  # noqa: F401
+import train.model
 from configs import base
 from ddm import registry, samplers, targets
 
@@ -91,6 +92,7 @@ CHOICES = {
     'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.predictor': PREDICTORS,
     'model.dtype': ('float32', 'bfloat16'), 'loss.weighting': ('precond', 'uniform'),
     'optim.optimizer': ('adam', 'adamw'), 'train.on_nonfinite': NONFINITE_POLICIES,
+    'schedule.rate_pass': ('auto', 'fused', 'separate'),
 }
 VE_CHOICES = {'sde.parametrisation': ('geometric', 'linear')}
 VP_CHOICES = {'sde.beta_schedule': ('linear', 'cosine')}
@@ -231,7 +233,19 @@ def distributed_problems(config) -> list:
   return problems
 
 
-RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems)
+def _rate_pass_problems(config, mode) -> list:
+  if config.schedule.get('rate_pass', 'auto') != 'fused':
+    return []
+  if config.schedule.cost != 'corrector':
+    return [f"config.schedule.rate_pass='fused' needs config.schedule.cost='corrector' (got "
+            f"{config.schedule.cost!r}: L_p needs second derivatives in x); use 'auto' or 'separate'"]
+  if train.model.has_dropout(config.model):
+    return [f"config.schedule.rate_pass='fused' with config.model.unet.dropout={config.model.unet.dropout}: the "
+            "loss's pass drops units, the rate is that of the network without dropout; use 'auto' or 'separate'"]
+  return []
+
+
+RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _rate_pass_problems)
 
 
 def compile_cache_problems(setting) -> list:

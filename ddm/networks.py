@@ -147,6 +147,26 @@ def make_denoiser(module: nn.Module, path: Path, precond: str, sigma_data: float
   return denoise
 
 
+def make_denoise_and_score(module: nn.Module, path: Path, precond: str, sigma_data: float):
+  """Returns ``denoise_and_score(params, x, t, train=False, rng=None) -> (D f32[B, *S], s f32[B, *S])`` from one
+  application of the network: the denoiser of :func:`make_denoiser` and the score of :func:`make_score_fn`
+  (``s = alpha (D - x~) / sigma^2`` from the residual, without cancellation), for a loss that also measures
+  the score's time derivative in the same pass (``jax.jvp`` in t; :mod:`train.step`)."""
+  coefficients = PRECONDS.get(precond, 'config.model.precond')
+
+  def denoise_and_score(params, x, t, train=False, rng=None):
+    alpha, sigma = per_example(path.alpha(t), x), per_example(path.sigma(t), x)
+    x_tilde = x / alpha
+    c = coefficients(path.ratio(t), sigma_data)
+    rngs = {'dropout': rng} if (train and rng is not None) else {}
+    out = per_example(c.c_out, x) * module.apply({'params': params}, per_example(c.c_in, x) * x_tilde, c.c_noise,
+                                                 train=train, rngs=rngs).astype(x.dtype)
+    denoised = per_example(c.c_skip, x) * x_tilde + out
+    return denoised, alpha * (out - per_example(c.skip_gap, x) * x_tilde) / sigma**2
+
+  return denoise_and_score
+
+
 def make_score_fn(denoise, params, path: Path):
   """``s(x, t) = (alpha D - x) / sigma^2 = alpha (D - x~) / sigma^2`` (Tweedie, method.md section 1), with
   ``D - x~`` from ``denoise(..., residual=True)`` so no float32 cancellation at small sigma."""

@@ -47,6 +47,12 @@ def corrector_rate(score_fn: ScoreFn, path: Path, x, t, key=None):
   del key
   t = jnp.asarray(t, float)
   _, ds_dt = jax.jvp(lambda tt: score_fn(x, tt), (t,), (jnp.ones_like(t),))
+  return corrector_rate_from_derivative(path, t, ds_dt)
+
+
+def corrector_rate_from_derivative(path: Path, t, ds_dt):
+  """``delta = sigma(t)^2 ||ds/dt||^2`` per example from ``ds_dt: f32[B, *S]`` at ``t: f32[B]`` (the fused
+  estimator of :mod:`train.step` computes ``ds_dt`` inside the loss's pass). f32[B]."""
   return path.sigma(t)**2 * _sum_per_example(ds_dt**2)
 
 

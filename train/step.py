@@ -32,17 +32,18 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
   A step whose loss, gradients or new parameters are not finite leaves the state as it was (only ``step``
   advances) and reports ``train/nonfinite_steps = 1``.
   """
+  fused = rate_fn is None and fused_rate(config, model)
   loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
-                                config.loss.weighting)
+                                config.loss.weighting, model.denoise_and_score)
   if rate_fn is None:
     rate_fn = costs.make_rate_fn(config.schedule)
     if config.schedule.cost == 'predictor':  # second derivatives of the network in x (method.md section 2)
       predictor.check_model(model, path, data.data_shape(config))
   schedule_cfg = config.schedule
 
-  def objective(params, x0, ts, keys, key_dropout):
-    loss, level, x_t, t = loss_fn(params, x0, ts, keys, key_dropout, train=True)
-    return jnp.mean(loss), (level, x_t, t)
+  def objective(params, x0, ts, keys, key_dropout, measure):
+    loss, level, x_t, t, score_dt = loss_fn(params, x0, ts, keys, key_dropout, train=True, measure=measure)
+    return jnp.mean(loss), (level, x_t, t, score_dt)
 
   def train_step(state, batch, base_key):
     key_examples, key_dropout = jax.random.split(jax.random.fold_in(base_key, state.step))
@@ -50,8 +51,9 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     # One key per example from its global index: the same draws on any number of devices.
     keys = jax.vmap(lambda i: jax.random.fold_in(key_examples, i))(device * batch_size + jnp.arange(batch_size))
     key_dropout = jax.random.fold_in(key_dropout, device)
-    (loss, (level, x_t, t)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params, batch['x'], state.schedule, keys, key_dropout)
+    n = cost_examples(batch_size, schedule_cfg.cost_fraction)
+    (loss, (level, x_t, t, score_dt)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, batch['x'], state.schedule, keys, key_dropout, n if fused else 0)
     grads, loss = jax.lax.pmean(grads, AXIS), jax.lax.pmean(loss, AXIS)
     new = state.apply_gradients(grads=grads)
     new = new.replace(ema_params=state_lib.ema_update(new.ema_params, new.params, config.optim.ema_decay))
@@ -60,11 +62,14 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(new.params))
     state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state).replace(step=new.step)
 
-    # Algorithm 2, step 2: with the network fixed, one jvp per example at its own level, on the first
-    # cost_examples of the device's batch (levels are i.i.d. per example, so any subset is unbiased).
-    n = cost_examples(batch_size, schedule_cfg.cost_fraction)
-    rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
-                   jax.random.fold_in(key_dropout, 1))
+    # Algorithm 2, step 2: one rate per example at its own level, on the first cost_examples of the device's
+    # batch (levels are i.i.d. per example, so any subset is unbiased): fused, from the loss's pass (pre-update
+    # parameters), or with the network fixed after the update, one jvp per example.
+    if fused:
+      rate = costs.corrector_rate_from_derivative(path, t[:n], score_dt)
+    else:
+      rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
+                     jax.random.fold_in(key_dropout, 1))
     zeros = jnp.zeros_like(state.cost_sum)
     batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level[:n]), AXIS)
     state = state.replace(cost_sum=state.cost_sum + batch_sum, cost_count=state.cost_count + batch_count)
@@ -79,6 +84,15 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     return state, metrics
 
   return train_step
+
+
+def fused_rate(config, model: model_lib.Model) -> bool:
+  """Whether the corrector rates come from the loss's own pass (``config.schedule.rate_pass``): 'fused', or
+  'auto' where that is the same estimator as the separate jvp (cost 'corrector', no dropout in training)."""
+  choice = config.schedule.get('rate_pass', 'auto')
+  possible = (config.schedule.cost == 'corrector' and model.denoise_and_score is not None
+              and not model_lib.has_dropout(config.model))
+  return choice == 'fused' or (choice == 'auto' and possible)
 
 
 def cost_examples(device_batch: int, fraction: float) -> int:
