@@ -303,7 +303,7 @@ def bench_cost_estimator(config, path, model, params, batch, args):
                                 config.loss.weighting)
   ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
   keys = jax.random.split(jax.random.PRNGKey(0), batch.shape[0])
-  _, _, x, t = jax.jit(lambda p, x0: loss_fn(p, x0, jnp.asarray(ts, jnp.float32), keys, keys[0], train=False))(
+  _, _, x, t, _ = jax.jit(lambda p, x0: loss_fn(p, x0, jnp.asarray(ts, jnp.float32), keys, keys[0], train=False))(
       params, jnp.asarray(batch))
   # The step is a relative change of fd_step in sigma (capped at fd_step in t): a fixed step in t straddles
   # orders of magnitude of sigma near the data end of a linear-in-sigma path. t is clipped so both sides
@@ -426,6 +426,18 @@ def run(config, args) -> dict:
     variants['loop_jvp_every_example'] = prepare_loop_step(config, path, model, batch, devices, args)
     with config.unlocked():
       config.schedule.cost_fraction = fraction
+  # The same two steps with the rate fused into the loss's pass (config.schedule.rate_pass), where it is
+  # the same estimator; the separate pass is the one the other variants time.
+  choice = config.schedule.rate_pass
+  with config.unlocked():
+    config.schedule.rate_pass = 'auto'
+    if step_lib.fused_rate(config, model):
+      variants['loop_learn_on_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
+      if fraction < 1:
+        config.schedule.cost_fraction = 1.0
+        variants['loop_jvp_every_example_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
+        config.schedule.cost_fraction = fraction
+    config.schedule.rate_pass = choice
   variants['bare'] = prepare_bare_step(config, path, model, batch, args)
   variants = {k: v for k, v in variants.items() if v is not None}
   time_interleaved(variants, args.repeats, args.warmup)
@@ -466,6 +478,11 @@ def run(config, args) -> dict:
   if every:
     every_step = amortise(every, _update_period(config, batch.shape[0]))
     train['overhead_schedule_learning_jvp_every_example'] = every_step / base - 1.0
+  for name, r in (('', timed.get('loop_learn_on_fused')), ('_jvp_every_example', timed.get('loop_jvp_every_example_fused'))):
+    if r:
+      r_step = amortise(r, _update_period(config, fed if not name else batch.shape[0]))
+      train[f'overhead_schedule_learning{name}_fused'] = r_step / base - 1.0
+  train.update({k: timed.get(k) for k in ('loop_learn_on_fused', 'loop_jvp_every_example_fused')})
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
   result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
@@ -520,6 +537,9 @@ def table(result) -> str:
           ('overhead of schedule learning, jvp on every example',
            _fmt(tr.get('overhead_schedule_learning_jvp_every_example') and
                 100 * tr['overhead_schedule_learning_jvp_every_example'], '%')),
+          ('overhead of schedule learning, fused rate (same fraction / every example)',
+           f"{_fmt(tr.get('overhead_schedule_learning_fused') and 100 * tr['overhead_schedule_learning_fused'], '%')} / "
+           f"{_fmt(tr.get('overhead_schedule_learning_jvp_every_example_fused') and 100 * tr['overhead_schedule_learning_jvp_every_example_fused'], '%')}"),
           ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
           ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
           ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),

@@ -16,7 +16,8 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'train.loop_learn_on.amortised_examples_per_s', 'train.loop_learn_on.update_branch_s',
     'train.loop_learn_on.expected_update_period_steps', 'train.loop_learn_off.examples_per_s',
     'train.loop_no_schedule_machinery.examples_per_s', 'train.bare.examples_per_s',
-    'train.loop_jvp_every_example.amortised_examples_per_s',
+    'train.loop_jvp_every_example.amortised_examples_per_s', 'train.loop_learn_on_fused.amortised_examples_per_s',
+    'train.loop_jvp_every_example_fused.amortised_examples_per_s',
     'input_pipeline.examples_per_s', 'loop_end_to_end.examples_per_s',
     'cost_estimator.jvp.s_per_sample', 'cost_estimator.fd_central.s_per_sample',
     'cost_estimator.fd_forward.s_per_sample', 'cost_estimator.jvp.batch_mean',
@@ -27,6 +28,7 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
 ]
 FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'train.overhead_loop_over_bare',
           'train.overhead_loop_with_learning_over_bare', 'train.overhead_schedule_learning_jvp_every_example',
+          'train.overhead_schedule_learning_fused', 'train.overhead_schedule_learning_jvp_every_example_fused',
           'cost_estimator.fd_central.rel_diff_of_means',
           'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
 PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
