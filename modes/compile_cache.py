@@ -4,7 +4,9 @@ A compiled XLA program is stored under a key of its HLO, the devices and the com
 process that compiles the same program (a rerun, a resume, an eval or a fit of the same shapes) loads it
 instead. Only programs that took longer than ``jax_persistent_cache_min_compile_time_secs`` (JAX's default,
 1 s; its environment variable ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``) to compile are stored, so the
-many tiny programs of a run do not fill the folder. Results do not depend on it.
+many tiny programs of a run do not fill the folder. Results do not depend on it. In a multi-process job JAX
+reads and writes it on process 0 only (measured, 2 processes x 2 CPU devices: process 0 compiled in 6 s, then
+1 s from the cache; process 1 in 5 s both times).
 """
 import collections
 import os
@@ -43,8 +45,8 @@ class Counts:
 
 
 def enable(setting: str):
-  """Points JAX's persistent cache at ``folder(setting)`` (before the first compilation); returns a
-  :class:`Counts` of its hits and misses, or None when off."""
+  """Points JAX's persistent cache at ``folder(setting)`` (before the first compilation, after
+  ``jax.distributed``); returns a :class:`Counts` of its hits and misses, or None when off."""
   found = compile_cache_problems(setting)
   if found:
     raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))

@@ -10,6 +10,7 @@ from modes.progress import format_duration
 from ddm.targets import make_target
 from eval import plots, sampling, toy
 from schedule import baselines, fit, store
+from train import step as step_lib
 
 IMAGE_GRID = 64  # samples shown at each sampling step on image datasets
 SAMPLES_DIR = 'samples'  # <workdir>/samples/<step>.png
@@ -44,7 +45,7 @@ class Reporter:
     """Averages the metrics of the steps since the last log (one device fetch) and logs them, with the
     training-only steps/s of ``throughput`` (:class:`modes.progress.Throughput`) and the seconds spent
     compiling, sampling and checkpointing in this process."""
-    fetched = jax.device_get([jax.tree.map(lambda v: v[0], m) for m in pending])
+    fetched = jax.device_get([step_lib.unreplicate(m) for m in pending])
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     scalars['train/nonfinite_steps'] = int(sum(m['train/nonfinite_steps'] for m in fetched))  # a count
     losses = [m['train/loss'] for m in fetched if np.isfinite(m['train/loss'])]  # skipped steps: not averaged

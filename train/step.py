@@ -121,8 +121,13 @@ def replicate(tree, devices=None):
 
 
 def unreplicate(tree):
-  """Device 0's copy of a pmapped pytree (flax's version mis-shapes arrays pmapped over a subset of devices)."""
-  return jax.tree.map(lambda x: x[0], tree)
+  """This process's first device's copy of a pmapped pytree (every device holds the same values).
+
+  Read from the local shard, never as ``x[0]`` of the global array: with several processes that is a computation
+  over every process's devices, and processes that index their leaves in another order deadlock (measured: 2
+  processes x 2 devices hung at the first sampling step). flax's version mis-shapes arrays pmapped over a subset
+  of devices."""
+  return jax.tree.map(lambda x: x.addressable_data(0)[0] if isinstance(x, jax.Array) else x[0], tree)
 
 
 def initial_state(config, path, model: model_lib.Model) -> state_lib.TrainState:
