@@ -1,5 +1,4 @@
 """What ``--mode=train`` reports at logging and sampling steps: scalars, schedule.json, plots, toy metrics."""
-import time
 
 import jax
 import numpy as np
