@@ -124,6 +124,22 @@ def init_params(module: nn.Module, key, data_shape):
   return module.init({'params': key, 'dropout': key}, x, jnp.zeros((1,)))['params']
 
 
+def _preconditioned(module: nn.Module, path: Path, precond: str, sigma_data: float):
+  """``apply(params, x, t, train, rng) -> (c_out F, x~, c)``: the one network application both
+  :func:`make_denoiser` and :func:`make_denoise_and_score` build on."""
+  coefficients = PRECONDS.get(precond, 'config.model.precond')
+
+  def apply(params, x, t, train, rng):
+    x_tilde = x / per_example(path.alpha(t), x)
+    c = coefficients(path.ratio(t), sigma_data)
+    rngs = {'dropout': rng} if (train and rng is not None) else {}
+    out = per_example(c.c_out, x) * module.apply({'params': params}, per_example(c.c_in, x) * x_tilde, c.c_noise,
+                                                 train=train, rngs=rngs).astype(x.dtype)
+    return out, x_tilde, c
+
+  return apply
+
+
 def make_denoiser(module: nn.Module, path: Path, precond: str, sigma_data: float):
   """Returns ``denoise(params, x, t, train=False, rng=None, residual=False) -> f32[B, *S]``,
 
@@ -132,14 +148,10 @@ def make_denoiser(module: nn.Module, path: Path, precond: str, sigma_data: float
   ``x: f32[B, *S]``, ``t: f32[B]`` per example (t = 0 data end); ``rng`` drives dropout when training.
   ``residual=True`` returns ``D - x~ = c_out F - (1 - c_skip) x~`` without cancellation (for the score).
   """
-  coefficients = PRECONDS.get(precond, 'config.model.precond')
+  apply = _preconditioned(module, path, precond, sigma_data)
 
   def denoise(params, x, t, train=False, rng=None, residual=False):
-    x_tilde = x / per_example(path.alpha(t), x)
-    c = coefficients(path.ratio(t), sigma_data)
-    rngs = {'dropout': rng} if (train and rng is not None) else {}
-    out = per_example(c.c_out, x) * module.apply({'params': params}, per_example(c.c_in, x) * x_tilde, c.c_noise,
-                                                 train=train, rngs=rngs).astype(x.dtype)
+    out, x_tilde, c = apply(params, x, t, train, rng)
     if residual:
       return out - per_example(c.skip_gap, x) * x_tilde
     return per_example(c.c_skip, x) * x_tilde + out
@@ -152,17 +164,13 @@ def make_denoise_and_score(module: nn.Module, path: Path, precond: str, sigma_da
   application of the network: the denoiser of :func:`make_denoiser` and the score of :func:`make_score_fn`
   (``s = alpha (D - x~) / sigma^2`` from the residual, without cancellation), for a loss that also measures
   the score's time derivative in the same pass (``jax.jvp`` in t; :mod:`train.step`)."""
-  coefficients = PRECONDS.get(precond, 'config.model.precond')
+  apply = _preconditioned(module, path, precond, sigma_data)
 
   def denoise_and_score(params, x, t, train=False, rng=None):
+    out, x_tilde, c = apply(params, x, t, train, rng)
     alpha, sigma = per_example(path.alpha(t), x), per_example(path.sigma(t), x)
-    x_tilde = x / alpha
-    c = coefficients(path.ratio(t), sigma_data)
-    rngs = {'dropout': rng} if (train and rng is not None) else {}
-    out = per_example(c.c_out, x) * module.apply({'params': params}, per_example(c.c_in, x) * x_tilde, c.c_noise,
-                                                 train=train, rngs=rngs).astype(x.dtype)
-    denoised = per_example(c.c_skip, x) * x_tilde + out
-    return denoised, alpha * (out - per_example(c.skip_gap, x) * x_tilde) / sigma**2
+    return (per_example(c.c_skip, x) * x_tilde + out,
+            alpha * (out - per_example(c.skip_gap, x) * x_tilde) / sigma**2)
 
   return denoise_and_score
 
