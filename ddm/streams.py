@@ -10,6 +10,7 @@ STREAMS = {
     'init': 0, 'train': 1, 'eval': 2, 'sample': 3, 'data': 4, 'likelihood': 5, 'floor': 6,
     'model_samples': 6,       # p_t from the model's reverse process in fit_schedule (shares 6 with 'floor')
     'classifier': 0x0C1A55,   # the offline feature classifier's training
+    'cost_fraction': 7,       # tools.cost_fraction: the examples whose coefficient spread is measured
 }
 # streams that are not folds: the search key is the seed's own key, its reference fit the next seed's
 SEARCH, SEARCH_REFERENCE = 'search', 'search_reference'

@@ -30,18 +30,28 @@ def folder(setting: str):
   return os.path.abspath(os.path.expanduser(setting))
 
 
+_COMPILE = '/jax/core/compile/backend_compile_duration'   # XLA compile, or the cache load that replaced it
+
+
 class Counts:
-  """Cache hits and misses of this process since :func:`enable` (JAX's monitoring events)."""
+  """Cache hits and misses of this process since :func:`enable`, and the seconds spent in XLA's backend
+  compile or the cache loads that replaced it (JAX's monitoring events)."""
 
   def __init__(self):
     self.counts = collections.Counter()
+    self.compile_s = 0.0
 
   def __call__(self, event, **kwargs):
     if event in _EVENTS:
       self.counts[_EVENTS[event]] += 1
 
+  def duration(self, event, seconds, **kwargs):
+    if event == _COMPILE:
+      self.compile_s += seconds
+
   def __str__(self):
-    return f"{self.counts['hits']} hits, {self.counts['misses']} misses"
+    return (f"{self.counts['hits']} hits, {self.counts['misses']} misses, {self.compile_s:.1f} s in XLA compiles "
+            f"and cache loads")
 
 
 def enable(setting: str):
@@ -56,5 +66,6 @@ def enable(setting: str):
   jax.config.update('jax_compilation_cache_dir', path)
   counts = Counts()
   jax.monitoring.register_event_listener(counts)
+  jax.monitoring.register_event_duration_secs_listener(counts.duration)
   logging.info('compilation cache: %s', path)
   return counts

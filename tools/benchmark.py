@@ -376,7 +376,8 @@ def bench_sampling(config, path, model, params, shape, args):
       return last_step(params, x, ts_np[1], ts_np[0], step_keys[0])
 
     scan_times, loop_times = [], []
-    for i in range(args.repeats + 1):   # interleaved; the first round is the warm-up (and compiles)
+    rounds = (getattr(args, 'sample_repeats', 0) or args.repeats) + 1
+    for i in range(rounds):   # interleaved; the first round is the warm-up (and compiles)
       for fn, times in ((lambda: scan_sample(params, key, ts, x_init), scan_times), (loop_sample, loop_times)):
         start = time.perf_counter()
         jax.block_until_ready(fn())
@@ -431,7 +432,7 @@ def run(config, args) -> dict:
   choice = config.schedule.rate_pass
   with config.unlocked():
     config.schedule.rate_pass = 'auto'
-    if step_lib.fused_rate(config, model):
+    if step_lib.fused_rate(config, model) and getattr(args, 'fused', True):
       variants['loop_learn_on_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
       if fraction < 1:
         config.schedule.cost_fraction = 1.0

@@ -31,6 +31,9 @@ def test_a_rerun_loads_every_program_from_the_cache(tmp_path):
   assert misses > 10 and hits < misses
   hits2, misses2 = map(int, re.search(r'compilation cache: (\d+) hits, (\d+) misses', second).groups())
   assert misses2 == 0 and hits2 == hits + misses  # every program of the first run, none compiled again
+  compile_s = [float(re.search(r'misses, ([\d.]+) s in XLA compiles and cache loads', run).group(1))
+               for run in (first, second)]
+  assert 0 < compile_s[1] < 0.5 * compile_s[0], compile_s  # loading is faster than compiling
   assert sorted(os.listdir(cache)) == entries
   losses = [re.findall(r'step \d+/\d+  loss \S+  length \S+  energy \S+', run) for run in (first, second)]
   assert losses[0] and losses[0] == losses[1]
