@@ -20,9 +20,9 @@ The JSON also holds the versions of jax, jaxlib, flax, optax, orbax and numpy an
 ``jax.print_environment_info()`` (CUDA, driver, devices). Nothing beyond ``requirements.txt`` is needed; a
 machine's own newer CUDA build of jax works as long as it keeps the APIs the pin has.
 """
+import contextlib
 import importlib.metadata
 import io
-import contextlib
 import time
 import types
 
@@ -86,7 +86,7 @@ def environment() -> str:
   return text or buffer.getvalue()
 
 
-def run(config, budget_s: float = BUDGET_S, train_args: dict = None, estimators=ESTIMATORS,
+def run(config, budget_s: float = BUDGET_S, train_args=None, estimators=ESTIMATORS,
         cost_batch: int = 8) -> dict:
   """Every part in turn against ``budget_s``; returns the JSON's content."""
   if not budget_s > 0:

@@ -25,7 +25,7 @@ an assumed spread instead (e.g. one measured on a smaller image model) and measu
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from configs.validate import validate

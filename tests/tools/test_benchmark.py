@@ -33,7 +33,8 @@ FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'trai
           'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
 PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
            'memory.peak_bytes_in_use', 'memory.loop_step_memory_analysis', 'memory.bare_step_memory_analysis',
-           'targets.schedule_learning_overhead_le_5pct', 'targets.loop_overhead_over_bare_le_5pct',
+           'targets.schedule_learning_overhead_le_3pct', 'targets.loop_overhead_over_bare_le_3pct',
+           'targets.schedule_learning_every_example_le_25pct', 'train.rate_pass_of_config',
            'targets.scan_sampler_at_least_loop_speed_at_100_steps', 'targets.input_pipeline_faster_than_step',
            'targets.no_host_sync_inside_step', 'settings.num_params']
 
@@ -70,6 +71,7 @@ def test_benchmark_reports_every_figure(make_config, tmp_path):
   for key in PRESENT:
     _get(result, key)
   assert result['settings']['num_devices'] == 2  # the loop's step ran pmapped over both fake devices
+  assert result['train']['rate_pass_of_config'] == 'fused'  # 'auto' on an MLP without dropout
   assert result['cost_estimator']['finite'] and result['sampling']['100']['finite']
   # the jvp rate and a central difference agree; the scan and the Python loop sample the same images
   assert result['cost_estimator']['fd_central']['rel_diff_of_means'] < 1e-2

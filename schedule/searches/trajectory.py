@@ -1,0 +1,212 @@
+"""Trajectory search: the K-step ladder whose sampler output is closest to the model's own many-step
+probability-flow solution from the same noise (the model is its own teacher; no data).
+
+``config.fit.method = 'trajectory'``. In the spirit of Chen et al. (2024), "On the Trajectory Regularity of
+ODE-based Diffusion Sampling" (GITS), and Pei et al. (2025), "Optimal Stepsize for Diffusion Sampling":
+
+1. Teacher. ``M = fit.trajectory.num_noises`` prior draws ``x_N`` are carried down the probability-flow ODE by
+   ``config.eval.sampler``'s interior step on a fine ladder: the search grid (``N + 1`` times uniform in
+   ``log(sigma / alpha)``, :func:`schedule.searches.dp_elbo.dp_grid`) with every interval cut into
+   ``fit.trajectory.teacher_substeps`` equal parts in t. The teacher's state at grid point ``j``
+   is ``X_j``; its output ``X_0`` is the sampler's last step from the finest point (EDM's step into sigma = 0).
+2. Dynamic programme (GITS). The cost of a step between grid points ``j < i`` is the mean squared distance,
+   per dimension, of one sampler step from ``X_i`` (the last step when ``j = 0``) to ``X_j``; the K-step path
+   of least total cost is found exactly for every K (:func:`schedule.searches.dp_elbo.dynamic_programme`).
+   Its K points are K + 1 distinct grid times, so the K-step sampler takes K distinct steps.
+3. Refinement. The sum of local errors is a surrogate of the quantity that matters, the distance of the
+   K-step sampler's output from ``X_0``: ``fit.trajectory.passes`` passes of coordinate search move each
+   interior point to the grid time between its neighbours that minimises that distance (same noises), then
+   off the grid, to the minimiser in ``log sigma`` between its neighbours (bounded Brent, 12 evaluations).
+
+The objective reported (``objective``, per K) is the mean squared distance per dimension of the K-step
+output from the teacher's on ``M`` fresh noises, beside that of each hand-made ladder and of shorter searched
+ladders: if fewer steps come out closer, ``fewer_steps_closer`` says so instead of the search hiding it.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import optimize
+
+from ddm import samplers
+from ddm.registry import BASELINES, SAMPLERS
+from schedule import baselines
+from schedule.searches.dp_elbo import dp_grid, dynamic_programme
+from schedule.searches.problem import Problem, Result
+from schedule.store import Ladders
+
+
+def fine_ladder(grid, substeps: int) -> np.ndarray:
+  """``grid`` (f64[N+1], ascending t) with every interval cut into ``substeps`` parts uniform in t between
+  grid points: f64[N substeps + 1]; ``fine[substeps * j] = grid[j]``."""
+  parts = [np.linspace(grid[j], grid[j + 1], substeps + 1)[:-1] for j in range(len(grid) - 1)]
+  return np.concatenate(parts + [grid[-1:]])
+
+
+class Solver:
+  """The sampler's steps on a fixed set of noises, jitted once (times are arguments)."""
+
+  def __init__(self, problem: Problem, eval_cfg):
+    self.path = problem.path
+    chosen = SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler')
+    dynamics = samplers.Dynamics(problem.path, problem.score_fn, float(eval_cfg.langevin_snr),
+                                 int(eval_cfg.langevin_steps))
+    key = jax.random.PRNGKey(0)  # ODE samplers ignore it; the search refuses stochastic ones
+    self.step = jax.jit(lambda x, t, t_next: chosen.step(dynamics, x, t, t_next, key))
+    self.last = jax.jit(lambda x, t, t_next: chosen.last(dynamics, x, t, t_next, key))
+
+  def move(self, x, t, t_next):
+    """One step from scalar ``t`` to ``t_next < t``; into the data end (``t_next`` the ladder's first point,
+    ``last=True`` below) the sampler's last step."""
+    return self.step(x, jnp.float32(t), jnp.float32(t_next))
+
+  def run(self, x, ts, from_index=None):
+    """The sampler on the ladder ``ts`` (ascending, ``ts[0]`` the data end) from ``x`` at ``ts[from_index]``
+    (default: the last point): the output f32[M, *S]."""
+    i = len(ts) - 1 if from_index is None else from_index
+    for k in range(i, 1, -1):
+      x = self.move(x, ts[k], ts[k - 1])
+    return self.last(x, jnp.float32(ts[1]), jnp.float32(ts[0]))
+
+
+def teacher(solver: Solver, x_init, fine, substeps: int):
+  """The states at every grid point (``fine[::substeps]``), ``[N+1, M, *S]`` with ``[0]`` the output."""
+  states = [None] * (len(fine) // substeps + 1)
+  x, top = x_init, len(fine) - 1
+  states[-1] = x
+  for k in range(top, 1, -1):
+    x = solver.move(x, fine[k], fine[k - 1])
+    if (k - 1) % substeps == 0:
+      states[(k - 1) // substeps] = x
+  states[0] = solver.last(x, jnp.float32(fine[1]), jnp.float32(fine[0]))
+  return jnp.stack(states)
+
+
+def mean_squared(a, b) -> float:
+  """Mean over examples and dimensions of ``(a - b)^2`` (non-finite stays non-finite)."""
+  return float(jnp.mean((jnp.asarray(a, jnp.float32) - b)**2))
+
+
+def local_costs(solver: Solver, grid, states) -> np.ndarray:
+  """``cost[j, i]`` (f64[N+1, N+1], +inf unless j < i): one sampler step from the teacher's state at grid
+  point i to grid point j, against the teacher's state there."""
+  n = len(grid) - 1
+  cost = np.full((n + 1, n + 1), np.inf)
+  for i in range(1, n + 1):
+    for j in range(i):
+      moved = (solver.last(states[i], jnp.float32(grid[i]), jnp.float32(grid[0])) if j == 0
+               else solver.move(states[i], grid[i], grid[j]))
+      cost[j, i] = mean_squared(moved, states[j])
+  return cost
+
+
+def objective(solver: Solver, ts, x_init, target) -> float:
+  """Mean squared distance per dimension of the K-step output on ``ts`` from ``target`` (the teacher's)."""
+  return mean_squared(solver.run(x_init, np.asarray(ts)), target)
+
+
+def coordinate_search(fn, index, passes: int):
+  """Moves each interior entry of the increasing integer ``index`` to the value strictly between its
+  neighbours that minimises ``fn(index)``, ``passes`` times (stopping early when nothing moves); ends fixed.
+  Returns ``(index, value)``."""
+  index = list(index)
+  value = fn(index)
+  for _ in range(passes):
+    moved = False
+    for k in range(1, len(index) - 1):
+      for candidate in range(index[k - 1] + 1, index[k + 1]):
+        if candidate == index[k]:
+          continue
+        trial = index[:k] + [candidate] + index[k + 1:]
+        v = fn(trial)
+        if v < value:
+          index, value, moved = trial, v, True
+    if not moved:
+      break
+  return index, value
+
+
+def continuous_search(fn, u, passes: int, evaluations: int = 12):
+  """Moves each interior entry of the increasing ``u`` (log noise levels) to the minimiser of ``fn(u)`` over
+  the open interval between its neighbours (bounded Brent, ``evaluations`` calls), ``passes`` times; a move
+  is kept only when it lowers ``fn``. Returns ``(u, value)``."""
+  u = np.asarray(u, np.float64).copy()
+  value = fn(u)
+  for _ in range(passes):
+    for k in range(1, len(u) - 1):
+      def at(v, k=k):
+        trial = u.copy()
+        trial[k] = v
+        return fn(trial)
+      found = optimize.minimize_scalar(at, bounds=(u[k - 1], u[k + 1]), method='bounded',
+                                       options={'maxiter': evaluations, 'xatol': 1e-4})
+      if found.fun < value and u[k - 1] < found.x < u[k + 1]:
+        u[k], value = found.x, float(found.fun)
+  return u, value
+
+
+def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
+  """``config.fit.method = 'trajectory'`` (module docstring) for every K of ``fit_cfg.trajectory.num_steps``.
+
+  Uses ``fit_cfg.trajectory``: ``grid`` (N), ``teacher_substeps``, ``num_noises`` (M), ``passes``; the sampler
+  of ``eval_cfg`` (an ODE sampler: 'euler' or 'heun'). Score evaluations: the teacher's
+  ``N teacher_substeps`` steps, ``N (N + 1) / 2`` single steps for the costs, and one K-step run per candidate
+  of the coordinate search, and the check on fresh noises (``network_evaluations``, over all M examples).
+  Returns ``Result(Ladders({K: f64[K+1]}), meta)``; meta ``objective`` ``{K: value}`` on fresh noises,
+  ``baselines`` ``{name: {K: value}}`` on the same noises, ``dp_objective`` (the surrogate), ``fewer_steps_closer``,
+  ``grid``, ``num_noises``, ``teacher_steps``, ``time_s`` and ``network_evaluations``.
+  """
+  del cost_cfg
+  start = time.perf_counter()
+  cfg = fit_cfg.trajectory
+  n, substeps, m, passes = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises), int(cfg.passes)
+  ks = sorted(int(k) for k in cfg.num_steps)
+  path, shape = problem.path, tuple(problem.data_shape)
+  solver = Solver(problem, eval_cfg)
+  grid = dp_grid(path, n)
+  fine = fine_ladder(grid, substeps)
+  key_fit, key_check = jax.random.split(key)
+  nfe = lambda k: samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)   # per example, k steps
+  x_fit = samplers.prior_sample(path, key_fit, (m,) + shape)
+  states = teacher(solver, x_fit, fine, substeps)
+  cost = local_costs(solver, grid, states)
+  # teacher; every pair (j > 0: an interior step, j = 0: the last step)
+  evaluations = nfe(len(fine) - 1) + (n * (n - 1) // 2) * (nfe(2) - nfe(1)) + n * nfe(1)
+  totals, dp_paths = dynamic_programme(cost, max(ks))
+
+  ladders, dp_objective, counted = {}, {}, [0]
+
+  def fit_objective(index):
+    counted[0] += nfe(len(index) - 1)
+    return objective(solver, grid[np.asarray(index)], x_fit, states[0])
+
+  def ladder(u):  # log noise levels -> times, the ends exact
+    ts = np.asarray(path.t_of_ratio(np.exp(u)), np.float64)
+    ts[0], ts[-1] = 0.0, 1.0
+    return ts
+
+  def continuous_objective(u):
+    counted[0] += nfe(len(u) - 1)
+    return objective(solver, ladder(u), x_fit, states[0])
+
+  for k in ks:
+    index, _ = coordinate_search(fit_objective, dp_paths(k).tolist(), passes)
+    u, _ = continuous_search(continuous_objective, np.log(np.asarray(path.ratio(grid[np.asarray(index)]))), passes)
+    ts = ladder(u)
+    ladders[k] = ts if np.all(np.diff(ts) > 0) else grid[np.asarray(index)]
+    dp_objective[k] = float(totals[k])
+  evaluations += counted[0]
+
+  # Fresh noises and their own teacher: the figures reported are not those the search minimised.
+  x_check = samplers.prior_sample(path, key_check, (m,) + shape)
+  target = teacher(solver, x_check, fine, substeps)[0]
+  evaluations += nfe(len(fine) - 1)
+  found = {k: objective(solver, ladders[k], x_check, target) for k in ks}
+  hand_made = {name: {k: objective(solver, baselines.make_baseline(name, path, k, 'baseline').t, x_check, target)
+                      for k in ks} for name in BASELINES.names()}
+  fewer = {k: next((j for j in ks if j < k and found[j] < found[k]), None) for k in ks}
+  meta = dict(objective=found, baselines=hand_made, dp_objective=dp_objective, fewer_steps_closer=fewer,
+              grid=n, num_noises=m, teacher_steps=len(fine) - 1, sampler=eval_cfg.sampler,
+              time_s=time.perf_counter() - start, network_evaluations=int(evaluations * m))
+  return Result(Ladders(ladders, 'trajectory', 'trajectory'), meta=meta)
