@@ -91,7 +91,8 @@ def get_config():
   fit.num_steps = 100                    # K of the schedule written to schedule.json (a length function, stored
                                          # by score_optimal, gives any K; dp_elbo stores 1..K and eval's K).
   fit.method = 'score_optimal'           # 'score_optimal' (Algorithm 1 with config.schedule.cost) | 'trajectory'
-                                         # (closest K-step output to the model's many-step ODE solution) | 'dp_elbo'
+                                         # (closest K-step output to the model's many-step ODE solution) | 'ays'
+                                         # (Align Your Steps: least KL upper bound of the discretised SDE) | 'dp_elbo'
                                          # (Watson et al. 2021) | 'ddss' (Watson et al. 2022).
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
   fit.iterations = 3                     # score_optimal: passes of moving the fine grid to equal length.
@@ -102,6 +103,13 @@ def get_config():
                                          # config.eval.schedules ('' = derived from method and cost).
   fit.dp_elbo = ml_collections.ConfigDict()
   fit.dp_elbo.grid = 1000                # Fine grid of N times the K-step paths are chosen from.
+  fit.ays = ays = ml_collections.ConfigDict()  # method 'ays': Align Your Steps (Sabour et al. 2024)
+  ays.num_steps = (5, 10, 20)            # Step counts K (strictly increasing; a K twice a searched one starts from it).
+  ays.num_samples = 512                  # Draws of x0 (data, model samples or the toy target) for the KLUB.
+  ays.nodes = 8                          # Gauss-Legendre nodes in log sigma per interval of the KLUB integral.
+  ays.candidates = 16                    # Values tried per point and pass, between its neighbours.
+  ays.passes = 3                         # Coordinate-wise passes.
+  ays.init = 'edm_rho7'                  # Baseline a K starts from when its half was not searched.
   fit.ddss = ddss = ml_collections.ConfigDict()
   ddss.num_steps = (5, 10, 20)           # Step counts K searched (one optimisation each).
   ddss.learning_rate = 1e-2              # Adam learning rate on the unconstrained step parameters.

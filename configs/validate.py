@@ -21,7 +21,7 @@ from configs import base
 from ddm import registry, samplers, targets
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
-METHODS = ('score_optimal', 'trajectory', 'dp_elbo', 'ddss')  # config.fit.method
+METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss')  # config.fit.method
 PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
 RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
 NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
@@ -77,6 +77,9 @@ RANGES = {
     'fit.trajectory.grid': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.trajectory.teacher_substeps': INT_AT_LEAST_1, 'fit.trajectory.num_noises': INT_AT_LEAST_1,
     'fit.trajectory.passes': (lambda v: _int(v) and v >= 0, 'an integer >= 0'),
+    'fit.ays.num_samples': INT_AT_LEAST_1, 'fit.ays.passes': INT_AT_LEAST_1,
+    'fit.ays.nodes': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
+    'fit.ays.candidates': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'optim.learning_rate': POSITIVE,
     'optim.ema_decay': (lambda v: 0 <= v < 1, '0 <= ema_decay < 1'),
     'optim.warmup_steps': NON_NEGATIVE, 'optim.grad_clip': NON_NEGATIVE, 'optim.weight_decay': NON_NEGATIVE,
@@ -103,6 +106,7 @@ VP_CHOICES = {'sde.beta_schedule': ('linear', 'cosine')}
 REGISTERED = {
     'data.dataset': registry.DATASETS, 'sde.name': registry.PATHS, 'schedule.init': registry.BASELINES,
     'schedule.cost': registry.COSTS, 'model.precond': registry.PRECONDS, 'eval.sampler': registry.SAMPLERS,
+    'fit.ays.init': registry.BASELINES,
 }
 
 
@@ -180,6 +184,10 @@ def _fit_problems(config, mode) -> list:
   elif _int(fit.trajectory.grid) and max(ks) > fit.trajectory.grid:
     problems.append(f'config.fit.trajectory.num_steps={ks} has K = {max(ks)} larger than the grid '
                     f'config.fit.trajectory.grid={fit.trajectory.grid}; need every K <= grid')
+  ks = tuple(fit.ays.num_steps)
+  if not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
+    problems.append(f'config.fit.ays.num_steps={ks}; need a non-empty, strictly increasing list of step counts '
+                    '>= 1, e.g. (5, 10, 20)')
   if mode == 'fit_schedule' and fit.method == 'trajectory' and config.eval.sampler not in ('euler', 'heun'):
     problems.append(f"config.fit.method='trajectory' follows the probability-flow ODE; config.eval.sampler="
                     f"{config.eval.sampler!r}, allowed: euler, heun")

@@ -200,5 +200,5 @@ def test_fit_schedule_refuses_more_steps_than_the_grid(tmp_path):
 def test_unknown_method_is_refused(tmp_path):
   config = toy1d.get_config('smoke')
   config.fit.method = 'dp_kl'
-  with pytest.raises(ValueError, match="config.fit.method='dp_kl'; allowed: score_optimal, trajectory, dp_elbo, ddss"):
+  with pytest.raises(ValueError, match="config.fit.method='dp_kl'; allowed: score_optimal, trajectory, ays, dp_elbo, ddss"):
     run.fit_schedule(config, str(tmp_path))

@@ -63,7 +63,7 @@ _bad = smoke  # tests/configs.py
     (dict(sde__sigma_min=80.0, sde__sigma_max=1.0), 'need 0 < sigma_min < sigma_max'),
     (dict(schedule__cost='bogus'), "config.schedule.cost='bogus' is not a known cost; allowed: corrector"),
     (dict(data__dataset='digits'), "--mode=fit_schedule needs a trained checkpoint in --workdir="),
-    (dict(fit__method='watson'), "config.fit.method='watson'; allowed: score_optimal, trajectory, dp_elbo, ddss"),
+    (dict(fit__method='watson'), "config.fit.method='watson'; allowed: score_optimal, trajectory, ays, dp_elbo, ddss"),
     (dict(fit__samples='prior'), "config.fit.samples='prior'; allowed: data, model"),
     (dict(schedule__cost='predictor', schedule__predictor='rk4'),
      "config.schedule.predictor='rk4'; allowed: identity, euler, heun"),

@@ -1,0 +1,153 @@
+"""Align Your Steps (Sabour, Fidler, Kreis, ICML 2024): the K-step ladder that minimises the KL upper bound
+(KLUB) between the reverse SDE and its discretisation. ``config.fit.method = 'ays'``; a baseline from the field.
+
+In EDM's variables (noise level ``r = sigma / alpha``, scaled state ``y = x / alpha``; every path is the EDM
+one in them, ddm/samplers.py) the reverse SDE is ``dy = -2 (D(y, r) - y) / r dr + sqrt(2r) dw``. A
+solver step from ``r_{i+1}`` down to ``r_i`` solves it with the denoiser frozen at the step's start,
+``D(y_{r_{i+1}}, r_{i+1})``; by Girsanov the KL divergence of the true path measure from the discretised one is
+
+    KLUB = sum_i int_{r_i}^{r_{i+1}} E || D(y_r, r) - D(y_{r_{i+1}}, r_{i+1}) ||^2 / r^3 dr,
+
+the expectation over the forward path: ``y_r = x0 + r eps``, ``y_{r_{i+1}} = y_r + sqrt(r_{i+1}^2 - r^2) eps'``
+(Brownian increments; AYS section 3, their Theorem for the EDM SDE). The integral is taken in ``log r`` by
+Gauss-Legendre with ``fit.ays.nodes`` nodes per interval, on ``fit.ays.num_samples`` draws of ``x0`` (data, the
+model's own samples or a toy target: ``problem.sample_x0``) and noises that stay fixed during the search
+(common random numbers, so candidates are compared on the same draws).
+
+The search is AYS's: coordinate-wise, each interior point in turn moves to the best of ``fit.ays.candidates``
+values (uniform in ``log r``) strictly between its neighbours, or stays; ``fit.ays.passes`` passes. Coarse to fine:
+a K whose half was searched before starts from that ladder with the midpoints (in ``log r``) inserted (10 -> 20
+-> 40), any other K from the ``fit.ays.init`` baseline. The KLUB of each ladder is reported on fresh draws, beside
+that of its initial ladder and of every hand-made ladder.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddm.paths import per_example
+from ddm.registry import BASELINES
+from schedule import baselines
+from schedule.searches.problem import Problem, Result
+from schedule.store import Ladders
+
+
+class Draws:
+  """Fixed Monte Carlo inputs: ``x0 f32[M, *S]`` and two noises per quadrature node ``f32[n, M, *S]``."""
+
+  def __init__(self, problem: Problem, key, num_samples: int, nodes: int):
+    key_x0, key_a, key_b = jax.random.split(key, 3)
+    self.x0 = problem.sample_x0(key_x0, int(num_samples))
+    shape = (int(nodes),) + tuple(self.x0.shape)
+    self.eps_a = jax.random.normal(key_a, shape, self.x0.dtype)
+    self.eps_b = jax.random.normal(key_b, shape, self.x0.dtype)
+    self.nodes, self.weights = np.polynomial.legendre.leggauss(int(nodes))
+
+
+def make_interval_klub(problem: Problem, draws: Draws):
+  """``klub(r_lo, r_hi) -> float``: one interval's term of the KLUB (module docstring), jitted once."""
+  path, denoise = problem.path, problem.denoise_fn
+  nodes, weights = jnp.asarray(draws.nodes, jnp.float32), jnp.asarray(draws.weights, jnp.float32)
+
+  def denoised(y, r):
+    t = jnp.full(y.shape[:1], path.t_of_ratio(r), jnp.float32)
+    return denoise(per_example(path.alpha(t), y) * y, t)
+
+  @jax.jit
+  def klub(r_lo, r_hi):
+    u_lo, u_hi = jnp.log(r_lo), jnp.log(r_hi)
+    half = (u_hi - u_lo) / 2
+
+    def term(carry, inputs):
+      node, weight, eps_a, eps_b = inputs
+      r = jnp.exp(u_lo + half * (node + 1))
+      y = draws.x0 + r * eps_a
+      y_start = y + jnp.sqrt(jnp.maximum(r_hi**2 - r**2, 0.0)) * eps_b
+      diff = denoised(y, r) - denoised(y_start, r_hi)
+      mean_sq = jnp.mean(jnp.sum(diff**2, axis=tuple(range(1, diff.ndim))))
+      return carry + weight * half * mean_sq / r**2, None   # dr / r^3 = du / r^2
+
+    total, _ = jax.lax.scan(term, jnp.float32(0.0), (nodes, weights, draws.eps_a, draws.eps_b))
+    return total
+
+  return lambda lo, hi: float(klub(jnp.float32(lo), jnp.float32(hi)))
+
+
+def klub_of(interval, ratios) -> float:
+  """The KLUB of a ladder given by its noise levels ``ratios`` (ascending): the sum over its intervals."""
+  return float(sum(interval(a, b) for a, b in zip(ratios[:-1], ratios[1:])))
+
+
+def local_search(interval, ratios, candidates: int, passes: int):
+  """AYS's coordinate-wise search on the interior of ``ratios`` (ascending noise levels, ends fixed): each point
+  moves to the candidate between its neighbours (uniform in log r) that lowers the two intervals it bounds.
+  Returns ``(ratios f64[K+1], evaluations)`` (interval evaluations)."""
+  r = np.asarray(ratios, np.float64).copy()
+  evaluations = 0
+  for _ in range(passes):
+    moved = False
+    for k in range(1, len(r) - 1):
+      grid = np.exp(np.linspace(np.log(r[k - 1]), np.log(r[k + 1]), candidates + 2)[1:-1])
+      best, best_value = r[k], interval(r[k - 1], r[k]) + interval(r[k], r[k + 1])
+      for c in grid:
+        value = interval(r[k - 1], c) + interval(c, r[k + 1])
+        if value < best_value:
+          best, best_value = c, value
+      evaluations += 2 * (len(grid) + 1)
+      moved |= best != r[k]
+      r[k] = best
+    if not moved:
+      break
+  return r, evaluations
+
+
+def subdivide(ratios) -> np.ndarray:
+  """``ratios`` (K + 1 levels) with the midpoint in ``log r`` inserted into every interval: 2K + 1 levels."""
+  u = np.log(np.asarray(ratios, np.float64))
+  fine = np.empty(2 * len(u) - 1)
+  fine[0::2], fine[1::2] = u, (u[:-1] + u[1:]) / 2
+  return np.exp(fine)
+
+
+def _times(path, ratios):
+  ts = np.asarray(path.t_of_ratio(np.asarray(ratios)), np.float64)
+  ts[0], ts[-1] = 0.0, 1.0
+  return ts
+
+
+def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
+  """``config.fit.method = 'ays'`` (module docstring) for every K of ``fit_cfg.ays.num_steps``.
+
+  Uses ``fit_cfg.ays``: ``num_samples``, ``nodes``, ``candidates``, ``passes``, ``init``. Denoiser evaluations:
+  ``2 nodes num_samples`` per interval evaluation (``network_evaluations``).
+  Returns ``Result(Ladders({K: f64[K+1]}), meta)``; meta ``klub`` ``{K: value}`` on fresh draws, ``klub_init``,
+  ``baselines`` ``{name: {K: value}}`` (fresh draws), ``num_samples``, ``time_s``, ``network_evaluations``.
+  """
+  del cost_cfg, eval_cfg
+  start = time.perf_counter()
+  cfg = fit_cfg.ays
+  path = problem.path
+  key_fit, key_check = jax.random.split(key)
+  fit_interval = make_interval_klub(problem, Draws(problem, key_fit, cfg.num_samples, cfg.nodes))
+  check_interval = make_interval_klub(problem, Draws(problem, key_check, cfg.num_samples, cfg.nodes))
+  ladders, inits, evaluations = {}, {}, 0
+  for k in sorted(int(k) for k in cfg.num_steps):
+    if k % 2 == 0 and k // 2 in ladders:
+      init = subdivide(path.ratio(ladders[k // 2]))
+    else:
+      init = np.asarray(path.ratio(baselines.make_baseline(cfg.init, path, k, 'config.fit.ays.init').t), np.float64)
+    ratios, used = local_search(fit_interval, init, int(cfg.candidates), int(cfg.passes))
+    evaluations += used
+    ts = _times(path, ratios)
+    ladders[k] = ts if np.all(np.diff(ts) > 0) else _times(path, init)
+    inits[k] = init
+  klub = {k: klub_of(check_interval, path.ratio(ts)) for k, ts in ladders.items()}
+  klub_init = {k: klub_of(check_interval, r) for k, r in inits.items()}
+  hand_made = {name: {k: klub_of(check_interval, path.ratio(baselines.make_baseline(name, path, k).t))
+                      for k in ladders} for name in BASELINES.names()}
+  evaluations += sum(len(ts) - 1 for ts in ladders.values()) * (2 + len(hand_made))
+  meta = dict(klub=klub, klub_init=klub_init, baselines=hand_made, init=cfg.init, num_samples=int(cfg.num_samples),
+              time_s=time.perf_counter() - start,
+              network_evaluations=int(evaluations * 2 * int(cfg.nodes) * int(cfg.num_samples)))
+  return Result(Ladders(ladders, 'ays', 'ays'), meta=meta)
