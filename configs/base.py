@@ -101,6 +101,12 @@ def get_config():
                                          # (the model's own reverse process; no data needed).
   fit.name = ''                          # Stored as <workdir>/schedules/<name>.json and usable by that name in
                                          # config.eval.schedules ('' = derived from method and cost).
+  fit.refine = False                     # score_optimal: for each K of refine_steps, the ladder whose *finite* step
+                                         # costs are equal (L_c: two evaluations; L_p: the sampler step's local
+                                         # error by step-doubling), on fit.num_samples draws of p_t per step;
+                                         # stored per K as '<cost>_refined'.
+  fit.refine_steps = (5, 10, 20)         # refine: step counts K (strictly increasing).
+  fit.refine_substeps = 16               # refine, predictor: small steps of the step-doubling reference.
   fit.dp_elbo = ml_collections.ConfigDict()
   fit.dp_elbo.grid = 1000                # Fine grid of N times the K-step paths are chosen from.
   fit.ays = ays = ml_collections.ConfigDict()  # method 'ays': Align Your Steps (Sabour et al. 2024)

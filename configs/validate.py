@@ -77,6 +77,7 @@ RANGES = {
     'fit.trajectory.grid': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.trajectory.teacher_substeps': INT_AT_LEAST_1, 'fit.trajectory.num_noises': INT_AT_LEAST_1,
     'fit.trajectory.passes': (lambda v: _int(v) and v >= 0, 'an integer >= 0'),
+    'fit.refine_substeps': INT_AT_LEAST_1,
     'fit.ays.num_samples': INT_AT_LEAST_1, 'fit.ays.passes': INT_AT_LEAST_1,
     'fit.ays.nodes': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.ays.candidates': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
@@ -184,6 +185,17 @@ def _fit_problems(config, mode) -> list:
   elif _int(fit.trajectory.grid) and max(ks) > fit.trajectory.grid:
     problems.append(f'config.fit.trajectory.num_steps={ks} has K = {max(ks)} larger than the grid '
                     f'config.fit.trajectory.grid={fit.trajectory.grid}; need every K <= grid')
+  if fit.refine and fit.method != 'score_optimal':
+    problems.append(f"config.fit.refine=True refines a score-optimal ladder; config.fit.method={fit.method!r}: "
+                    "use --config.fit.method=score_optimal, or --config.fit.refine=False")
+  ks = tuple(fit.refine_steps)
+  if fit.refine and (not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:]))):
+    problems.append(f'config.fit.refine_steps={ks}; need a non-empty, strictly increasing list of step counts '
+                    '>= 1, e.g. (5, 10, 20)')
+  if (mode == 'fit_schedule' and fit.refine and config.schedule.cost == 'predictor'
+      and config.eval.sampler not in ('euler', 'heun')):
+    problems.append(f"config.fit.refine=True with the predictor cost measures an ODE step's local error; "
+                    f"config.eval.sampler={config.eval.sampler!r}, allowed: euler, heun")
   ks = tuple(fit.ays.num_steps)
   if not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
     problems.append(f'config.fit.ays.num_steps={ks}; need a non-empty, strictly increasing list of step counts '

@@ -152,7 +152,7 @@ def _fit_schedule(config, workdir, problem):
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.num_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
-  name = fit_cfg.name or store.default_name(fit_cfg.method, cost)
+  name = fit_cfg.name or store.default_name(fit_cfg.method, cost, fit_cfg.get('refine', False))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stored = store.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
@@ -182,7 +182,7 @@ def _fit_schedule(config, workdir, problem):
 
 def _reference_length(config, problem):
   """The corrector length function, to report the step costs of a searched (non-length) schedule."""
-  cost_cfg = config.schedule.copy_and_resolve_references()
-  cost_cfg.cost = 'corrector'
-  return searches.score_optimal.search(config.fit, cost_cfg, config.eval, problem,
+  cost_cfg, fit_cfg = config.schedule.copy_and_resolve_references(), config.fit.copy_and_resolve_references()
+  cost_cfg.cost, fit_cfg.refine = 'corrector', False
+  return searches.score_optimal.search(fit_cfg, cost_cfg, config.eval, problem,
                                        streams.key(config.seed, streams.SEARCH_REFERENCE)).schedule

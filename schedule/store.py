@@ -31,9 +31,12 @@ def filename(workdir, name: str):
   return folder(workdir) / (name + '.json')
 
 
-def default_name(method: str, cost: str) -> str:
-  """``score_optimal`` fits are named by their cost (``corrector``, ``predictor``); searches by method."""
-  return cost if method == 'score_optimal' else method
+def default_name(method: str, cost: str, refine: bool = False) -> str:
+  """``score_optimal`` fits are named by their cost (``corrector``, ``predictor``; refined: ``corrector_refined``);
+  searches by method."""
+  if method != 'score_optimal':
+    return method
+  return f'{cost}_refined' if refine else cost
 
 
 class Ladders(NamedTuple):

@@ -7,9 +7,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from schedule import baselines, costs, fit, predictor
+from schedule.searches import refine as refine_lib
 from schedule.searches.problem import Problem, Result
+from schedule.store import Ladders
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
@@ -24,7 +27,6 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     point per pass). The predictor cost needs a twice-differentiable score (checked first, with a message
     naming ``config.schedule.cost``); it is evaluated in chunks of ``cost_cfg.cost_batch_size``.
   """
-  del eval_cfg
   start = time.perf_counter()
   if cost_cfg.cost == 'predictor':
     check_predictor_cost(problem, key)
@@ -39,12 +41,26 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
         rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, fit_cfg.num_samples,
         costs.order(cost_cfg)))
+  key, key_refine = jax.random.split(key)
   keys = iter(jax.random.split(key, fit_cfg.iterations))
   init = baselines.make_baseline(cost_cfg.init, problem.path, fit_cfg.num_steps).t
   _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.num_steps, fit_cfg.grid,
                    fit_cfg.iterations)
-  return Result(lam, meta=dict(time_s=time.perf_counter() - start,
-                               rate_evaluations=int(fit_cfg.iterations * fit_cfg.grid * fit_cfg.num_samples)))
+  meta = dict(rate_evaluations=int(fit_cfg.iterations * fit_cfg.grid * fit_cfg.num_samples))
+  if not fit_cfg.get('refine', False):
+    return Result(lam, meta=dict(time_s=time.perf_counter() - start, **meta))
+  # Finite-step refinement per K (schedule/searches/refine.py); the unrefined ladders are kept in meta.
+  step_cost = refine_lib.make_step_cost(problem, cost_cfg.cost, eval_cfg, fit_cfg.num_samples,
+                                        fit_cfg.refine_substeps, key_refine)
+  ladders, spread_before, spread_after = {}, {}, {}
+  for k in sorted(int(k) for k in fit_cfg.refine_steps):
+    start_ts = np.asarray(lam.steps(k), np.float64)
+    before = refine_lib.ladder_costs(step_cost, start_ts)
+    ladders[k], after = refine_lib.refine(step_cost, problem.path, start_ts)
+    spread_before[k], spread_after[k] = float(before.max() / before.min()), float(after.max() / after.min())
+  meta.update(refined_from={k: np.asarray(lam.steps(k)).tolist() for k in ladders},
+              cost_ratio_before=spread_before, cost_ratio_after=spread_after, time_s=time.perf_counter() - start)
+  return Result(Ladders(ladders, f'{cost_cfg.cost}_refined', 'score_optimal'), meta=meta)
 
 
 def check_predictor_cost(problem: Problem, key, num_probes: int = 8):

@@ -1,0 +1,141 @@
+"""Finite-step refinement of a score-optimal ladder: K steps of equal *finite* cost, not equal local rate.
+
+``config.fit.method = 'score_optimal'`` with ``config.fit.refine = True``. The local rates (``L_c``'s ``delta``,
+``L_p``'s ``E[kappa]``) are exact as the steps shrink and can be badly wrong for the long steps of a 5- or
+10-step sampler (method.md sections 4 and 7). The finite cost of a step ``t' = t_{i+1} -> t = t_i`` is measured on
+``fit.num_samples`` draws ``x ~ p_{t'}`` (``problem.sample_pt``, fixed across every evaluation: common random
+numbers):
+
+- ``schedule.cost = 'corrector'``: the two-evaluation ``L_c(t' -> t) = sigma(t)^2 E||s(x, t) - s(x, t')||^2``
+  (:func:`schedule.costs.corrector_cost`; method.md section 4 warns that its clean-end weight can make a long
+  last step look cheap: measure before trusting it);
+- ``schedule.cost = 'predictor'``: the step's local error by step-doubling, ``E||F(x) - F_fine(x)||^2 /
+  (sigma(t)^2 + sigma_data^2)``: one step of ``config.eval.sampler`` (its last step into the data end) against
+  the same start points carried by ``fit.refine_substeps`` steps of the same sampler uniform in ``log sigma``,
+  relative to the spread of ``p_t`` (``SIGMA_DATA``, EDM's 0.5: absolute at the data end, relative at high noise).
+
+Equal costs are found by shooting rather than by iterating Algorithm 1 (measured: the fixed-point iteration of
+Algorithm 1 on these costs does not settle within 8 damped passes where a long step costs almost nothing, e.g.
+a Heun step at high noise on a 1-D mixture). For a cost level ``c`` the ladder is built from the noise end down:
+each ``t_i`` is the point whose step from ``t_{i+1}`` costs ``c`` (found on ``CANDIDATES`` times uniform in
+``log sigma``, then again inside the bracket, log-linear interpolation of the cost between the bracketing
+candidates); ``c`` is bisected in ``log c`` until the last step, into ``t_0``, costs ``c`` too. This needs a cost
+that grows with the step's length, which both costs do here except near the clean end of ``L_c``. The
+score-optimal ladder read off the length function sets the initial bracket of ``c``.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddm import samplers
+from ddm.registry import SAMPLERS
+from schedule import costs
+from schedule.searches.problem import Problem
+
+SIGMA_DATA = 0.5
+CANDIDATES = 48
+BISECTIONS = 28
+
+
+def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, substeps: int, key):
+  """``step_cost(t_next: float, t: f[G], last: bool) -> f64[G]``: the finite cost of the step ``t_next -> t``
+  for each candidate ``t`` (module docstring); draws of ``p_{t_next}`` from ``key`` (the same for every call)."""
+  path, score_fn = problem.path, problem.score_fn
+  chosen = SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler')
+  dynamics = samplers.Dynamics(path, score_fn, float(eval_cfg.langevin_snr), int(eval_cfg.langevin_steps))
+  step_key = jax.random.PRNGKey(0)  # the ODE samplers ignore it (validation refuses stochastic ones)
+
+  def corrector(x, t_next, t):
+    return jnp.mean(costs.corrector_cost(score_fn, path, x, t_next, t))
+
+  def local_error(x, t_next, t, last):
+    into = chosen.last if last else chosen.step
+    one = into(dynamics, x, t_next, t, step_key)
+    u = jnp.linspace(jnp.log(path.ratio(t_next)), jnp.log(path.ratio(t)), substeps + 1)
+    fine = path.t_of_ratio(jnp.exp(u)).at[0].set(t_next).at[-1].set(t)
+    ref = jax.lax.fori_loop(0, substeps - 1, lambda k, y: chosen.step(dynamics, y, fine[k], fine[k + 1], step_key), x)
+    ref = into(dynamics, ref, fine[-2], t, step_key)
+    return jnp.mean(jnp.sum((one - ref).reshape(x.shape[0], -1)**2, axis=1)) / (path.sigma(t)**2 + SIGMA_DATA**2)
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def on_candidates(t_next, ts, last):
+    x = problem.sample_pt(key, jnp.full((int(num_samples),), t_next, jnp.float32))
+    if cost == 'predictor':
+      return jax.vmap(lambda t: local_error(x, t_next, t, last))(ts)
+    return jax.vmap(lambda t: corrector(x, t_next, t))(ts)
+
+  def step_cost(t_next, ts, last=False):
+    return np.asarray(on_candidates(jnp.float32(t_next), jnp.asarray(ts, jnp.float32), bool(last)), np.float64)
+
+  return step_cost
+
+
+def ladder_costs(step_cost, ts) -> np.ndarray:
+  """The finite cost of every step of ``ts`` (ascending): f64[K], ``[i]`` for ``t_{i+1} -> t_i``."""
+  return np.array([step_cost(ts[i + 1], [ts[i]], last=(i == 0))[0] for i in range(len(ts) - 1)])
+
+
+def _next_point(step_cost, path, t_next, u_low, level):
+  """The time below ``t_next`` whose step from it costs ``level``, or None when even the step down to ``u_low``
+  (log ratio of the data end, exclusive) costs less."""
+  u_top = float(np.log(path.ratio(t_next)))
+  lo, hi = u_low, u_top
+  for _ in range(2):  # a coarse pass over the whole span, then one inside the bracket
+    u = np.linspace(hi, lo, CANDIDATES + 2)[1:-1]           # from short steps to long ones
+    c = step_cost(t_next, np.asarray(path.t_of_ratio(np.exp(u))))
+    above = np.nonzero(c >= level)[0]
+    if not len(above):
+      return None if lo == u_low else float(path.t_of_ratio(np.exp(lo)))
+    j = above[0]
+    u_short = hi if j == 0 else u[j - 1]
+    c_short = 0.0 if j == 0 else c[j - 1]
+    lo, hi = u[j], u_short
+    # log-linear interpolation of the cost between the bracketing candidates
+    if c_short > 0 and c[j] > c_short:
+      w = np.log(level / c_short) / np.log(c[j] / c_short)
+      best = u_short + w * (u[j] - u_short)
+    else:
+      best = u[j]
+  return float(path.t_of_ratio(np.exp(best)))
+
+
+def shoot(step_cost, path, num_steps: int, level: float):
+  """The ladder built down from ``t = 1`` with every interior step costing ``level``: ``(ts, last_cost)``; the
+  last step is from ``t_1`` into ``t_0 = 0``. ``last_cost = -inf`` when the ladder reached the data end early."""
+  u_low = float(np.log(path.ratio(0.0)))
+  ts = [1.0]
+  for _ in range(num_steps - 1):
+    t = _next_point(step_cost, path, ts[-1], u_low, level)
+    if t is None or not t < ts[-1] or t <= 0.0:
+      return None, -np.inf
+    ts.append(t)
+  ts.append(0.0)
+  ladder = np.asarray(ts[::-1], np.float64)
+  return ladder, float(step_cost(ladder[1], [0.0], last=True)[0])
+
+
+def refine(step_cost, path, start_ts):
+  """The ``len(start_ts) - 1``-step ladder of equal finite step costs (module docstring): ``(ts f64[K+1],
+  costs f64[K])``. ``start_ts`` (the score-optimal ladder) brackets the cost level."""
+  k = len(start_ts) - 1
+  if k == 1:
+    ts = np.asarray(start_ts, np.float64)
+    return ts, ladder_costs(step_cost, ts)
+  start = ladder_costs(step_cost, np.asarray(start_ts, np.float64))
+  positive = start[start > 0]
+  lo, hi = np.log(np.min(positive)) - np.log(1e3), np.log(np.max(start)) + np.log(1e3)
+  best = None
+  for _ in range(BISECTIONS):
+    mid = (lo + hi) / 2
+    ts, last = shoot(step_cost, path, k, float(np.exp(mid)))
+    if ts is None or last < np.exp(mid):
+      hi = mid            # interior steps too long (the data end reached early, or a cheap last step)
+    else:
+      lo = mid            # interior steps too short: the last step carries the rest
+    if ts is not None:
+      best = ts
+  if best is None:
+    best = np.asarray(start_ts, np.float64)
+  return best, ladder_costs(step_cost, best)
