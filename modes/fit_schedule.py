@@ -162,7 +162,7 @@ def _fit_schedule(config, workdir, problem):
   else:
     ladders = result.schedule.ladders
     ts = ladders[num_steps] if num_steps in ladders else ladders[max(ladders)]
-    lam = _reference_length(config, problem)
+    lam = _reference_length(config, problem, workdir)
   path = problem.path
   record = store.schedule_record(path, ts, lam.step_costs(ts), cost)
   record.update(method=fit_cfg.method, name=name, **result.meta)
@@ -180,8 +180,14 @@ def _fit_schedule(config, workdir, problem):
   return record
 
 
-def _reference_length(config, problem):
-  """The corrector length function, to report the step costs of a searched (non-length) schedule."""
+def _reference_length(config, problem, workdir):
+  """The corrector length function, to report the step costs of a searched (non-length) schedule: the one this
+  workdir already stores (``schedules/corrector.json``: a fit of this workdir's score, perhaps at an earlier
+  checkpoint; only the reported costs use it), else a fit (minutes on an image model)."""
+  if 'corrector' in store.names(workdir):
+    stored = store.load(workdir, 'corrector')
+    if isinstance(stored, fit.LengthFunction):
+      return stored
   cost_cfg, fit_cfg = config.schedule.copy_and_resolve_references(), config.fit.copy_and_resolve_references()
   cost_cfg.cost, fit_cfg.refine = 'corrector', False
   return searches.score_optimal.search(fit_cfg, cost_cfg, config.eval, problem,

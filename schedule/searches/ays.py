@@ -25,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ddm.paths import per_example
 from ddm.registry import BASELINES
@@ -142,6 +143,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     ts = _times(path, ratios)
     ladders[k] = ts if np.all(np.diff(ts) > 0) else _times(path, init)
     inits[k] = init
+    logging.info('ays: K = %d searched (%.0f s)', k, time.perf_counter() - start)
   klub = {k: klub_of(check_interval, path.ratio(ts)) for k, ts in ladders.items()}
   klub_init = {k: klub_of(check_interval, r) for k, r in inits.items()}
   hand_made = {name: {k: klub_of(check_interval, path.ratio(baselines.make_baseline(name, path, k).t))

@@ -66,9 +66,15 @@ def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, subs
       return jax.vmap(lambda t: local_error(x, t_next, t, last))(ts)
     return jax.vmap(lambda t: corrector(x, t_next, t))(ts)
 
+  # score evaluations per candidate: two for L_c; one step and the reference's substeps of the sampler for L_p
+  per_step = samplers.nfe(eval_cfg.sampler, 2) - samplers.nfe(eval_cfg.sampler, 1)   # an interior step's count
+  per_candidate = int(num_samples) * (2 if cost != 'predictor' else (substeps + 1) * per_step)
+
   def step_cost(t_next, ts, last=False):
+    step_cost.evaluations += len(ts) * per_candidate
     return np.asarray(on_candidates(jnp.float32(t_next), jnp.asarray(ts, jnp.float32), bool(last)), np.float64)
 
+  step_cost.evaluations = 0
   return step_cost
 
 

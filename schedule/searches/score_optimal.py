@@ -59,7 +59,8 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     ladders[k], after = refine_lib.refine(step_cost, problem.path, start_ts)
     spread_before[k], spread_after[k] = float(before.max() / before.min()), float(after.max() / after.min())
   meta.update(refined_from={k: np.asarray(lam.steps(k)).tolist() for k in ladders},
-              cost_ratio_before=spread_before, cost_ratio_after=spread_after, time_s=time.perf_counter() - start)
+              cost_ratio_before=spread_before, cost_ratio_after=spread_after, time_s=time.perf_counter() - start,
+              refine_evaluations=int(step_cost.evaluations))
   return Result(Ladders(ladders, f'{cost_cfg.cost}_refined', 'score_optimal'), meta=meta)
 
 

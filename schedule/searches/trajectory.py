@@ -27,6 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from scipy import optimize
 
 from ddm import samplers
@@ -174,6 +175,8 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   # teacher; every pair (j > 0: an interior step, j = 0: the last step)
   evaluations = nfe(len(fine) - 1) + (n * (n - 1) // 2) * (nfe(2) - nfe(1)) + n * nfe(1)
   totals, dp_paths = dynamic_programme(cost, max(ks))
+  logging.info('trajectory: teacher (%d steps) and %d step costs on %d noises in %.0f s', len(fine) - 1,
+               n * (n + 1) // 2, m, time.perf_counter() - start)
 
   ladders, dp_objective, counted = {}, {}, [0]
 
@@ -196,6 +199,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     ts = ladder(u)
     ladders[k] = ts if np.all(np.diff(ts) > 0) else grid[np.asarray(index)]
     dp_objective[k] = float(totals[k])
+    logging.info('trajectory: K = %d searched (%.0f s)', k, time.perf_counter() - start)
   evaluations += counted[0]
 
   # Fresh noises and their own teacher: the figures reported are not those the search minimised.
