@@ -35,8 +35,9 @@ from schedule import costs
 from schedule.searches.problem import Problem
 
 SIGMA_DATA = 0.5
-CANDIDATES = 48
-BISECTIONS = 28
+CANDIDATES = 32
+BISECTIONS = 24
+TOLERANCE = 0.003   # the bisection stops when the last step's cost is this close to the others'
 
 
 def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, substeps: int, key):
@@ -142,6 +143,8 @@ def refine(step_cost, path, start_ts):
       lo = mid            # interior steps too short: the last step carries the rest
     if ts is not None:
       best = ts
+      if abs(last / np.exp(mid) - 1) < TOLERANCE:
+        break
   if best is None:
     best = np.asarray(start_ts, np.float64)
   return best, ladder_costs(step_cost, best)

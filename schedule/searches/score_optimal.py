@@ -41,7 +41,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     rate_on_grid = jax.jit(lambda grid, k: costs.rate_on_grid(
         rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, fit_cfg.num_samples,
         costs.order(cost_cfg)))
-  key, key_refine = jax.random.split(key)
+  key_refine = jax.random.fold_in(key, 0x2EF1E)   # the fit's own draws stay those of every earlier result
   keys = iter(jax.random.split(key, fit_cfg.iterations))
   init = baselines.make_baseline(cost_cfg.init, problem.path, fit_cfg.num_steps).t
   _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.num_steps, fit_cfg.grid,
