@@ -6,6 +6,7 @@ turns their means into rates (``mean^(1/p)``), then incremental costs, runs Algo
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from schedule import costs as costs_lib, fit
 
@@ -39,6 +40,22 @@ def level_rates(ts, cost_sum, cost_count):
 def ready(cost_count, steps_since_update, min_count, update_every):
   """Update when every level holds ``min_count`` samples, or ``update_every`` steps have passed."""
   return (jnp.min(cost_count) >= min_count) | (steps_since_update >= update_every)
+
+
+def simulate_counts(num_levels: int, per_step: int, min_count: int, update_every: int, updates: int, seed=0):
+  """Per-level sample counts at ``updates`` simulated updates, ``f64[updates, num_levels]``, and the steps each
+  took, ``i64[updates]``: ``per_step`` levels drawn uniformly a step (as the loss draws them) until
+  :func:`ready` (every level at ``min_count``, or ``update_every`` steps). NumPy, for tools sizing the cadence."""
+  rng, counts, steps = np.random.default_rng(seed), [], []
+  for _ in range(updates):
+    count = np.zeros(num_levels)
+    for step in range(1, update_every + 1):
+      count += np.bincount(rng.integers(0, num_levels, per_step), minlength=num_levels)
+      if count.min() >= min_count:
+        break
+    counts.append(count)
+    steps.append(step)
+  return np.stack(counts), np.asarray(steps)
 
 
 def step_costs(path, ts, rates):

@@ -42,7 +42,7 @@ from configs.validate import validate
 from ddm import files, losses, samplers, streams
 from ddm.paths import make_path, per_example
 from ddm.registry import SAMPLERS
-from schedule import baselines, costs
+from schedule import baselines, costs, online
 from train import data, model as model_lib, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
@@ -136,18 +136,11 @@ def zero_rate(score_fn, path, x, t, key=None):
 
 def _update_period(config, batch, draws=16, seed=0):
   """Expected steps between schedule updates at the config's cadence when ``batch`` examples a step feed
-  the statistics: levels are uniform over the T+1 points (method.md section 5), the update fires when
-  every level holds ``min_count`` samples or ``update_every`` steps have passed. Simulated with NumPy."""
-  sch, rng, periods = config.schedule, np.random.default_rng(seed), []
-  n = sch.num_steps + 1
-  for _ in range(draws):
-    count = np.zeros(n)
-    for step in range(1, sch.update_every + 1):
-      count += np.bincount(rng.integers(0, n, batch), minlength=n)
-      if count.min() >= sch.min_count or step >= sch.update_every:
-        break
-    periods.append(step)
-  return float(np.mean(periods))
+  the statistics (:func:`schedule.online.simulate_counts`: levels uniform over the T+1 points, method.md
+  section 5; the update fires when every level holds ``min_count`` samples or ``update_every`` steps passed)."""
+  sch = config.schedule
+  _, steps = online.simulate_counts(sch.num_steps + 1, batch, sch.min_count, sch.update_every, draws, seed)
+  return float(np.mean(steps))
 
 
 class _Timed:

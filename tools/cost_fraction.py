@@ -11,6 +11,7 @@ coefficient at that level; the rate is ``mean^(1/p)`` (:func:`schedule.costs.to_
 (:func:`schedule.costs.make_rate_fn`) and parameters (``state.params``, not the EMA) at the run's current
 schedule, on ``--per_level`` data examples at ``--levels`` levels spread over the T + 1 points (linearly
 interpolated between them); the counts ``n_l`` at an update are simulated from the training step's draws
+(:func:`schedule.online.simulate_counts`)
 (levels uniform over the points, ``ceil(fraction * B)`` measured examples a step, one device). Levels that
 hold no sample at an update are interpolated by the learner; they are reported, and count as an infinite
 error.
@@ -32,7 +33,7 @@ from configs.validate import validate
 from ddm import streams
 from ddm.paths import make_path
 from modes import workdir as workdir_lib
-from schedule import baselines, costs
+from schedule import baselines, costs, online
 from tools.benchmark import machine_info, report
 from train import data, model as model_lib, step as step_lib
 
@@ -110,22 +111,6 @@ def coefficient_of_variation(kappa):
   return np.where(mean > 0, std / np.where(mean > 0, mean, 1.0), np.inf)
 
 
-def counts_at_updates(num_levels: int, per_step: int, min_count: int, update_every: int, updates: int, seed=0):
-  """Per-level sample counts at ``updates`` simulated updates, ``[updates, num_levels]``, and the steps each
-  took: ``per_step`` levels drawn uniformly a step until every level holds ``min_count`` or ``update_every``
-  steps have passed (:func:`schedule.online.ready`)."""
-  rng, counts, steps = np.random.default_rng(seed), [], []
-  for _ in range(updates):
-    count = np.zeros(num_levels)
-    for step in range(1, update_every + 1):
-      count += np.bincount(rng.integers(0, num_levels, per_step), minlength=num_levels)
-      if count.min() >= min_count:
-        break
-    counts.append(count)
-    steps.append(step)
-  return np.stack(counts), np.asarray(steps)
-
-
 def relative_errors(cv_all, counts, p: int):
   """Relative standard error of each level's rate at each update, ``cv / (p sqrt(n))`` (inf where n = 0)."""
   with np.errstate(divide='ignore'):
@@ -159,7 +144,7 @@ def run(config, workdir, fractions, bound: float, levels: int = 24, per_level: i
   rows = []
   for f in sorted(set(values)):
     per_step = step_lib.cost_examples(batch, f)
-    counts, steps = counts_at_updates(num_levels, per_step, sch.min_count, sch.update_every, updates)
+    counts, steps = online.simulate_counts(num_levels, per_step, sch.min_count, sch.update_every, updates)
     rel = relative_errors(cv_all, counts, p)
     rows.append({'fraction': f, 'examples_per_step': per_step, 'steps_per_update': float(np.mean(steps)),
                  'median_count': float(np.median(counts)), 'empty_level_share': float(np.mean(counts == 0)),

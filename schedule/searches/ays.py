@@ -47,7 +47,8 @@ class Draws:
 
 
 def make_interval_klub(problem: Problem, draws: Draws):
-  """``klub(r_lo, r_hi) -> float``: one interval's term of the KLUB (module docstring), jitted once."""
+  """``klub(r_lo, r_hi)``: each interval's term of the KLUB (module docstring), for scalars (a float) or arrays of
+  intervals (``f64[G]``, one vmapped call: a search compares its candidates in one evaluation)."""
   path, denoise = problem.path, problem.denoise_fn
   nodes, weights = jnp.asarray(draws.nodes, jnp.float32), jnp.asarray(draws.weights, jnp.float32)
 
@@ -55,8 +56,7 @@ def make_interval_klub(problem: Problem, draws: Draws):
     t = jnp.full(y.shape[:1], path.t_of_ratio(r), jnp.float32)
     return denoise(per_example(path.alpha(t), y) * y, t)
 
-  @jax.jit
-  def klub(r_lo, r_hi):
+  def one(r_lo, r_hi):
     u_lo, u_hi = jnp.log(r_lo), jnp.log(r_hi)
     half = (u_hi - u_lo) / 2
 
@@ -72,17 +72,26 @@ def make_interval_klub(problem: Problem, draws: Draws):
     total, _ = jax.lax.scan(term, jnp.float32(0.0), (nodes, weights, draws.eps_a, draws.eps_b))
     return total
 
-  return lambda lo, hi: float(klub(jnp.float32(lo), jnp.float32(hi)))
+  many = jax.jit(jax.vmap(one))
+
+  def klub(r_lo, r_hi):
+    lo, hi = np.atleast_1d(np.asarray(r_lo, np.float32)), np.atleast_1d(np.asarray(r_hi, np.float32))
+    out = np.asarray(many(jnp.asarray(lo), jnp.asarray(hi)), np.float64)
+    return float(out[0]) if np.ndim(r_lo) == 0 and np.ndim(r_hi) == 0 else out
+
+  return klub
 
 
 def klub_of(interval, ratios) -> float:
   """The KLUB of a ladder given by its noise levels ``ratios`` (ascending): the sum over its intervals."""
-  return float(sum(interval(a, b) for a, b in zip(ratios[:-1], ratios[1:])))
+  ratios = np.asarray(ratios, np.float64)
+  return float(np.sum(interval(ratios[:-1], ratios[1:])))
 
 
 def local_search(interval, ratios, candidates: int, passes: int):
   """AYS's coordinate-wise search on the interior of ``ratios`` (ascending noise levels, ends fixed): each point
   moves to the candidate between its neighbours (uniform in log r) that lowers the two intervals it bounds.
+  ``interval`` takes arrays of intervals (the current point and every candidate in one call).
   Returns ``(ratios f64[K+1], evaluations)`` (interval evaluations)."""
   r = np.asarray(ratios, np.float64).copy()
   evaluations = 0
@@ -90,14 +99,12 @@ def local_search(interval, ratios, candidates: int, passes: int):
     moved = False
     for k in range(1, len(r) - 1):
       grid = np.exp(np.linspace(np.log(r[k - 1]), np.log(r[k + 1]), candidates + 2)[1:-1])
-      best, best_value = r[k], interval(r[k - 1], r[k]) + interval(r[k], r[k + 1])
-      for c in grid:
-        value = interval(r[k - 1], c) + interval(c, r[k + 1])
-        if value < best_value:
-          best, best_value = c, value
-      evaluations += 2 * (len(grid) + 1)
-      moved |= best != r[k]
-      r[k] = best
+      points = np.concatenate([[r[k]], grid])              # the current point first: it wins ties
+      values = interval(np.full_like(points, r[k - 1]), points) + interval(points, np.full_like(points, r[k + 1]))
+      best = int(np.argmin(values))
+      evaluations += 2 * len(points)
+      moved |= best != 0
+      r[k] = points[best]
     if not moved:
       break
   return r, evaluations

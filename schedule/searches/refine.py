@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddm import samplers
-from ddm.registry import SAMPLERS
 from schedule import costs
 from schedule.searches.problem import Problem
+from schedule.searches.trajectory import ode_sampler
 
 SIGMA_DATA = 0.5
 CANDIDATES = 32
@@ -44,9 +44,7 @@ def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, subs
   """``step_cost(t_next: float, t: f[G], last: bool) -> f64[G]``: the finite cost of the step ``t_next -> t``
   for each candidate ``t`` (module docstring); draws of ``p_{t_next}`` from ``key`` (the same for every call)."""
   path, score_fn = problem.path, problem.score_fn
-  chosen = SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler')
-  dynamics = samplers.Dynamics(path, score_fn, float(eval_cfg.langevin_snr), int(eval_cfg.langevin_steps))
-  step_key = jax.random.PRNGKey(0)  # the ODE samplers ignore it (validation refuses stochastic ones)
+  chosen, dynamics, step_key = ode_sampler(problem, eval_cfg)
 
   def corrector(x, t_next, t):
     return jnp.mean(costs.corrector_cost(score_fn, path, x, t_next, t))
@@ -123,14 +121,14 @@ def shoot(step_cost, path, num_steps: int, level: float):
   return ladder, float(step_cost(ladder[1], [0.0], last=True)[0])
 
 
-def refine(step_cost, path, start_ts):
+def refine(step_cost, path, start_ts, start_costs=None):
   """The ``len(start_ts) - 1``-step ladder of equal finite step costs (module docstring): ``(ts f64[K+1],
-  costs f64[K])``. ``start_ts`` (the score-optimal ladder) brackets the cost level."""
+  costs f64[K])``. ``start_ts`` (the score-optimal ladder) brackets the cost level; ``start_costs``, its step
+  costs when the caller has them already."""
   k = len(start_ts) - 1
+  start = ladder_costs(step_cost, np.asarray(start_ts, np.float64)) if start_costs is None else start_costs
   if k == 1:
-    ts = np.asarray(start_ts, np.float64)
-    return ts, ladder_costs(step_cost, ts)
-  start = ladder_costs(step_cost, np.asarray(start_ts, np.float64))
+    return np.asarray(start_ts, np.float64), start
   positive = start[start > 0]
   lo, hi = np.log(np.min(positive)) - np.log(1e3), np.log(np.max(start)) + np.log(1e3)
   best = None

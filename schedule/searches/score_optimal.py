@@ -47,7 +47,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.num_steps, fit_cfg.grid,
                    fit_cfg.iterations)
   meta = dict(rate_evaluations=int(fit_cfg.iterations * fit_cfg.grid * fit_cfg.num_samples))
-  if not fit_cfg.get('refine', False):
+  if not fit_cfg.refine:
     return Result(lam, meta=dict(time_s=time.perf_counter() - start, **meta))
   # Finite-step refinement per K (schedule/searches/refine.py); the unrefined ladders are kept in meta.
   step_cost = refine_lib.make_step_cost(problem, cost_cfg.cost, eval_cfg, fit_cfg.num_samples,
@@ -56,7 +56,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   for k in sorted(int(k) for k in fit_cfg.refine_steps):
     start_ts = np.asarray(lam.steps(k), np.float64)
     before = refine_lib.ladder_costs(step_cost, start_ts)
-    ladders[k], after = refine_lib.refine(step_cost, problem.path, start_ts)
+    ladders[k], after = refine_lib.refine(step_cost, problem.path, start_ts, before)
     spread_before[k], spread_after[k] = float(before.max() / before.min()), float(after.max() / after.min())
   meta.update(refined_from={k: np.asarray(lam.steps(k)).tolist() for k in ladders},
               cost_ratio_before=spread_before, cost_ratio_after=spread_after, time_s=time.perf_counter() - start,

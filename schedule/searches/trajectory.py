@@ -45,15 +45,21 @@ def fine_ladder(grid, substeps: int) -> np.ndarray:
   return np.concatenate(parts + [grid[-1:]])
 
 
+def ode_sampler(problem: Problem, eval_cfg):
+  """``(sampler, dynamics, key)`` of ``config.eval.sampler`` on ``problem``'s score, for the searches that follow
+  the probability-flow ODE (the key is a placeholder: ODE samplers ignore it; validation refuses the others)."""
+  chosen = SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler')
+  dynamics = samplers.Dynamics(problem.path, problem.score_fn, float(eval_cfg.langevin_snr),
+                               int(eval_cfg.langevin_steps))
+  return chosen, dynamics, jax.random.PRNGKey(0)
+
+
 class Solver:
   """The sampler's steps on a fixed set of noises, jitted once (times are arguments)."""
 
   def __init__(self, problem: Problem, eval_cfg):
     self.path = problem.path
-    chosen = SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler')
-    dynamics = samplers.Dynamics(problem.path, problem.score_fn, float(eval_cfg.langevin_snr),
-                                 int(eval_cfg.langevin_steps))
-    key = jax.random.PRNGKey(0)  # ODE samplers ignore it; the search refuses stochastic ones
+    chosen, dynamics, key = ode_sampler(problem, eval_cfg)
     self.step = jax.jit(lambda x, t, t_next: chosen.step(dynamics, x, t, t_next, key))
     self.last = jax.jit(lambda x, t, t_next: chosen.last(dynamics, x, t, t_next, key))
 
@@ -86,19 +92,26 @@ def teacher(solver: Solver, x_init, fine, substeps: int):
 
 def mean_squared(a, b) -> float:
   """Mean over examples and dimensions of ``(a - b)^2`` (non-finite stays non-finite)."""
-  return float(jnp.mean((jnp.asarray(a, jnp.float32) - b)**2))
+  return float(_mean_squared(a, b))
+
+
+def _mean_squared(a, b):
+  return jnp.mean((jnp.asarray(a, jnp.float32) - b)**2)
 
 
 def local_costs(solver: Solver, grid, states) -> np.ndarray:
   """``cost[j, i]`` (f64[N+1, N+1], +inf unless j < i): one sampler step from the teacher's state at grid
   point i to grid point j, against the teacher's state there."""
   n = len(grid) - 1
-  cost = np.full((n + 1, n + 1), np.inf)
+  pairs, values = [], []
   for i in range(1, n + 1):
     for j in range(i):
       moved = (solver.last(states[i], jnp.float32(grid[i]), jnp.float32(grid[0])) if j == 0
                else solver.move(states[i], grid[i], grid[j]))
-      cost[j, i] = mean_squared(moved, states[j])
+      pairs.append((j, i))
+      values.append(_mean_squared(moved, states[j]))   # on the device: one transfer below, not one per pair
+  cost = np.full((n + 1, n + 1), np.inf)
+  cost[tuple(np.asarray(pairs).T)] = np.asarray(jax.device_get(jnp.stack(values)), np.float64)
   return cost
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import toy1d
+from schedule import online
 from tools import cost_fraction
 
 
@@ -28,12 +29,12 @@ def test_the_coefficient_of_variation_of_the_gaussian_rate_is_sqrt2_at_every_lev
 
 
 def test_counts_follow_the_update_rule():
-  counts, steps = cost_fraction.counts_at_updates(50, 8, min_count=3, update_every=40, updates=20)
+  counts, steps = online.simulate_counts(50, 8, min_count=3, update_every=40, updates=20)
   np.testing.assert_array_equal(counts.sum(axis=1), 8 * steps)
   assert np.all((counts.min(axis=1) >= 3) | (steps == 40))
   # once every level is full the update fires: one step earlier at least one level was short
   assert np.all(steps >= math.ceil(3 * 50 / 8))
-  few, few_steps = cost_fraction.counts_at_updates(50, 1, min_count=3, update_every=40, updates=5)
+  few, few_steps = online.simulate_counts(50, 1, min_count=3, update_every=40, updates=5)
   assert np.all(few_steps == 40) and np.all(few.sum(axis=1) == 40)  # 40 samples cannot fill 50 levels
   rel = cost_fraction.relative_errors(np.full(50, 2.0), few, p=2)
   np.testing.assert_allclose(rel[few > 0], 2.0 / (2 * np.sqrt(few[few > 0])))
