@@ -6,6 +6,7 @@ file of a workdir.
 """
 import io
 import os
+import time
 
 import jax
 import numpy as np
@@ -68,7 +69,11 @@ class MetricWriter:
   """``write_scalars(step, {name: float})``, ``write_images(step, {name: u8/f32[H, W, C]})``."""
 
   def __init__(self, logdir):
-    self._writer = SummaryWriter(os.fspath(logdir)) if jax.process_index() == 0 else None
+    # tensorboardX names an event file by the second it was opened: the nanosecond suffix keeps two writers of
+    # one second (checkpoints evaluated in a row, a quick resume) from overwriting each other's file, and keeps
+    # the files' lexicographic order (TensorBoard's reading order) the order they were written in.
+    suffix = f'.{time.time_ns()}.{os.getpid()}'
+    self._writer = SummaryWriter(os.fspath(logdir), filename_suffix=suffix) if jax.process_index() == 0 else None
 
   def write_scalars(self, step: int, scalars: dict):
     if self._writer:
