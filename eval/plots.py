@@ -27,7 +27,9 @@ def _plot_per_step(filename, series: dict, highlight: str, xlabel: str, ylabel: 
     bold = name == highlight
     ax.plot(np.arange(len(values)), values, marker='o' if len(values) <= 30 else None, ms=3,
             lw=2.5 if bold else 1.2, ls=LINESTYLES[n % 4], label=name, zorder=3 if bold else 2)
-  ax.set_yscale('log')
+  # a run too short to have estimated any cost has only zeros, which a log axis cannot show
+  if any(np.any(np.asarray(v) > 0) for v in series.values()):
+    ax.set_yscale('log')
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=8)
