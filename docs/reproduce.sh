@@ -38,14 +38,15 @@ fits() {  # fits <workdir> <config flags...>: every schedule search
   # the trajectory search, AYS and the refined fits: the 'searches' and 'digits_searches' targets
 }
 
-searches() {  # searches <workdir> <config flags...>: the corrector fit and the score-only searches of a toy run
-  local w=$1; shift
+searches() {  # searches <workdir> <draws> <config flags...>: the corrector fit and the score-only searches of a toy run
+  local w=$1 draws=$2; shift 2
   fit "$w" corrector "$@" --config.schedule.cost=corrector
   fit "$w" trajectory "$@" --config.fit.method=trajectory
   fit "$w" ays "$@" --config.fit.method=ays
   # equal finite step costs (K = 5, 10, 20), 1,024 draws of p_t per step
   fit "$w" corrector_refined "$@" --config.fit.refine=True --config.fit.num_samples=1024
-  fit "$w" predictor_refined "$@" --config.fit.refine=True --config.fit.num_samples=1024 \
+  # the step-doubling local error: 2 x 17 Heun evaluations per draw and candidate, <draws> draws per step
+  fit "$w" predictor_refined "$@" --config.fit.refine=True --config.fit.num_samples="$draws" \
     --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
 }
 
@@ -85,14 +86,15 @@ case "$WHAT" in
              --config.train.num_steps=3000)
       w="$RUNS/${target}_searches"
       python main.py "${exact[@]}" --workdir="$w"
-      searches "$w" "${exact[@]}"
+      searches "$w" 1024 "${exact[@]}"
       evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
       # AYS minimises a bound for SDE solvers: the same ladders under Euler-Maruyama (NFE = K)
       evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
       toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
       w="$RUNS/${target}_learned"
       python main.py "${toy[@]}" --workdir="$w"
-      searches "$w" "${toy[@]}"
+      # an MLP evaluation costs 10 to 50x a closed-form score: 128 draws (1,024 would take 1.5 h per target)
+      searches "$w" 128 "${toy[@]}"
       evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.num_steps=(5,10,20)"
     done
     ;;
