@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs.validate import FIT_STEPS_MESSAGE, unknown_field
+from ddm import files
 from modes import compile_cache, distributed, evaluate, fit_schedule, logs, sample, train
 
 # mode -> runner(config, workdir)
@@ -51,6 +52,10 @@ def main(argv):
   cache = compile_cache.enable(FLAGS.config.compile_cache)  # before the first compilation
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  except files.InputError as e:
+    if logging.get_verbosity() >= logging.DEBUG:
+      raise
+    sys.exit(f'error: {e}')  # the message names the setting or file and the fix; the traceback adds nothing
   finally:
     if cache is not None:
       logging.info('compilation cache: %s', cache)

@@ -5,6 +5,8 @@ learner), fit (post-hoc searches), optim, train, eval. Validation is in :mod:`co
 """
 import ml_collections
 
+from ddm import files
+
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
 
 
@@ -209,7 +211,7 @@ def parse_options(options: str, allowed=OPTIONS):
   given = {o.strip() for o in (options or '').split(',') if o.strip()}
   unknown = sorted(given - set(allowed))
   if unknown:
-    raise ValueError(f'unknown config option(s) {unknown}; allowed: {", ".join(allowed)}')
+    raise files.InputError(f'unknown config option(s) {unknown}; allowed: {", ".join(allowed)}')
   return given
 
 

@@ -18,7 +18,7 @@ import schedule  # noqa: F401
 import train.data  # noqa: F401
 import train.model
 from configs import base
-from ddm import registry, samplers, targets
+from ddm import files, registry, samplers, targets
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
 METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss')  # config.fit.method
@@ -311,7 +311,7 @@ def validate(config, workdir=None, mode='train'):
   if workdir is not None and epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
     found.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
   if found:
-    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))
+    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(found))
 
 
 def moved_field(dotted: str):

@@ -10,6 +10,11 @@ import os
 from etils import epath
 
 
+class InputError(ValueError):
+  """Bad input (a setting, a workdir, a data set) or a damaged file, with a message naming it and the fix:
+  raised before any compute, and printed by ``main.py`` as one ``error:`` line without a traceback."""
+
+
 def as_path(path) -> epath.Path:
   """``path`` (a string or a path) as an ``epath.Path``; a local one made absolute (orbax needs that)."""
   path = epath.Path(path)

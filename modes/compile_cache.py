@@ -59,7 +59,7 @@ def enable(setting: str):
   ``jax.distributed``); returns a :class:`Counts` of its hits and misses, or None when off."""
   found = compile_cache_problems(setting)
   if found:
-    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(found))
+    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(found))
   path = folder(setting)
   if path is None:
     return None

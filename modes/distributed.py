@@ -12,6 +12,7 @@ import jax
 from absl import logging
 
 from configs.validate import distributed_problems
+from ddm import files
 
 PROBE_INTERVAL = 0.5  # seconds between attempts to reach the coordinator
 
@@ -33,7 +34,7 @@ def wait_for_coordinator(address: str, timeout: float):
     except OSError as e:
       error = e
       time.sleep(PROBE_INTERVAL)
-  raise ValueError(
+  raise files.InputError(
       f'config.train.coordinator_address={address!r}: no coordinator answered within '
       f'config.train.initialization_timeout={timeout:g} s ({type(error).__name__}: {error}). Start process 0 '
       '(it serves the coordinator) with the same address, check the host name and port and that the port is '
@@ -46,7 +47,7 @@ def initialize(config):
   train = config.train
   problems = distributed_problems(config)
   if problems:
-    raise ValueError('invalid configuration:\n  - ' + '\n  - '.join(problems))
+    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(problems))
   if not requested(train) or jax.distributed.is_initialized():
     return
   # Must precede the CPU backend's creation; GPU/TPU backends keep their own collectives.

@@ -218,13 +218,13 @@ def checkpoints_to_evaluate(config, workdir) -> list:
   names and earlier records: a bad selection stops before any compute."""
   available = workdir_lib.checkpoint_steps(config, workdir)
   if not available:
-    raise ValueError(f'--workdir={workdir} holds no checkpoint; train first: '
+    raise files.InputError(f'--workdir={workdir} holds no checkpoint; train first: '
                      f'python main.py --config=... --workdir={workdir}')
   choice, listed = config.eval.checkpoints, checkpoint_steps(config.eval.checkpoints)
   if listed is not None:
     missing = [s for s in listed if s not in available]
     if missing:
-      raise ValueError(f'config.eval.checkpoints={choice!r} names steps without a checkpoint ({missing}); '
+      raise files.InputError(f'config.eval.checkpoints={choice!r} names steps without a checkpoint ({missing}); '
                        f'the checkpoints of {workdir} are at steps {", ".join(map(str, available))}')
     return sorted(set(listed))
   if choice == 'last':

@@ -106,7 +106,7 @@ def make_problem(config, workdir) -> Problem:
     return checkpoint_problem(config, workdir)
   if config.data.dataset == 'toy':
     return exact_problem(config, path)
-  raise ValueError(f'--mode=fit_schedule needs a trained checkpoint in --workdir={workdir} for '
+  raise files.InputError(f'--mode=fit_schedule needs a trained checkpoint in --workdir={workdir} for '
                    f'config.data.dataset={config.data.dataset!r} (only toy targets have an exact score); train '
                    f'first: python main.py --config=... --workdir={workdir}')
 

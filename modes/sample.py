@@ -24,7 +24,7 @@ def sample(config, workdir):
   path, model, state = workdir_lib.restore(config, workdir)
   name = config.eval.schedules[0]
   if name == workdir_lib.FITTED:
-    raise ValueError("config.eval.schedules[0]='fitted' names a group; --mode=sample needs one schedule: "
+    raise files.InputError("config.eval.schedules[0]='fitted' names a group; --mode=sample needs one schedule: "
                      f'learned, a baseline or a stored name ({", ".join(store.names(workdir)) or "none stored"})')
   ts = np.asarray(workdir_lib.schedule(name, path, state, workdir).steps(k))
   draw = sampling.make_draw(config, path, model)

@@ -44,7 +44,7 @@ def restore(config, workdir, step=None):
     state = (checkpoints.restore_latest(mngr, template) if step is None
              else checkpoints.restore_step(mngr, template, int(step)))
   if state is None:
-    raise ValueError(f'--workdir={workdir} holds no checkpoint; train first: '
+    raise files.InputError(f'--workdir={workdir} holds no checkpoint; train first: '
                      f'python main.py --config=... --workdir={workdir}')
   return path, model, jax.device_get(state)
 
@@ -53,7 +53,7 @@ def schedule(name, path, state, workdir=None):
   """The schedule ``name`` of this run: 'learned', a baseline, or one stored in ``workdir``."""
   if name == LEARNED:
     if int(state.num_updates) == 0:
-      raise ValueError('the run has no learned schedule yet (no schedule update happened); '
+      raise files.InputError('the run has no learned schedule yet (no schedule update happened); '
                        'train longer or evaluate baselines only')
     return learned_length(state)
   return store.named(name, path, workdir)

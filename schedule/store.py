@@ -47,7 +47,7 @@ class Ladders(NamedTuple):
 
   def steps(self, num_steps: int) -> np.ndarray:
     if int(num_steps) not in self.ladders:
-      raise ValueError(f'fitted schedule {self.name!r} ({self.method}) holds K = '
+      raise files.InputError(f'fitted schedule {self.name!r} ({self.method}) holds K = '
                        f'{", ".join(str(k) for k in sorted(self.ladders))} only, not K = {num_steps}; fit it with '
                        f'config.fit.num_steps={num_steps} or evaluate those K')
     return np.asarray(self.ladders[int(num_steps)], np.float64)
@@ -116,14 +116,14 @@ def load(workdir, name: str):
   fname = filename(workdir, name)
   if not fname.exists():
     stored = names(workdir)
-    raise ValueError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
+    raise files.InputError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
                      f'in {folder(workdir)} (stored: {", ".join(stored) or "none"}); fit one with '
                      f'--mode=fit_schedule and config.fit.name={name!r}')
   fix = f'delete it and fit it again: --mode=fit_schedule --config.fit.name={name}'
   record = files.read_json(fname, fix)
   problem = check_record(record)
   if problem:
-    raise ValueError(f'{fname} is not a usable schedule: {problem}; {fix}')
+    raise files.InputError(f'{fname} is not a usable schedule: {problem}; {fix}')
   if record['kind'] == 'length':
     return fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
   return Ladders({int(k): np.asarray(v, np.float64) for k, v in record['ladders'].items()}, name,

@@ -56,7 +56,7 @@ def check_writable(workdir):
     probe.write_text('ok')
     probe.unlink()
   except OSError as e:
-    raise ValueError(f'{folder} is not writable ({type(e).__name__}: {e}); free space or fix its permissions, '
+    raise files.InputError(f'{folder} is not writable ({type(e).__name__}: {e}); free space or fix its permissions, '
                      'or give another --workdir') from None
 
 
@@ -102,7 +102,7 @@ def check_compatible(workdir, config, resume: bool = False):
     hint = ('; or, to change only seed/schedule settings of this run on purpose, '
             '--config.train.allow_changes_on_resume=True' if resume and not any(
                 d.split(':')[0].replace('config.', '', 1).startswith(LOAD_KEYS) for d in differ) else '')
-    raise ValueError(f'--workdir={workdir} holds a run with an incompatible config; nothing was changed. '
+    raise files.InputError(f'--workdir={workdir} holds a run with an incompatible config; nothing was changed. '
                      f'Use a new workdir, or restore these settings{hint}:\n  - ' + '\n  - '.join(differ))
 
 
@@ -137,7 +137,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state: state_lib.TrainState):
   tree = jax.device_get(state_lib.to_host_dict(state))
   bad = nonfinite_leaves(tree)
   if bad:
-    raise ValueError(f'step {step}: the state holds non-finite values ({len(bad)} arrays, e.g. {bad[0]}); '
+    raise files.InputError(f'step {step}: the state holds non-finite values ({len(bad)} arrays, e.g. {bad[0]}); '
                      f'not saved, so the checkpoints in {mngr.directory} stay finite')
   mngr.save(step, args=ocp.args.StandardSave(tree), force=True, custom_metadata={DIGEST: digest(tree)})
 
@@ -170,7 +170,7 @@ def restore_step(mngr: ocp.CheckpointManager, template: state_lib.TrainState, st
   damaged (verified as :func:`restore_latest` does)."""
   tree, problem = _try_restore(mngr, step, state_lib.to_host_dict(template))
   if problem:
-    raise ValueError(f'checkpoint {mngr.directory}/{step} is damaged: {problem}; leave it out with '
+    raise files.InputError(f'checkpoint {mngr.directory}/{step} is damaged: {problem}; leave it out with '
                      'config.eval.checkpoints (e.g. the other steps), or restore it from a backup')
   return state_lib.from_host_dict(template, tree)
 
@@ -194,7 +194,7 @@ def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, 
                     problem)
     damaged.append((step, problem))
   if damaged:
-    raise ValueError(f'every checkpoint in {mngr.directory} is damaged:\n  - ' +
+    raise files.InputError(f'every checkpoint in {mngr.directory} is damaged:\n  - ' +
                      '\n  - '.join(f'step {s}: {p}' for s, p in damaged) +
                      f'\nMove {mngr.directory} away to start the run afresh, or restore it from a backup.')
   return None

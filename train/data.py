@@ -14,7 +14,7 @@ import jax
 
 from ddm.registry import DATASETS
 from ddm.targets import make_target
-from ddm import streams
+from ddm import files, streams
 from train import mnist5k
 
 IMAGE_SHAPES = {'digits': (8, 8, 1), 'mnist': (28, 28, 1), 'mnist5k': (28, 28, 1), 'cifar10': (32, 32, 3)}
@@ -39,7 +39,7 @@ def host_batch_size(config) -> int:
   """Examples per host and step: ``config.train.batch_size // jax.process_count()``."""
   batch, hosts = config.train.batch_size, jax.process_count()
   if batch % hosts:
-    raise ValueError(f'config.train.batch_size={batch} is not divisible by the {hosts} processes')
+    raise files.InputError(f'config.train.batch_size={batch} is not divisible by the {hosts} processes')
   return batch // hosts
 
 
@@ -53,7 +53,7 @@ def shard(batch: dict, num_devices: int) -> dict:
   """``[host_batch, ...] -> [num_devices, host_batch // num_devices, ...]`` for every array (the one place)."""
   def split(x):
     if x.shape[0] % num_devices:
-      raise ValueError(f'config.train.batch_size gives {x.shape[0]} examples per host, which is not divisible '
+      raise files.InputError(f'config.train.batch_size gives {x.shape[0]} examples per host, which is not divisible '
                        f'by the {num_devices} local devices')
     return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
   return {k: split(v) for k, v in batch.items()}
@@ -72,9 +72,9 @@ def _array_iterator(pool: np.ndarray, config, start_step: int, max_value=None):
   batch, rows = config.train.batch_size, host_rows(config)
   per_epoch = len(pool) // batch  # incomplete batches are dropped
   if per_epoch == 0:
-    raise ValueError(f'config.train.batch_size={batch} is larger than the {len(pool)} training examples')
+    raise files.InputError(f'config.train.batch_size={batch} is larger than the {len(pool)} training examples')
   if config.data.random_flip and pool.ndim != 4:
-    raise ValueError(f'config.data.random_flip needs images [H, W, C]; got examples of shape {pool.shape[1:]}')
+    raise files.InputError(f'config.data.random_flip needs images [H, W, C]; got examples of shape {pool.shape[1:]}')
 
   def batches():
     step, epoch, order = start_step, None, None
@@ -132,7 +132,7 @@ def tfds_source(name: str, data_dir: str = ''):
   except Exception as e:  # TFDS raises KeyError, NotImplementedError, ... for data that is not on disk.
     where = f'config.data.tfds_data_dir={data_dir!r}' if data_dir else 'the TFDS default data_dir ($TFDS_DATA_DIR ' \
         'or ~/tensorflow_datasets; set config.data.tfds_data_dir to use another)'
-    raise ValueError(
+    raise files.InputError(
         f'the TFDS dataset {name!r} is not prepared in array_record format in {where}. Build it once on a '
         f'machine with network and TensorFlow: `pip install tensorflow tensorflow-datasets array_record && '
         f'tfds build {name} --file_format=array_record --data_dir=DIR`, then copy DIR/{name} here and point '
@@ -168,7 +168,7 @@ def _tfds(config, start_step):
   source = tfds_source(*tfds_location(config))
   images = read_images(source, np.arange(len(source)))
   if images.shape[1:] != IMAGE_SHAPES[name]:
-    raise ValueError(f'TFDS {name!r} images have shape {images.shape[1:]}, expected {IMAGE_SHAPES[name]}')
+    raise files.InputError(f'TFDS {name!r} images have shape {images.shape[1:]}, expected {IMAGE_SHAPES[name]}')
   return _array_iterator(images, config, start_step, max_value=255)
 
 

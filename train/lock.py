@@ -52,7 +52,7 @@ def hold(workdir):
     except OSError:
       holder = _holder(fd)
       os.close(fd)
-      raise ValueError(f'--workdir={workdir} is in use by another training process ({holder or "unknown"}; lock '
+      raise files.InputError(f'--workdir={workdir} is in use by another training process ({holder or "unknown"}; lock '
                        f'{filename}); nothing was changed. Wait for it to finish, stop it (SIGTERM saves a '
                        'checkpoint first), or give another --workdir') from None
     try:

