@@ -140,8 +140,9 @@ def fit_exact(config, path, target, key):
 
 
 def fit_schedule(config, workdir):
-  """Fits, stores ``schedules/<name>.json``, and writes ``schedule.json``, ``schedule.png`` and ``costs.png``
-  for ``config.fit.num_steps`` steps into ``workdir``."""
+  """Fits, stores ``schedules/<name>.json``, and writes the ``config.fit.num_steps``-step record and its plots
+  as ``fits/<name>.json``, ``fits/<name>_schedule.png`` and ``fits/<name>_costs.png`` into ``workdir``: beside a
+  training run's own ``schedule.json`` and plots (never over them), one set per fitted name."""
   validate(config, workdir, 'fit_schedule')
   problem = make_problem(config, workdir)  # refuses a workdir without a checkpoint (non-toy) before log.txt exists
   with logs.to_workdir(workdir, logging.get_verbosity()):
@@ -166,15 +167,17 @@ def _fit_schedule(config, workdir, problem):
   path = problem.path
   record = store.schedule_record(path, ts, lam.step_costs(ts), cost)
   record.update(method=fit_cfg.method, name=name, **result.meta)
-  files.write_json(record, workdir / 'schedule.json')
+  out = workdir / 'fits'
+  out.mkdir(parents=True, exist_ok=True)
+  files.write_json(record, out / f'{name}.json')
 
   ladders = {name: path.sigma(ts)}
   step_costs = {name: lam.step_costs(ts)}
   for base_name in BASELINES.names():
     base = baselines.make_baseline(base_name, path, len(ts) - 1, 'baseline')
     ladders[base_name], step_costs[base_name] = base.sigma, lam.step_costs(base.t)
-  plots.plot_ladders(workdir / 'schedule.png', ladders, name)
-  plots.plot_step_costs(workdir / 'costs.png', step_costs, name)
+  plots.plot_ladders(out / f'{name}_schedule.png', ladders, name)
+  plots.plot_step_costs(out / f'{name}_costs.png', step_costs, name)
   logging.info('stored %s; %d-step schedule: length %.4f, energy %.4f (lower bound length^2 = %.4f)',
                stored, len(ts) - 1, record['length'], record['energy'], record['length']**2)
   return record

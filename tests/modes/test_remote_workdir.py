@@ -32,6 +32,7 @@ def test_a_local_epath_workdir_through_every_mode(tmp_path):
   assert set(record['results']) == {'linear', 'learned', 'corrector'}
   assert np.isfinite(np.asarray(x)).all()
   for name in ('log.txt', 'config.json', 'schedule.json', 'eval.json', 'eval.md', 'schedules/corrector.json',
+               'fits/corrector.json', 'fits/corrector_schedule.png',
                f'eval/{config.train.num_steps}_heun.json', 'checkpoints'):
     assert (workdir / name).exists(), name
   assert any(p.name.startswith('samples_') and p.name.endswith('.npz') for p in workdir.iterdir())

@@ -18,7 +18,7 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
   run.fit_schedule(config, str(tmp_path))
-  record = json.load(open(tmp_path / 'schedule.json'))
+  record = json.load(open(tmp_path / 'fits' / 'corrector.json'))
   assert set(record) == {'t', 'sigma', 'alpha', 'num_steps', 'cost', 'length', 'energy', 'incremental_costs',
                          'method', 'name', 'time_s', 'rate_evaluations'}
   assert record['method'] == 'score_optimal' and record['name'] == 'corrector'
@@ -30,7 +30,8 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
   assert t[0] == 0.0 and t[-1] == 1.0 and all(a < b for a, b in zip(t, t[1:]))
   assert record['sigma'][0] == pytest.approx(0.002, rel=1e-5) and record['sigma'][-1] == pytest.approx(80, rel=1e-5)
   assert record['energy'] == pytest.approx(record['length']**2, rel=1e-3)  # equal costs: E = Lambda^2
-  assert (tmp_path / 'schedule.png').stat().st_size > 1000 and (tmp_path / 'costs.png').stat().st_size > 1000
+  for name in ('corrector_schedule.png', 'corrector_costs.png'):
+    assert (tmp_path / 'fits' / name).stat().st_size > 1000
 
 
 @pytest.mark.parametrize('predictor', ['identity', 'euler'])  # heun: tests/schedule/test_predictor_cost.py

@@ -110,13 +110,17 @@ def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
 def test_fit_schedule_mode_on_a_checkpoint_with_model_samples(trained):
   config = _config(schedule__cost='predictor', fit__samples='model', fit__num_steps=7,
                    fit__grid=128, fit__num_samples=64)
+  learned = open(f'{trained}/schedule.json', 'rb').read()   # the training run's own record and plots
+  plots = {name: open(os.path.join(trained, name), 'rb').read() for name in ('schedule.png', 'costs.png')}
   run.fit_schedule(config, trained)
-  record = json.load(open(f'{trained}/schedule.json'))
+  assert open(f'{trained}/schedule.json', 'rb').read() == learned   # a fit never overwrites the run's files
+  assert all(open(os.path.join(trained, n), 'rb').read() == b for n, b in plots.items())
+  record = json.load(open(f'{trained}/fits/predictor.json'))
   assert record['name'] == 'predictor' and record['cost'] == 'predictor' and record['num_steps'] == 7
   assert len(record['t']) == 8 and all(a < b for a, b in zip(record['t'], record['t'][1:]))
   assert len(store.load(trained, 'predictor').steps(20)) == 21
-  for name in ('schedule.png', 'costs.png'):
-    assert os.path.getsize(os.path.join(trained, name)) > 1000
+  for name in ('predictor_schedule.png', 'predictor_costs.png'):
+    assert os.path.getsize(os.path.join(trained, 'fits', name)) > 1000
 
 
 def test_predictor_cost_refuses_a_network_that_is_not_twice_differentiable(tmp_path):
