@@ -13,7 +13,10 @@ from train import step as step_lib
 from modes import train as train_mode
 
 
-@pytest.mark.parametrize('module', [digits, mnist, cifar10], ids=['digits', 'mnist', 'cifar10'])
+# MNIST's config module and U-Net also train end to end in the default suite (tests/train/test_mnist5k.py's
+# smoke run of mnist.py:offline,smoke on 2 devices); its TFDS step here is slow-marked for the suite's time.
+@pytest.mark.parametrize('module', [digits, pytest.param(mnist, marks=pytest.mark.slow), cifar10],
+                         ids=['digits', 'mnist', 'cifar10'])
 def test_one_pmapped_step_per_image_config(module):
   config = module.get_config('smoke')
   config.train.batch_size = 4
