@@ -81,6 +81,9 @@ def get_config():
   schedule.gamma = 0.1                   # Blend rate of each online update, in (0, 1].
   schedule.cost_fraction = 1.0           # Online: fraction of each batch whose cost rate is measured (0, 1]
                                          # (one jvp per such example; 1/16 keeps learning under 5% of a step).
+  schedule.measure_every = 1             # Online: only every this-many-th step measures, on measure_every x
+                                         # cost_fraction of its batch (the same share of examples; <= 1): the
+                                         # steps between run without the estimator (a second compiled step).
   schedule.rate_pass = 'auto'            # Online corrector rates: 'auto' (fused where it is the same estimator: cost
                                          # 'corrector' and no dropout; else separate), 'fused' (a jvp in t inside
                                          # the loss's network pass: one tangent propagation) or 'separate' (a second

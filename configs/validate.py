@@ -6,6 +6,7 @@ several fields are small functions (:data:`RELATIONS`). Fields renamed by the co
 new name (:data:`MOVED`), both from the command line (:func:`unknown_field`) and in ``validate``.
 """
 import difflib
+import math
 import os
 import re
 
@@ -68,6 +69,7 @@ RANGES = {
     'schedule.gamma': (lambda v: 0 < v <= 1, '0 < gamma <= 1'),
     'schedule.cost_fraction': (lambda v: 0 < v <= 1, '0 < cost_fraction <= 1'),
     'schedule.min_count': AT_LEAST_1, 'schedule.update_every': AT_LEAST_1,
+    'schedule.measure_every': INT_AT_LEAST_1,
     'schedule.hutchinson_probes': AT_LEAST_1, 'schedule.cost_batch_size': AT_LEAST_1,
     'fit.num_steps': INT_AT_LEAST_1, 'fit.num_samples': AT_LEAST_1, 'fit.iterations': AT_LEAST_1,
     'fit.grid': (lambda v: v >= 3, '>= 3'),
@@ -278,7 +280,17 @@ def _rate_pass_problems(config, mode) -> list:
   return []
 
 
-RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _rate_pass_problems)
+def _measure_every_problems(config, mode) -> list:
+  every, fraction = config.schedule.get('measure_every', 1), config.schedule.cost_fraction
+  if _int(every) and every > 1 and 0 < fraction <= 1 and fraction * every > 1 + 1e-9:
+    return [f'config.schedule.measure_every={every} with config.schedule.cost_fraction={fraction:g}: a measuring '
+            f'step would need {fraction * every:g} of its batch; need measure_every * cost_fraction <= 1 '
+            f'(measure_every <= {math.floor(1 / fraction + 1e-9)})']
+  return []
+
+
+RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _rate_pass_problems,
+             _measure_every_problems)
 
 
 def compile_cache_problems(setting) -> list:

@@ -6,6 +6,7 @@ the loop logs, samples, checkpoints and stops on a signal or a non-finite step. 
 device at logging steps only.
 """
 import contextlib
+import functools
 import signal
 import threading
 
@@ -112,20 +113,23 @@ def _train(config, workdir, signals):
   logging.info('%s at step %d of %d on %d devices (%d processes)', 'resuming' if start else 'starting',
                start, config.train.num_steps, jax.device_count(), jax.process_count())
 
-  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, donate_argnums=(0,))
+  p_steps = step_lib.make_train_steps(config, path, model, functools.partial(
+      jax.pmap, axis_name=step_lib.AXIS, donate_argnums=(0,)))
   base_key = jax_utils.replicate(streams.key(config.seed, 'train'))
   p_state = step_lib.replicate(state)
   writer = MetricWriter(workdir)
   writer.write_config(config, config.to_json_best_effort(indent=1))
   report = report_lib.Reporter(config, workdir, path, model, shape, writer)
   pending, flags, skipped = [], [], 0
-  throughput = progress.Throughput(start)
+  throughput, compiled = progress.Throughput(start), set()
   try:
     for step in range(start + 1, config.train.num_steps + 1):
       batch = data.shard(next(batches), jax.local_device_count())
       # pmap compiles synchronously inside its first call; every later call only dispatches
-      with throughput.excluded('compile') if step == start + 1 else contextlib.nullcontext():
-        p_state, metrics = p_step(p_state, batch, base_key)
+      measure = step_lib.measures(step - 1, config.schedule)
+      first, compiled = measure not in compiled, compiled | {measure}
+      with throughput.excluded('compile') if first else contextlib.nullcontext():
+        p_state, metrics = p_steps[measure](p_state, batch, base_key)
       pending.append(metrics)
       flags.append((step, metrics['train/nonfinite_steps']))
       last, stop = step == config.train.num_steps, _stop_signal(signals, step, config)

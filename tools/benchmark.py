@@ -144,11 +144,15 @@ def _update_period(config, batch, draws=16, seed=0):
 
 
 class _Timed:
-  """A compiled step with its state, timed in windows of ``steps`` steps (``window()`` returns seconds)."""
+  """A compiled step with its state, timed in windows of ``steps`` steps (``window()`` returns seconds).
 
-  def __init__(self, compiled, state, args_rest, steps, count_updates, lower_s, compile_s):
+  With ``plain`` (the step between measurements), step i of the run calls ``compiled`` when i is a multiple
+  of ``every`` and ``plain`` otherwise, as the loop does with ``schedule.measure_every``."""
+
+  def __init__(self, compiled, state, args_rest, steps, count_updates, lower_s, compile_s, plain=None, every=1):
     self.compiled, self.state, self.args_rest, self.steps = compiled, state, args_rest, steps
     self.count_updates, self.lower_s, self.compile_s = count_updates, lower_s, compile_s
+    self.plain, self.every, self.count = plain, every, 0
     self.times, self.updates = [], []
 
   def _num_updates(self):
@@ -158,7 +162,9 @@ class _Timed:
     before = self._num_updates() if self.count_updates else 0   # fetched outside the timed region
     state, start = self.state, time.perf_counter()
     for _ in range(self.steps):
-      state, out = self.compiled(state, *self.args_rest)
+      step = self.compiled if self.plain is None or self.count % self.every == 0 else self.plain
+      state, out = step(state, *self.args_rest)
+      self.count += 1
     jax.block_until_ready((state, out))
     elapsed = time.perf_counter() - start
     self.state = state
@@ -189,6 +195,32 @@ def prepare_loop_step(config, path, model, batch, devices, args, stub=False):
   x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, n)['x'])   # on the devices
   compiled, lower_s, compile_s = compile_timed(p_step, p_state, {'x': x}, base_key)
   return _Timed(compiled, p_state, ({'x': x}, base_key), args.steps, True, lower_s, compile_s)
+
+
+def prepare_grouped_step(config, path, model, batch, devices, args):
+  """The loop's pair of steps at ``schedule.measure_every`` = m > 1: a measuring step (m x cost_fraction of
+  the batch) every m-th step, the plain step between (:func:`train.step.make_train_steps`); windows of a
+  whole number of m-step cycles, so every window holds the same share of measuring steps."""
+  every = config.schedule.measure_every
+  wrap = functools.partial(jax.pmap, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
+  steps = step_lib.make_train_steps(config, path, model, wrap)
+  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
+  base_key = jax_utils.replicate(streams.key(config.seed, 'train'), devices)
+  x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, len(devices))['x'])
+  measuring, lower_s, compile_s = compile_timed(steps[True], p_state, {'x': x}, base_key)
+  plain, plain_lower_s, plain_compile_s = compile_timed(steps[False], p_state, {'x': x}, base_key)
+  window = every * math.ceil(args.steps / every)
+  return _Timed(measuring, p_state, ({'x': x}, base_key), window, True, lower_s + plain_lower_s,
+                compile_s + plain_compile_s, plain=plain, every=every)
+
+
+def _grouped_update_period(config, measured, draws=16, seed=0):
+  """:func:`_update_period` when ``measured`` examples feed the statistics on every m-th step only
+  (the update is checked on measuring steps, so the period is a multiple of m)."""
+  sch, every = config.schedule, config.schedule.measure_every
+  _, steps = online.simulate_counts(sch.num_steps + 1, measured, sch.min_count,
+                                    math.ceil(sch.update_every / every), draws, seed)
+  return float(every * np.mean(steps))
 
 
 def make_bare_step(config, path, model):
@@ -402,15 +434,17 @@ def run(config, args) -> dict:
                          'schedule_num_steps': config.schedule.num_steps,
                          'update_every': config.schedule.update_every, 'min_count': config.schedule.min_count,
                          'rate_pass': config.schedule.rate_pass,
+                         'measure_every': config.schedule.measure_every,
                          'batch_source': 'input pipeline' if batch_note is None else f'random ({batch_note})'}}
   logging.info('benchmarking %s', result['settings'])
 
   # The separate rate pass in the main variants, the fused one beside them (where it applies); the config's
   # own choice is recorded, and the targets read the figures of the pass it resolves to.
-  choice = config.schedule.rate_pass
+  choice, measure_every = config.schedule.rate_pass, config.schedule.measure_every
   default_fused = step_lib.fused_rate(config, model)
   with config.unlocked():
     config.schedule.rate_pass = 'separate'
+    config.schedule.measure_every = 1  # every variant but 'loop_learn_on_grouped' measures on every step
   # The loop's step with the schedule learned: first, and run once alone, so the device's peak is this step's.
   variants = {'loop_learn_on': prepare_loop_step(config, path, model, batch, devices, args)}
   variants['loop_learn_on'].window(record=False)
@@ -439,6 +473,9 @@ def run(config, args) -> dict:
         variants['loop_jvp_every_example_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
         config.schedule.cost_fraction = fraction
     config.schedule.rate_pass = choice
+    config.schedule.measure_every = measure_every
+  if measure_every > 1:  # the config's own cadence: the measuring step (its rate pass) every m-th step, plain between
+    variants['loop_learn_on_grouped'] = prepare_grouped_step(config, path, model, batch, devices, args)
   variants['bare'] = prepare_bare_step(config, path, model, batch, args)
   variants = {k: v for k, v in variants.items() if v is not None}
   time_interleaved(variants, args.repeats, args.warmup)
@@ -484,6 +521,13 @@ def run(config, args) -> dict:
       r_step = amortise(r, _update_period(config, fed if not name else batch.shape[0]))
       train[f'overhead_schedule_learning{name}_fused'] = r_step / base - 1.0
   train.update({k: timed.get(k) for k in ('loop_learn_on_fused', 'loop_jvp_every_example_fused')})
+  grouped = timed.get('loop_learn_on_grouped')
+  if grouped:
+    measured = step_lib.measured_examples(per_device, config.schedule) * len(devices)
+    train['loop_learn_on_grouped'] = grouped
+    grouped.update({'measure_every': measure_every, 'examples_with_jvp_per_measuring_step': measured,
+                    'rate_pass': 'fused' if default_fused else 'separate'})
+    train['overhead_schedule_learning_grouped'] = amortise(grouped, _grouped_update_period(config, measured)) / base - 1.0
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
   result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
@@ -502,8 +546,11 @@ def run(config, args) -> dict:
   suffix = '_fused' if default_fused and fused_ran else ''
   train['rate_pass_of_config'] = 'fused' if suffix else 'separate'
   every_key = f'overhead_schedule_learning_jvp_every_example{suffix}'
+  # the target reads the config's own cadence: grouped when it measures every m-th step
+  config_key = 'overhead_schedule_learning_grouped' if grouped else f'overhead_schedule_learning{suffix}'
+  train['overhead_schedule_learning_of_config'] = train[config_key]
   result['targets'] = {
-      'schedule_learning_overhead_le_3pct': train[f'overhead_schedule_learning{suffix}'] <= TARGET,
+      'schedule_learning_overhead_le_3pct': train[config_key] <= TARGET,
       'schedule_learning_every_example_le_25pct': (train[every_key] <= TARGET_EVERY) if every_key in train else None,
       'loop_overhead_over_bare_le_3pct': train['overhead_loop_over_bare'] <= TARGET,
       f'scan_sampler_at_least_loop_speed_at_{k_max}_steps': result['sampling'][k_max]['scan_speedup'] >= 1.0,
@@ -547,6 +594,13 @@ def table(result) -> str:
            f"{_fmt(tr.get('overhead_schedule_learning_fused') and 100 * tr['overhead_schedule_learning_fused'], '%')} / "
            f"{_fmt(tr.get('overhead_schedule_learning_jvp_every_example_fused') and 100 * tr['overhead_schedule_learning_jvp_every_example_fused'], '%')}"),
           ('rate pass of the config (the targets read it)', tr.get('rate_pass_of_config', 'separate')),
+          ('overhead of schedule learning, measuring every m-th step (m; jvp/measuring step)',
+           f"{_fmt(tr.get('overhead_schedule_learning_grouped') and 100 * tr['overhead_schedule_learning_grouped'], '%')}"
+           + (f" (m={tr['loop_learn_on_grouped']['measure_every']}; "
+              f"{tr['loop_learn_on_grouped']['examples_with_jvp_per_measuring_step']})"
+              if tr.get('loop_learn_on_grouped') else '')),
+          ('overhead of schedule learning at the config\'s cadence (target)',
+           _fmt(100 * tr['overhead_schedule_learning_of_config'], '%')),
           ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
           ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
           ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),

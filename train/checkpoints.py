@@ -31,7 +31,9 @@ LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps', 'optim.optimi
 # Settings that change what a resumed run computes: refused on resume unless config.train.allow_changes_on_resume.
 RESUME_KEYS = ('seed', 'schedule.init', 'schedule.learn', 'schedule.cost', 'schedule.predictor',
                'schedule.hutchinson_probes', 'schedule.gamma', 'schedule.cost_fraction', 'schedule.min_count',
-               'schedule.update_every')
+               'schedule.update_every', 'schedule.measure_every')
+# Fields added after runs were stored: a config.json without one ran with this value.
+ADDED_KEYS = {'schedule.measure_every': 1}
 # Where things are, not what they are: a moved data set or weights file keeps its run.
 LOCATION_KEYS = ('config.data.tfds_data_dir', 'config.eval.inception_path')
 DIGEST = 'sha256'
@@ -95,7 +97,9 @@ def check_compatible(workdir, config, resume: bool = False):
   keys = LOAD_KEYS + (RESUME_KEYS if resume and not config.train.allow_changes_on_resume else ())
   differ = []
   for key in keys:
-    a, b = _flatten(_lookup(old, key), f'config.{key}'), _flatten(_lookup(new, key), f'config.{key}')
+    stored = _lookup(old, key)
+    a = _flatten(ADDED_KEYS.get(key) if stored is None else stored, f'config.{key}')
+    b = _flatten(_lookup(new, key), f'config.{key}')
     differ += [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b))
                if a.get(k) != b.get(k) and k not in LOCATION_KEYS]
   if differ:

@@ -20,12 +20,15 @@ from train import data, model as model_lib, state as state_lib
 AXIS = 'batch'
 
 
-def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule_updates: bool = True):
+def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule_updates: bool = True,
+                    measure: bool = True):
   """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, to be pmapped over ``AXIS``.
 
   ``config`` supplies the model, loss, schedule and optim sections. ``rate_fn`` replaces the cost rate of
   ``config.schedule`` (benchmarks pass one that returns zeros); ``schedule_updates=False`` never updates the
-  schedule (the statistics still accumulate).
+  schedule (the statistics still accumulate). ``measure=False`` gives the step of the steps between
+  measurements (``schedule.measure_every`` > 1, :func:`make_train_steps`): the denoiser update alone, no rate, no
+  statistics, no update check; the same metrics (``schedule/nonfinite_rates`` 0).
 
   ``batch['x']``: f32[B_device, *S]. Example j of the global batch draws its level and noise from its own
   key (folded from the step and j), so results do not depend on the device count; dropout keys per device.
@@ -51,7 +54,7 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     # One key per example from its global index: the same draws on any number of devices.
     keys = jax.vmap(lambda i: jax.random.fold_in(key_examples, i))(device * batch_size + jnp.arange(batch_size))
     key_dropout = jax.random.fold_in(key_dropout, device)
-    n = cost_examples(batch_size, schedule_cfg.cost_fraction)
+    n = measured_examples(batch_size, schedule_cfg) if measure else 0
     (loss, (level, x_t, t, score_dt)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params, batch['x'], state.schedule, keys, key_dropout, n if fused else 0)
     grads, loss = jax.lax.pmean(grads, AXIS), jax.lax.pmean(loss, AXIS)
@@ -61,6 +64,11 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     # the state, and every checkpoint written from it, stays finite; the loop stops or counts it.
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(new.params))
     state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state).replace(step=new.step)
+    metrics = {'train/loss': loss, 'train/nonfinite_steps': (~finite).astype(jnp.int32),
+               'train/grad_norm': optax.global_norm(grads),
+               'train/param_norm': optax.global_norm(state.params)}
+    if not measure:
+      return state, {**metrics, 'schedule/nonfinite_rates': jnp.zeros((), jnp.int32)}
 
     # Algorithm 2, step 2: one rate per example at its own level, on the first cost_examples of the device's
     # batch (levels are i.i.d. per example, so any subset is unbiased): fused, from the loss's pass (pre-update
@@ -77,10 +85,7 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     if schedule_updates:
       ready = online.ready(state.cost_count, state.step - state.last_update, schedule_cfg.min_count, schedule_cfg.update_every)
       state = jax.lax.cond(ready, functools.partial(update_schedule, schedule_cfg, path), lambda s: s, state)
-    metrics = {'train/loss': loss, 'train/nonfinite_steps': (~finite).astype(jnp.int32),
-               'train/grad_norm': optax.global_norm(grads),
-               'train/param_norm': optax.global_norm(state.params),
-               'schedule/nonfinite_rates': jax.lax.psum(jnp.sum(~jnp.isfinite(rate)), AXIS)}
+    metrics['schedule/nonfinite_rates'] = jax.lax.psum(jnp.sum(~jnp.isfinite(rate)), AXIS)
     return state, metrics
 
   return train_step
@@ -98,6 +103,31 @@ def fused_rate(config, model: model_lib.Model) -> bool:
 def cost_examples(device_batch: int, fraction: float) -> int:
   """Examples of a device's batch whose cost rate is measured each step: ``ceil(fraction * B)``, at least 1."""
   return max(1, min(device_batch, math.ceil(fraction * device_batch - 1e-9)))
+
+
+def measured_examples(device_batch: int, schedule_cfg) -> int:
+  """Examples of a device's batch whose rate a measuring step takes: ``cost_fraction`` of it, times
+  ``measure_every`` when only every ``measure_every``-th step measures (the same share of all examples)."""
+  every = schedule_cfg.get('measure_every', 1)
+  return cost_examples(device_batch, min(1.0, schedule_cfg.cost_fraction * every))
+
+
+def measures(step: int, schedule_cfg) -> bool:
+  """Whether the step from state step ``step`` (0-based: the first step of a run is 0) measures rates.
+
+  A function of the global step only, so every process and a resumed run choose alike."""
+  return step % schedule_cfg.get('measure_every', 1) == 0
+
+
+def make_train_steps(config, path, model: model_lib.Model, wrap=lambda f: f):
+  """``{True: measuring step, False: plain step}``, each passed through ``wrap`` (the runner's ``jax.pmap``);
+  only the measuring one when ``schedule.measure_every`` is 1. The host picks with :func:`measures`: two
+  compiled programs instead of a ``lax.cond`` in one, which on XLA:CPU ran the fused step 28 times slower
+  (README, Performance)."""
+  steps = {True: wrap(make_train_step(config, path, model))}
+  if config.schedule.get('measure_every', 1) > 1:
+    steps[False] = wrap(make_train_step(config, path, model, measure=False))
+  return steps
 
 
 def update_schedule(schedule_cfg, path, state):

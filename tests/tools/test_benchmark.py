@@ -18,6 +18,7 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
     'train.loop_no_schedule_machinery.examples_per_s', 'train.bare.examples_per_s',
     'train.loop_jvp_every_example.amortised_examples_per_s', 'train.loop_learn_on_fused.amortised_examples_per_s',
     'train.loop_jvp_every_example_fused.amortised_examples_per_s',
+    'train.loop_learn_on_grouped.amortised_examples_per_s', 'train.loop_learn_on_grouped.expected_update_period_steps',
     'input_pipeline.examples_per_s', 'loop_end_to_end.examples_per_s',
     'cost_estimator.jvp.s_per_sample', 'cost_estimator.fd_central.s_per_sample',
     'cost_estimator.fd_forward.s_per_sample', 'cost_estimator.jvp.batch_mean',
@@ -29,6 +30,7 @@ POSITIVE = [  # figures that are measured on every backend: finite and > 0
 FINITE = ['train.overhead_schedule_learning', 'train.overhead_learn_flag', 'train.overhead_loop_over_bare',
           'train.overhead_loop_with_learning_over_bare', 'train.overhead_schedule_learning_jvp_every_example',
           'train.overhead_schedule_learning_fused', 'train.overhead_schedule_learning_jvp_every_example_fused',
+          'train.overhead_schedule_learning_grouped', 'train.overhead_schedule_learning_of_config',
           'cost_estimator.fd_central.rel_diff_of_means',
           'cost_estimator.fd_forward.rel_diff_of_means', 'sampling.10.max_abs_diff', 'sampling.100.max_abs_diff']
 PRESENT = ['machine.backend', 'machine.device_kind', 'machine.device_count', 'machine.cpu_count', 'machine.devices',
@@ -58,6 +60,7 @@ def _tiny_digits():
 def test_benchmark_reports_every_figure(make_config, tmp_path):
   config = make_config()
   config.schedule.cost_fraction = 0.25  # rates on a quarter of each batch, and the every-example variant beside
+  config.schedule.measure_every = 4     # and the whole batch on every 4th step (the grouped variant)
   result = benchmark.run(config, types.SimpleNamespace(**ARGS))
   out = tmp_path / 'bench.json'
   out.write_text(json.dumps(benchmark._jsonable(result)))
@@ -78,4 +81,8 @@ def test_benchmark_reports_every_figure(make_config, tmp_path):
   assert result['sampling']['100']['max_abs_diff'] < 1e-3
   on = result['train']['loop_learn_on']
   assert on['examples_with_jvp_per_step'] == 2 * math.ceil(0.25 * config.train.batch_size / 2)
+  grouped = result['train']['loop_learn_on_grouped']
+  assert grouped['measure_every'] == 4 and grouped['examples_with_jvp_per_measuring_step'] == config.train.batch_size
+  assert len(grouped['step_s_runs']) == ARGS['repeats']
+  assert result['train']['overhead_schedule_learning_of_config'] == result['train']['overhead_schedule_learning_grouped']
   benchmark.table(result)  # the printed table builds from the JSON
