@@ -281,7 +281,7 @@ def _rate_pass_problems(config, mode) -> list:
 
 
 def _measure_every_problems(config, mode) -> list:
-  every, fraction = config.schedule.get('measure_every', 1), config.schedule.cost_fraction
+  every, fraction = config.schedule.measure_every, config.schedule.cost_fraction
   if _int(every) and every > 1 and 0 < fraction <= 1 and fraction * every > 1 + 1e-9:
     return [f'config.schedule.measure_every={every} with config.schedule.cost_fraction={fraction:g}: a measuring '
             f'step would need {fraction * every:g} of its batch; need measure_every * cost_fraction <= 1 '

@@ -108,7 +108,7 @@ def cost_examples(device_batch: int, fraction: float) -> int:
 def measured_examples(device_batch: int, schedule_cfg) -> int:
   """Examples of a device's batch whose rate a measuring step takes: ``cost_fraction`` of it, times
   ``measure_every`` when only every ``measure_every``-th step measures (the same share of all examples)."""
-  every = schedule_cfg.get('measure_every', 1)
+  every = schedule_cfg.measure_every
   return cost_examples(device_batch, min(1.0, schedule_cfg.cost_fraction * every))
 
 
@@ -116,7 +116,7 @@ def measures(step: int, schedule_cfg) -> bool:
   """Whether the step from state step ``step`` (0-based: the first step of a run is 0) measures rates.
 
   A function of the global step only, so every process and a resumed run choose alike."""
-  return step % schedule_cfg.get('measure_every', 1) == 0
+  return step % schedule_cfg.measure_every == 0
 
 
 def make_train_steps(config, path, model: model_lib.Model, wrap=lambda f: f):
@@ -125,7 +125,7 @@ def make_train_steps(config, path, model: model_lib.Model, wrap=lambda f: f):
   compiled programs instead of a ``lax.cond`` in one, which on XLA:CPU ran the fused step 28 times slower
   (README, Performance)."""
   steps = {True: wrap(make_train_step(config, path, model))}
-  if config.schedule.get('measure_every', 1) > 1:
+  if config.schedule.measure_every > 1:
     steps[False] = wrap(make_train_step(config, path, model, measure=False))
   return steps
 
