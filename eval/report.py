@@ -70,6 +70,11 @@ def markdown_report(record: dict) -> str:
           'samples (the share is given).', '']
   if 'note' in record:
     out += [record['note'], '']
+  net = record.get('feature_network', {})
+  if 'test_accuracy' in net:
+    out += [f'The classifier ({net.get("steps", "?")} steps on {net.get("num_train", "?")} {net.get("dataset", "")} '
+            f'training images) classifies {100 * net["test_accuracy"]:.1f}% of the {net.get("num_test", "?")} '
+            'held-out images correctly.', '']
   if 'likelihood' in record:
     out += ['Likelihood (probability-flow ODE, independent of the sampling schedule): ' +
             ', '.join(f'{k} = {v:.4g}' for k, v in record['likelihood'].items()), '']

@@ -5,7 +5,10 @@ first). After it, ``jax.devices()`` are the devices of every process, the pmappe
 all of them (its psum/pmean are the collectives across hosts) and each process feeds its own rows of the
 global batch (:func:`train.data.host_rows`). On CPU the collectives run over gloo.
 """
+import os
 import socket
+import sys
+import threading
 import time
 
 import jax
@@ -15,6 +18,8 @@ from configs.validate import distributed_problems
 from ddm import files
 
 PROBE_INTERVAL = 0.5  # seconds between attempts to reach the coordinator
+JAX_GRACE = 30        # JAX's own deadline comes this much later than ours, so ours speaks first
+ENV_NUM_PROCESSES, ENV_PROCESS_ID = 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'  # JAX reads only JAX_COORDINATOR_ADDRESS
 
 
 def requested(train_cfg) -> bool:
@@ -41,6 +46,54 @@ def wait_for_coordinator(address: str, timeout: float):
       'open between the machines, or raise the timeout')
 
 
+def from_environment(train_cfg, environ=None) -> tuple:
+  """``(num_processes, process_id)`` of ``config.train``, where unset (0, -1) taken from ``JAX_NUM_PROCESSES``
+  and ``JAX_PROCESS_ID`` when those are set (None: left to JAX's cluster detection, e.g. SLURM or a TPU pod).
+  A ``ValueError`` naming the variable for a value that is not a usable index."""
+  environ = os.environ if environ is None else environ
+  n = train_cfg.num_processes or None
+  i = train_cfg.process_id if train_cfg.process_id >= 0 else None
+  if n is None and environ.get(ENV_NUM_PROCESSES):
+    n = _env_int(environ, ENV_NUM_PROCESSES, 1)
+  if i is None and environ.get(ENV_PROCESS_ID):
+    i = _env_int(environ, ENV_PROCESS_ID, 0)
+  if n is not None and i is not None and not i < n:
+    raise files.InputError(f'{ENV_PROCESS_ID} / config.train.process_id={i} is out of range for {ENV_NUM_PROCESSES} '
+                           f'/ config.train.num_processes={n}; need 0 <= process_id < {n}')
+  if n is not None and train_cfg.batch_size % n:
+    raise files.InputError(f'config.train.batch_size={train_cfg.batch_size} is not divisible by {ENV_NUM_PROCESSES}='
+                           f'{n}; every process takes an equal share of the global batch')
+  return n, i
+
+
+def _env_int(environ, name, least):
+  value = environ[name]
+  if not value.strip().isdigit() or int(value) < least:
+    raise files.InputError(f'{name}={value!r}; need an integer >= {least} (or unset it and give '
+                           'config.train.num_processes / process_id)')
+  return int(value)
+
+
+def watchdog(address, num_processes, process_id, timeout: float, exit_fn=os._exit) -> threading.Timer:
+  """A timer that, unless cancelled within ``timeout`` seconds, says which setting to check and ends the process
+  with status 1. ``jax.distributed.initialize`` waits for every process in C++ and, past its own deadline, aborts
+  with a core dump and a message about another task dying; process 0 (which serves the coordinator) cannot
+  probe anything beforehand, so this is what turns its wait for missing peers into one clear line."""
+  def fire():
+    message = (f'error: the multi-process job at {address or "the address from the environment"} did not assemble '
+               f'within config.train.initialization_timeout={timeout:g} s (this is process '
+               f'{"from the environment" if process_id is None else process_id} of '
+               f'{"the environment" if num_processes is None else num_processes}). Start every process with the '
+               'same coordinator_address and num_processes and a distinct process_id, check that the coordinator '
+               "port is open between the machines, or raise the timeout; this process's workdir is untouched")
+    print(message, file=sys.stderr, flush=True)
+    exit_fn(1)
+  timer = threading.Timer(timeout, fire)
+  timer.daemon = True
+  timer.start()
+  return timer
+
+
 def initialize(config):
   """Joins the job ``config.train`` describes (nothing when it asks for one process); a ``ValueError`` naming
   the setting for bad multi-process settings, before JAX starts."""
@@ -55,13 +108,16 @@ def initialize(config):
   address = train.coordinator_address or None
   if address and train.process_id > 0:
     wait_for_coordinator(address, train.initialization_timeout)
-  num_processes = train.num_processes or None                        # None: from the environment
-  process_id = train.process_id if train.process_id >= 0 else None
+  num_processes, process_id = from_environment(train)                # None: JAX's cluster detection
   logging.info('joining the job at %s as process %s of %s (waiting up to %d s for every process: '
                'config.train.initialization_timeout)', address or 'the address from the environment',
                'environment' if process_id is None else process_id,
                'environment' if num_processes is None else num_processes, train.initialization_timeout)
-  jax.distributed.initialize(address, num_processes=num_processes, process_id=process_id,
-                             initialization_timeout=train.initialization_timeout)
+  timer = watchdog(address, num_processes, process_id, train.initialization_timeout)
+  try:
+    jax.distributed.initialize(address, num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=train.initialization_timeout + JAX_GRACE)
+  finally:
+    timer.cancel()
   logging.info('process %d of %d: %d local devices of %d', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())

@@ -41,18 +41,20 @@ RECORD_FIX = 'move it away to evaluate that checkpoint again (the other records 
 
 
 def image_features(config, workdir):
-  """``(metric name, features(x) -> f32[B, F])``: Inception pool3 (FID) when its weights are present, else
-  the offline classifier's features (``fd_classifier``), labelled as such in every output."""
+  """``(metric name, features(x) -> f32[B, F], info)``: Inception pool3 (FID) when its weights are present,
+  else the offline classifier's features (``fd_classifier``), labelled as such in every output. ``info`` is
+  what a table must say of its feature network: for the classifier its held-out accuracy and split sizes."""
   weights = config.eval.inception_path
   if weights and epath.Path(weights).exists():
     from eval import inception  # only with weights: the network definition is large
-    return 'fid', inception.feature_fn(inception.load_params(weights))
+    return 'fid', inception.feature_fn(inception.load_params(weights)), {'network': 'inception_v3', 'weights': weights}
   logging.warning('no Inception weights at config.eval.inception_path=%r: reporting the Frechet distance in '
                   "the features of the project's own classifier (fd_classifier), not FID", weights)
   from eval import classifier  # trains on first use
   features, info = classifier.get_feature_fn(config, workdir)
   logging.info('offline feature classifier: %s', info)
-  return 'fd_classifier', features
+  return 'fd_classifier', features, {'network': 'classifier', **{k: info[k] for k in (
+      'dataset', 'test_accuracy', 'num_train', 'num_test', 'steps') if k in info}}
 
 
 def reference_statistics(config, workdir, metric, features):
@@ -63,6 +65,8 @@ def reference_statistics(config, workdir, metric, features):
       return f['mu'], f['cov']
   x = data.example_pool(config, REFERENCE_EXAMPLES)
   mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
+  if jax.process_index() != 0:
+    return mu, cov
   cache.parent.mkdir(parents=True, exist_ok=True)
   tmp = cache.with_name(cache.name + '.tmp.npz')
   with tmp.open('wb') as f:
@@ -118,14 +122,15 @@ def toy_floor(target, n: int, seeds: int, key) -> dict:
 
 
 def metric_fn(config, workdir):
-  """``(metrics {name: 'min'|'max'}, cell_metrics(x f32[n, *S]) -> {name: value, nonfinite_fraction}, target)``:
-  the exact toy metrics against the target, or the Frechet distance in image features (FID or fd_classifier)
-  against the data's cached statistics. A non-finite sample set is never fed to the feature network: a NaN image
-  must not become a finite distance."""
+  """``(metrics {name: 'min'|'max'}, cell_metrics(x f32[n, *S]) -> {name: value, nonfinite_fraction}, target,
+  feature_info)``: the exact toy metrics against the target, or the Frechet distance in image features (FID or
+  fd_classifier) against the data's cached statistics, with what :func:`image_features` says of the network
+  (``{}`` on toy targets). A non-finite sample set is never fed to the feature network: a NaN image must not
+  become a finite distance."""
   if config.data.dataset == 'toy':
     target = make_target(config.data)
-    return dict(TOY_METRICS), lambda x: toy.metrics(target, x), target
-  metric, features = image_features(config, workdir)
+    return dict(TOY_METRICS), lambda x: toy.metrics(target, x), target, {}
+  metric, features, info = image_features(config, workdir)
   mu_ref, cov_ref = reference_statistics(config, workdir, metric, features)
 
   def cell_metrics(x):
@@ -135,7 +140,7 @@ def metric_fn(config, workdir):
     mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
     return {metric: float(frechet.frechet_distance(mu, cov, mu_ref, cov_ref)), 'nonfinite_fraction': 0.0}
 
-  return {metric: 'min'}, cell_metrics, None
+  return {metric: 'min'}, cell_metrics, None, info
 
 
 def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
@@ -188,7 +193,8 @@ def evaluate(config, workdir):
       logging.info('every checkpoint of %s is evaluated with these settings (%s.json); '
                    'config.eval.checkpoints=all evaluates them again', workdir, stem)
       record = files.read_json(stem + '.json', RECORD_FIX)
-      _to_top(workdir, stem, config.data.dataset == 'toy')
+      if jax.process_index() == 0:
+        _to_top(workdir, stem, config.data.dataset == 'toy')
       return record
     record = None
     for i, step in enumerate(steps):
@@ -247,7 +253,7 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   names = workdir_lib.schedule_names(config, workdir, state)
   # every name resolves (or stops with a clear message) before any sampling
   schedules = {name: workdir_lib.schedule(name, path, state, workdir) for name in names}
-  metrics, cell_metrics, target = metric_fn(config, workdir)
+  metrics, cell_metrics, target, feature_info = metric_fn(config, workdir)
   results, figures, timings = sample_cells(config, schedules, columns, sampling.make_draw(config, path, model),
                                            state.ema_params, cell_metrics, data.data_shape(config))
   seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
@@ -259,6 +265,8 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
     record['floor'] = toy_floor(target, n, seeds, streams.key(config.seed, 'floor'))
   else:
     record['floor'] = image_floor(config, next(iter(metrics)), cell_metrics, streams.key(config.seed, 'floor'))
+  if feature_info:
+    record['feature_network'] = feature_info
   if metrics.get('fd_classifier'):
     record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
                       '(no Inception weights); not comparable with FID')
@@ -267,6 +275,8 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
                                       streams.key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
   stem = os.fspath(record_file(workdir, record['step'], config))[:-len('.json')]  # + '.json', '.md', '.png'
+  if jax.process_index() != 0:  # every process drew its share of the samples; one writes the record
+    return record
   epath.Path(stem).parent.mkdir(parents=True, exist_ok=True)
   _keep_earlier(stem)
   files.write_json(record, stem + '.json')

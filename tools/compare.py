@@ -32,7 +32,7 @@ def tensorboard_history(workdir: str, tags) -> list:
   """``[{'step': s, tag: value, ...}]`` over the steps at which every tag was logged, from the event files in
   ``workdir`` (a resumed run's files together; a step logged twice keeps its last value)."""
   from tensorboard.backend.event_processing import event_accumulator
-  acc = event_accumulator.EventAccumulator(workdir, size_guidance={'scalars': 0, 'images': 1})
+  acc = event_accumulator.EventAccumulator(os.fspath(workdir), size_guidance={'scalars': 0, 'images': 1})
   acc.Reload()
   missing = [t for t in tags if t not in acc.Tags()['scalars']]
   if missing:
@@ -42,13 +42,18 @@ def tensorboard_history(workdir: str, tags) -> list:
   return [dict(step=s, **{t: values[t][s] for t in tags}) for s in steps]
 
 
+def _load_samples(path) -> np.ndarray:
+  with path.open('rb') as f, np.load(f) as npz:
+    return npz['x'][:, 0]
+
+
 def compare_toy(workdirs, names, out, metrics):
-  histories = {name: files.read_json(os.path.join(w, report.HISTORY_FILE), report.HISTORY_FIX)
+  histories = {name: files.read_json(files.as_path(w) / report.HISTORY_FILE, report.HISTORY_FIX)
                for name, w in zip(names, workdirs)}
   plots.plot_histories(out, histories, metrics)
-  stored = files.read_json(os.path.join(workdirs[0], checkpoints.CONFIG_FILE), checkpoints.CONFIG_FIX)
+  stored = files.read_json(files.as_path(workdirs[0]) / checkpoints.CONFIG_FILE, checkpoints.CONFIG_FIX)
   target = make_target(ml_collections.ConfigDict(stored).data)
-  samples = {name: np.load(os.path.join(w, 'samples.npz'))['x'][:, 0] for name, w in zip(names, workdirs)}
+  samples = {name: _load_samples(files.as_path(w) / 'samples.npz') for name, w in zip(names, workdirs)}
   plots.plot_densities(out.replace('.png', '_density.png'), samples, toy.density_curve(target))
   for name, history in histories.items():
     masses = toy.mode_masses(target, samples[name][:, None], min(8, len(target.weights)))
@@ -59,7 +64,7 @@ def compare_toy(workdirs, names, out, metrics):
 def compare_images(workdirs, names, out, metrics):
   histories = {name: tensorboard_history(w, metrics) for name, w in zip(names, workdirs)}
   plots.plot_histories(out, histories, metrics)
-  records = {name: files.read_json(os.path.join(w, 'schedule.json'), 'rerun training (it rewrites schedule.json)')
+  records = {name: files.read_json(files.as_path(w) / 'schedule.json', 'rerun training (it rewrites schedule.json)')
              for name, w in zip(names, workdirs)}
   plots.plot_step_costs(out.replace('.png', '_costs.png'),
                         {f"{name} (length {r['length']:.4g}, energy {r['energy']:.4g})": np.asarray(r['incremental_costs'])
@@ -71,8 +76,8 @@ def compare_images(workdirs, names, out, metrics):
 def main(argv):
   del argv
   workdirs = flags.FLAGS.workdirs
-  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
-  stored = files.read_json(os.path.join(workdirs[0], checkpoints.CONFIG_FILE), checkpoints.CONFIG_FIX)
+  names = [files.as_path(w).name for w in workdirs]
+  stored = files.read_json(files.as_path(workdirs[0]) / checkpoints.CONFIG_FILE, checkpoints.CONFIG_FIX)
   if stored['data']['dataset'] == 'toy':
     compare_toy(workdirs, names, flags.FLAGS.out, flags.FLAGS.metrics or TOY_METRICS)
   else:

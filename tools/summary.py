@@ -4,8 +4,15 @@ Prints, in markdown, (1) the metric of every schedule in every column (K, NFE) o
 spread over seeds with the same bold rule as ``eval.md`` (:func:`eval.report.best_cells`), the sample-size floor
 of each file underneath; and (2) for a lower-is-better metric, for each schedule that is not hand-made (learned
 online, the score-optimal fits, the searches) its ratio to the best hand-made schedule of the same column (the
-baselines of ``schedule/baselines.py``): below 1 it wins, above 1 it loses. Non-finite cells stay non-finite.
+baselines of ``schedule/baselines.py``): below 1 it wins, above 1 it loses; (3) with ``--best``, one line per
+column: the best of this project's score-only schedules (learned online, the score-optimal fits, their
+refinements, the trajectory search: not DDSS, which optimises the evaluation metric, nor the field's other
+searches) against the best hand-made one, their ratio, and whether the difference exceeds the two spreads.
+Non-finite cells stay non-finite.
+
+``a.json+b.json`` reads two evaluations of one checkpoint with the same settings as one (the rows of both).
 """
+import json
 import os
 
 import numpy as np
@@ -17,6 +24,8 @@ from schedule import baselines  # noqa: F401  (fills BASELINES)
 from ddm.files import read_json
 
 flags.DEFINE_string('metric', 'w1', 'Metric of the eval.json files to tabulate.')
+flags.DEFINE_bool('best', False, "Also the best score-only schedule against the best hand-made one, per column.")
+NOT_SCORE_ONLY = ('ddss', 'dp_elbo', 'ays')  # the field's searches: baselines, not this project's score-only ladders
 
 
 def label(filename: str) -> str:
@@ -73,14 +82,60 @@ def tables(records: dict, metric: str) -> str:
   return '\n'.join(out) + '\n'
 
 
+def best_table(records: dict, metric: str) -> str:
+  """Per column: the best score-only schedule (not hand-made, not in :data:`NOT_SCORE_ONLY`) and the best
+  hand-made one (means; non-finite cells never best), the ratio of the two, and the verdict: 'wins' or 'loses'
+  when the means differ by more than the two spreads added, else 'tie (within spreads)'."""
+  better = next(iter(records.values()))['metrics'][metric]
+  hand = set(BASELINES.names())
+  sign = 1.0 if better == 'min' else -1.0
+  out = [f'| column | best score-only ({metric}) | best hand-made ({metric}) | ratio | verdict |', '|---|---|---|---|---|']
+  for lab, k, e, cells in columns(records, metric):
+    def best_of(names):
+      finite = [(sign * cells[n][metric], n) for n in names if np.isfinite(cells[n][metric])]
+      return min(finite)[1] if finite else None
+    own = best_of([n for n in cells if n not in hand and n not in NOT_SCORE_ONLY])
+    ref = best_of([n for n in cells if n in hand])
+    if own is None or ref is None:
+      out.append(f'| {lab} K={k} (NFE {e}) | {own or "-"} | {ref or "-"} | - | - |')
+      continue
+    a, b = cells[own], cells[ref]
+    gap = sign * (b[metric] - a[metric])
+    spread = a.get(metric + '_std', 0.0) + b.get(metric + '_std', 0.0)
+    verdict = 'wins' if gap > spread else 'loses' if -gap > spread else 'tie (within spreads)'
+    out.append(f'| {lab} K={k} (NFE {e}) | {own} {cell_text(a, metric)} | {ref} {cell_text(b, metric)} | '
+               f'{a[metric] / b[metric]:.2f} | {verdict} |')
+  return '\n'.join(out) + '\n'
+
+
+def read(spec: str) -> dict:
+  """One record from ``a.json``, or from several evaluations of one checkpoint with the same sampler, sample
+  count, seeds and columns, ``a.json+b.json`` (the rows of all; a schedule in several keeps the first file's
+  cells: the same noises, equal up to float rounding)."""
+  files = spec.split('+')
+  parts = [read_json(f, 'regenerate it with --mode=eval on its workdir') for f in files]
+  merged = dict(parts[0], results=dict(parts[0]['results']))
+  for f, part in zip(files[1:], parts[1:]):
+    differ = [k for k in SAME_EVALUATION if json.dumps(part.get(k)) != json.dumps(merged.get(k))]
+    if differ:
+      raise ValueError(f'{f} and {files[0]} differ in {", ".join(differ)}: only evaluations of one checkpoint with '
+                       'the same settings can be read as one; give the files apart')
+    for name, row in part['results'].items():
+      merged['results'].setdefault(name, row)
+  return merged
+
+
+SAME_EVALUATION = ('step', 'sampler', 'num_samples', 'seeds', 'columns')
+
+
 def main(argv):
-  files = argv[1:]
-  if not files:
+  specs = argv[1:]
+  if not specs:
     raise app.UsageError('give one or more eval.json files')
-  records = {}
-  for f in files:
-    records[label(f)] = read_json(f, 'regenerate it with --mode=eval on its workdir')
+  records = {label(spec.split('+')[0]): read(spec) for spec in specs}
   print(tables(records, flags.FLAGS.metric))
+  if flags.FLAGS.best:
+    print(best_table(records, flags.FLAGS.metric))
 
 
 if __name__ == '__main__':

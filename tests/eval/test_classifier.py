@@ -44,6 +44,21 @@ def test_digits_accuracy_and_features(trained):
   assert frechet.frechet_distance(*stats(x_test), *ref) * 10 < frechet.frechet_distance(*stats(noise), *ref)
 
 
+def test_the_eval_table_states_the_classifiers_held_out_accuracy(trained):
+  from eval import report
+  from modes import evaluate as eval_run
+  workdir, _, info = trained
+  metric, _, net = eval_run.image_features(_digits_config(), workdir)   # the cached classifier of the run
+  assert metric == 'fd_classifier' and net['network'] == 'classifier'
+  assert net['test_accuracy'] == info['test_accuracy'] and net['num_test'] == 359 and net['num_train'] == 1438
+  record = {'results': {'cosine': {'5': {'fd_classifier': 3.0, 'fd_classifier_std': 0.5, 'nfe': 9}}},
+            'columns': [{'num_steps': 5, 'nfe': 9}], 'metrics': {'fd_classifier': 'min'}, 'num_samples': 64,
+            'seeds': 3, 'step': 100, 'sampler': 'heun', 'feature_network': net}
+  text = report.markdown_report(record)
+  assert f'classifies {100 * info["test_accuracy"]:.1f}% of the 359 held-out images' in text, text
+  assert f'{STEPS} steps on 1438 digits training images' in text
+
+
 def test_cache_reused_and_invalidated(trained, monkeypatch):
   workdir, features, info = trained
   folder = os.path.join(workdir, classifier.CACHE_FOLDER)

@@ -59,6 +59,22 @@ def test_every_new_checkpoint_gets_its_record_and_tensorboard_points(trained):
   assert os.path.exists(os.path.join(trained, 'eval', '20_heun.json'))
 
 
+def test_all_evaluates_every_checkpoint_again_and_logs_each_cells_place(trained):
+  from absl import logging
+  previous = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)  # what app.run sets; pytest leaves absl at WARNING
+  try:
+    eval_run.evaluate(_config(eval__checkpoints='all', eval__seeds=2), trained)
+  finally:
+    logging.set_verbosity(previous)
+  for step in (10, 15, 20):   # each one evaluated again; an earlier record of other settings is kept beside it
+    record = json.load(open(os.path.join(trained, 'eval', f'{step}_heun.json')))
+    assert record['step'] == step and record['seeds'] == 2
+  assert os.path.exists(os.path.join(trained, 'eval', '10_heun.1.json'))
+  log = open(os.path.join(trained, 'log.txt')).read()
+  assert log.count('evaluating checkpoint') >= 3 and '[cell 1/2, ETA ' in log and '[cell 2/2, ETA 0:00:00]' in log
+
+
 @pytest.mark.parametrize('checkpoints, message', [
     ('7,20', r"config.eval.checkpoints='7,20' names steps without a checkpoint \(\[7\]\); the checkpoints of .* "
              r"are at steps 10, 15, 20"),

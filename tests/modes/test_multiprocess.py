@@ -37,13 +37,13 @@ def _one_process(workdir, num_steps, devices, **fields):
   assert result.returncode == 0, result.stderr[-3000:]
 
 
-def _processes(workdir, num_steps, num_processes, devices, on_start=None, **fields):
+def _processes(workdir, num_steps, num_processes, devices, on_start=None, extra=(), **fields):
   lines = []
 
   class Out:
     write, flush = lines.append, staticmethod(lambda: None)
-  codes = local_cluster.launch(_args(workdir, num_steps, **fields), num_processes, devices, grace=10, out=Out(),
-                               on_start=on_start)
+  codes = local_cluster.launch(_args(workdir, num_steps, **fields) + list(extra), num_processes, devices, grace=10,
+                               out=Out(), on_start=on_start)
   return codes, ''.join(lines)
 
 
@@ -80,6 +80,19 @@ def test_two_processes_train_resume_and_restore_like_one(tmp_path):
   log = (two / 'log.txt').read_text()
   assert log.count('starting at step 0 of 20 on 2 devices (2 processes)') == 1
   assert log.count('resuming at step 20 of 30 on 2 devices (2 processes)') == 1
+  # The other way round: the 1-process run resumes on 2 processes, the 2-process run on 1; the same step 40.
+  codes, out = _processes(one, 40, 2, 1)
+  assert codes == [0, 0] and 'resuming at step 30 of 40 on 2 devices (2 processes)' in out, out[-3000:]
+  _one_process(two, 40, devices=2)
+  _assert_same(_state(one, 40), _state(two, 40))
+  # Evaluation on 2 processes: each draws its share of the samples, process 0 alone writes the record.
+  codes, out = _processes(two, 40, 2, 1, **{'eval.schedules': "('linear',)", 'eval.num_steps': '(5,)',
+                                            'eval.likelihood': False, 'eval.checkpoints': 'last'},
+                          extra=['--mode=eval'])
+  assert codes == [0, 0], out[-3000:]
+  assert sorted(os.listdir(two / 'eval')) == ['40_heun.json', '40_heun.md', '40_heun.png'] + sorted(
+      f for f in os.listdir(two / 'eval') if f.startswith('events')) and (two / 'eval.json').exists()
+  assert out.count('wrote ') == 1, out[-3000:]
 
 
 @pytest.mark.slow
@@ -153,3 +166,41 @@ def test_an_unreachable_coordinator_times_out_with_a_message_not_a_hang(tmp_path
   assert f"config.train.coordinator_address='localhost:{port}': no coordinator answered within " \
          'config.train.initialization_timeout=2 s' in result.stderr
   assert not (tmp_path / 'w').exists()                          # the workdir is untouched
+
+
+def test_process_0_without_its_peers_stops_with_a_message_not_an_abort(tmp_path):
+  port = local_cluster.free_port()
+  start = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'main.py'), *_args(tmp_path / 'w', 5),
+       f'--config.train.coordinator_address=localhost:{port}', '--config.train.num_processes=2',
+       '--config.train.process_id=0', '--config.train.initialization_timeout=2'],
+      env=local_cluster.process_env(1), cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and time.monotonic() - start < distributed.JAX_GRACE  # ours, before JAX's abort
+  assert f'the multi-process job at localhost:{port} did not assemble within ' \
+         'config.train.initialization_timeout=2 s (this is process 0 of 2)' in result.stderr
+  assert 'Check failed' not in result.stderr and not (tmp_path / 'w').exists()
+
+
+def test_the_process_count_and_index_from_the_environment():
+  train = _config(distributed=True).train
+  assert distributed.from_environment(train, {}) == (None, None)       # left to JAX's cluster detection
+  assert distributed.from_environment(train, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (4, 3)
+  explicit = _config(coordinator_address='h:1', num_processes=2, process_id=1).train
+  assert distributed.from_environment(explicit, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (2, 1)
+  with pytest.raises(ValueError, match=r'JAX_PROCESS_ID / config.train.process_id=4 is out of range .* < 4'):
+    distributed.from_environment(train, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '4'})
+  with pytest.raises(ValueError, match=r"JAX_NUM_PROCESSES='two'; need an integer >= 1"):
+    distributed.from_environment(train, {'JAX_NUM_PROCESSES': 'two'})
+  with pytest.raises(ValueError, match='batch_size=.* is not divisible by JAX_NUM_PROCESSES=7'):
+    distributed.from_environment(train, {'JAX_NUM_PROCESSES': '7'})
+
+
+def test_the_watchdog_speaks_only_when_the_wait_outlasts_the_timeout(capsys):
+  codes = []
+  distributed.watchdog('h:1', 2, 0, 0.05, exit_fn=codes.append).join()
+  assert codes == [1] and 'did not assemble within config.train.initialization_timeout=0.05 s' in capsys.readouterr().err
+  timer = distributed.watchdog('h:1', 2, 0, 5, exit_fn=codes.append)
+  timer.cancel()
+  timer.join()
+  assert codes == [1]

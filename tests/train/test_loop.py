@@ -139,9 +139,14 @@ def test_tensorboard_events_hold_the_expected_tags(tmp_path):
   assert {'train/compile_seconds', 'train/sample_seconds'} <= scalars
   assert acc.Scalars('train/compile_seconds')[0].value > 0
   assert 'config/text_summary' in acc.Tags()['tensors']
-  assert {'_hparams_/experiment', '_hparams_/session_start_info'} <= set(acc.PluginTagToContent('hparams'))
+  hparams = acc.PluginTagToContent('hparams')
+  assert {'_hparams_/experiment', '_hparams_/session_start_info'} <= set(hparams)
+  for field in (b'optim.learning_rate', b'schedule.init', b'schedule.cost_fraction', b'train.batch_size'):
+    assert field in hparams['_hparams_/session_start_info'], field   # runs filter by these in the HPARAMS tab
   log = (tmp_path / 'log.txt').read_text()
   assert 'step 20/20' in log and 'steps/s' in log and 'ETA 0:00:00' in log
+  # orbax saved checkpoints during the run, and its INFO lines stayed out of the log (--verbosity=1 lets them in)
+  assert list((tmp_path / 'checkpoints').iterdir()) and 'orbax' not in log and 'checkpoint_manager' not in log
 
 
 @pytest.mark.parametrize('overrides, message', [
