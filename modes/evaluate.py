@@ -152,6 +152,12 @@ def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
   results, figures, timings = {}, {}, {}
   # searched schedules (dp_elbo, ddss) exist for their stored K only
   cells = [(name, k, e) for name, schedule in schedules.items() for k, e in columns if schedule.has(k)]
+  for name, schedule in schedules.items():
+    missing = [k for k, _ in columns if not schedule.has(k)]
+    if missing:  # a '-' in the table: say why, and how to fill it
+      logging.warning("schedule '%s' has no ladder at K = %s (a search stores the K it was run for): its cells "
+                      "are left empty; rerun its --mode=fit_schedule with those K to fill them", name,
+                      ', '.join(map(str, missing)))
   work, done, started = sum(e for _, _, e in cells), 0, time.time()  # a cell's time goes as its NFE
   for i, (name, k, evaluations) in enumerate(cells):
     schedule = schedules[name]

@@ -66,12 +66,19 @@ def default_config():
 
 
 def versions() -> dict:
+  """The versions of :data:`PACKAGES`, and of every installed accelerator plugin of jax (``jax-cuda12-plugin``,
+  ``jax-cuda12-pjrt``, ``jax-rocm...``, ``libtpu``...): a machine's own CUDA build brings these, and a plugin
+  that does not match jaxlib is the usual reason jax falls back to the CPU."""
   out = {}
   for name in PACKAGES:
     try:
       out[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       out[name] = None
+  for dist in importlib.metadata.distributions():
+    name = (dist.metadata['Name'] or '').lower().replace('_', '-')
+    if name.startswith(('jax-cuda', 'jax-rocm', 'jax-tpu', 'libtpu', 'jax-metal')):
+      out[name] = dist.version
   return out
 
 

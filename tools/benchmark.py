@@ -417,6 +417,48 @@ def bench_sampling(config, path, model, params, shape, args):
   return out
 
 
+def _no_dropout_pair(config, path, shape, batch, devices, args) -> dict:
+  """The fused learned step and the step without schedule machinery of ``config``'s network with dropout 0."""
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    plain.model.unet.dropout = 0.0
+  model = model_lib.make_model(plain, path, shape, streams.key(plain.seed, 'init'))
+  return {'loop_learn_on_fused_no_dropout': prepare_loop_step(plain, path, model, batch, devices, args),
+          'loop_no_schedule_machinery_no_dropout': prepare_loop_step(plain, path, model, batch, devices, args,
+                                                                     stub=True)}
+
+
+# Each overhead against its own base, as in the medians: (variant, base).
+SPREAD_PAIRS = {
+    'overhead_schedule_learning': ('loop_learn_on', 'loop_no_schedule_machinery'),
+    'overhead_schedule_learning_fused': ('loop_learn_on_fused', 'loop_no_schedule_machinery'),
+    'overhead_schedule_learning_jvp_every_example': ('loop_jvp_every_example', 'loop_no_schedule_machinery'),
+    'overhead_schedule_learning_jvp_every_example_fused': ('loop_jvp_every_example_fused',
+                                                           'loop_no_schedule_machinery'),
+    'overhead_schedule_learning_grouped': ('loop_learn_on_grouped', 'loop_no_schedule_machinery'),
+    'overhead_schedule_learning_fused_no_dropout': ('loop_learn_on_fused_no_dropout',
+                                                    'loop_no_schedule_machinery_no_dropout'),
+    'overhead_learn_flag': ('loop_learn_on', 'loop_learn_off'),
+    'overhead_loop_over_bare': ('loop_no_schedule_machinery', 'bare'),
+}
+
+
+def overhead_spread(timed: dict) -> dict:
+  """``{overhead: {min, median, max, per_round}}``: the overhead of each interleaved round (one window of the
+  variant over the window of its base in the same round: a slow spell of a shared machine hits both), so the
+  median figures come with the range they vary over. Windows with a schedule update count as they ran (the
+  medians' amortisation is not applied per round)."""
+  out = {}
+  for name, (variant, base) in SPREAD_PAIRS.items():
+    if variant in timed and base in timed:
+      a = timed[variant]['step_s_runs']
+      b = timed[base]['step_s_runs']
+      rounds = [x / y - 1.0 for x, y in zip(a, b)]
+      out[name] = {'min': min(rounds), 'median': statistics.median(rounds), 'max': max(rounds),
+                   'per_round': rounds}
+  return out
+
+
 # ---------------------------------------------------------------------------------------------- the run
 def run(config, args) -> dict:
   """Every figure for one config; ``args`` carries the flags (repeats, steps, ...)."""
@@ -472,6 +514,10 @@ def run(config, args) -> dict:
         config.schedule.cost_fraction = 1.0
         variants['loop_jvp_every_example_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
         config.schedule.cost_fraction = fraction
+    elif getattr(args, 'fused', True) and model_lib.has_dropout(config.model):
+      # Dropout keeps the config's own training on the separate pass; the fused pass is timed on the same
+      # network without dropout, against that network's step without the machinery (CIFAR-10's preset).
+      variants.update(_no_dropout_pair(config, path, shape, batch, devices, args))
     config.schedule.rate_pass = choice
     config.schedule.measure_every = measure_every
   if measure_every > 1:  # the config's own cadence: the measuring step (its rate pass) every m-th step, plain between
@@ -521,6 +567,11 @@ def run(config, args) -> dict:
       r_step = amortise(r, _update_period(config, fed if not name else batch.shape[0]))
       train[f'overhead_schedule_learning{name}_fused'] = r_step / base - 1.0
   train.update({k: timed.get(k) for k in ('loop_learn_on_fused', 'loop_jvp_every_example_fused')})
+  fused_nd, stub_nd = timed.get('loop_learn_on_fused_no_dropout'), timed.get('loop_no_schedule_machinery_no_dropout')
+  if fused_nd and stub_nd:
+    train.update(loop_learn_on_fused_no_dropout=fused_nd, loop_no_schedule_machinery_no_dropout=stub_nd)
+    train['overhead_schedule_learning_fused_no_dropout'] = (
+        amortise(fused_nd, _update_period(config, fed)) / stub_nd['step_s'] - 1.0)
   grouped = timed.get('loop_learn_on_grouped')
   if grouped:
     measured = step_lib.measured_examples(per_device, config.schedule) * len(devices)
@@ -528,6 +579,7 @@ def run(config, args) -> dict:
     grouped.update({'measure_every': measure_every, 'examples_with_jvp_per_measuring_step': measured,
                     'rate_pass': 'fused' if default_fused else 'separate'})
     train['overhead_schedule_learning_grouped'] = amortise(grouped, _grouped_update_period(config, measured)) / base - 1.0
+  train['overhead_spread'] = overhead_spread(timed)
   result['train'] = train
   result['input_pipeline'] = bench_pipeline(config, args, len(devices))
   result['loop_end_to_end'] = bench_loop_end_to_end(config, devices, step_on, args)
@@ -593,6 +645,9 @@ def table(result) -> str:
           ('overhead of schedule learning, fused rate (same fraction / every example)',
            f"{_fmt(tr.get('overhead_schedule_learning_fused') and 100 * tr['overhead_schedule_learning_fused'], '%')} / "
            f"{_fmt(tr.get('overhead_schedule_learning_jvp_every_example_fused') and 100 * tr['overhead_schedule_learning_jvp_every_example_fused'], '%')}"),
+          ('overhead of schedule learning, fused rate, the network without dropout (against its own step)',
+           _fmt(tr.get('overhead_schedule_learning_fused_no_dropout') and
+                100 * tr['overhead_schedule_learning_fused_no_dropout'], '%')),
           ('rate pass of the config (the targets read it)', tr.get('rate_pass_of_config', 'separate')),
           ('overhead of schedule learning, measuring every m-th step (m; jvp/measuring step)',
            f"{_fmt(tr.get('overhead_schedule_learning_grouped') and 100 * tr['overhead_schedule_learning_grouped'], '%')}"
@@ -603,6 +658,8 @@ def table(result) -> str:
            _fmt(100 * tr['overhead_schedule_learning_of_config'], '%')),
           ('overhead learn=True over learn=False', _fmt(100 * tr['overhead_learn_flag'], '%')),
           ('overhead of loop step over bare step', _fmt(100 * tr['overhead_loop_over_bare'], '%')),
+          *[(f'  {name}: range over the interleaved rounds', f"{100 * v['min']:.1f} .. {100 * v['max']:.1f} %")
+            for name, v in tr.get('overhead_spread', {}).items()],
           ('input pipeline next()+shard (ex/s)', _fmt(result['input_pipeline']['examples_per_s'])),
           ('loop end to end incl. pipeline (ex/s)', _fmt(result['loop_end_to_end']['examples_per_s'])),
           ('cost: jvp (us/sample)', _fmt(1e6 * ce['jvp']['s_per_sample'])),

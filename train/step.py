@@ -1,9 +1,11 @@
 """One training step with the schedule learned online (method.md section 5, Algorithm 2).
 
 ``make_train_step`` returns a pure function, pmapped once over the local devices (axis ``AXIS``) by the
-runner (``modes/train.py``): a denoiser update on the schedule's points, then, with the network fixed, one
-jvp rate per example accumulated per level, and an Algorithm 1 update blended with rate gamma once the
-statistics are ready.
+runner (``modes/train.py``): a denoiser update on the schedule's points, one jvp rate per measured example
+accumulated per level, and an Algorithm 1 update blended with rate gamma once the statistics are ready. The
+rates come either from the loss's own network pass (fused: a jvp in t at fixed ``x_t`` with the parameters
+*before* the step's update, tangent kept out of the gradient) or from a separate jvp pass with the updated
+parameters (``config.schedule.rate_pass``); both are the same estimator of method.md section 5's rate.
 """
 import functools
 import math
@@ -29,6 +31,11 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
   schedule (the statistics still accumulate). ``measure=False`` gives the step of the steps between
   measurements (``schedule.measure_every`` > 1, :func:`make_train_steps`): the denoiser update alone, no rate, no
   statistics, no update check; the same metrics (``schedule/nonfinite_rates`` 0).
+
+  Where :func:`fused_rate` holds, the rates are the tangents of the loss's own pass and so are taken with the
+  parameters before this step's update; the separate pass (the default where the loss drops units, or with
+  ``L_p``) takes them with the updated parameters. One optimizer step apart, the two agree to the
+  step's change of the network (tests/train/test_fused_rate.py).
 
   ``batch['x']``: f32[B_device, *S]. Example j of the global batch draws its level and noise from its own
   key (folded from the step and j), so results do not depend on the device count; dropout keys per device.

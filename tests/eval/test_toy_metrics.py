@@ -12,6 +12,7 @@ from eval import report, toy
 from modes import evaluate as eval_run, sample as sample_mode, workdir as workdir_lib
 from modes import fit_schedule as fit_run
 from modes import train as train_mode
+from tests.configs import override
 
 BIMODAL = targets.gaussian_mixture([-1.0, 1.0], [0.1, 0.1], [0.5, 0.5])
 
@@ -57,13 +58,22 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   config.eval.likelihood_steps = 100  # smoke's 20 Heun steps leave ~0.04 nats of ODE error
   train_mode.train_and_evaluate(config, str(tmp_path))
   fit_run.fit_schedule(config, str(tmp_path))  # stored as 'corrector': a row of the table ('fitted')
+  search = config.copy_and_resolve_references()   # a search's ladders at the K it ran for (here K = 5 only)
+  search.fit.method = 'trajectory'
+  search.fit.trajectory.update(num_steps=(5,), grid=16, teacher_substeps=4, num_noises=64, passes=1)
+  fit_run.fit_schedule(search, str(tmp_path))
   record = eval_run.evaluate(config, str(tmp_path))
   results = record['results']
-  assert set(results) == set(config.eval.schedules) - {'fitted'} | {'corrector'}
+  assert set(results['trajectory']) == {'5'} and np.isfinite(results['trajectory']['5']['w1'])
+  assert '| trajectory | ' in (tmp_path / 'eval.md').read_text()
+  by_name = override(config.copy_and_resolve_references(), eval__schedules=('trajectory',))
+  assert sample_mode.sample(by_name, str(tmp_path)).shape == (2000, 1)
+  assert (tmp_path / 'samples_trajectory_5.npz').exists()
+  assert set(results) == set(config.eval.schedules) - {'fitted'} | {'corrector', 'trajectory'}
   assert record['columns'] == [{'num_steps': 5, 'nfe': 9}, {'num_steps': 10, 'nfe': 19}]   # heun: 2K - 1
   assert record['seeds'] == config.eval.seeds == 2
   for name, row in results.items():
-    assert set(row) == {'5', '10'}
+    assert set(row) == ({'5'} if name == 'trajectory' else {'5', '10'})
     for cell in row.values():
       assert {'log_likelihood', 'kl', 'w1', 'w1_std', 'nfe', 'nonfinite_fraction'} <= set(cell)
       assert all(np.isfinite([cell[m] for m in ('log_likelihood', 'kl', 'w1', 'w1_std')]))
@@ -72,7 +82,7 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   # The learned schedule at K = 10 beats the linear one on W1 with the exact score (method.md section 7).
   assert results['learned']['10']['w1'] < results['linear']['10']['w1']
   # The floor: exact p_0 samples at the same n score below every schedule.
-  assert 0 < record['floor']['w1'] < min(row['10']['w1'] for row in results.values())
+  assert 0 < record['floor']['w1'] < min(row['10']['w1'] for row in results.values() if '10' in row)
   table = (tmp_path / 'eval.md').read_text()
   assert '| learned |' in table and 'K=5 (NFE=9)' in table and ' ± ' in table and 'Sample-size floor' in table
   assert json.load(open(tmp_path / 'eval.json'))['results'] == results

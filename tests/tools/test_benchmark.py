@@ -85,4 +85,35 @@ def test_benchmark_reports_every_figure(make_config, tmp_path):
   assert grouped['measure_every'] == 4 and grouped['examples_with_jvp_per_measuring_step'] == config.train.batch_size
   assert len(grouped['step_s_runs']) == ARGS['repeats']
   assert result['train']['overhead_schedule_learning_of_config'] == result['train']['overhead_schedule_learning_grouped']
-  benchmark.table(result)  # the printed table builds from the JSON
+  # every overhead comes with its range over the interleaved rounds (one round here: min = median = max)
+  spread = result['train']['overhead_spread']
+  assert {'overhead_schedule_learning', 'overhead_schedule_learning_fused', 'overhead_learn_flag',
+          'overhead_loop_over_bare', 'overhead_schedule_learning_grouped'} <= set(spread)
+  for name, v in spread.items():
+    assert len(v['per_round']) == ARGS['repeats'] and v['min'] <= v['median'] <= v['max'], name
+  assert 'range over the interleaved rounds' in benchmark.table(result)  # the printed table builds from the JSON
+
+
+def test_the_overhead_spread_pairs_each_round_with_its_base():
+  timed = {'loop_learn_on': {'step_s_runs': [1.10, 1.30, 1.02]},
+           'loop_no_schedule_machinery': {'step_s_runs': [1.0, 1.0, 1.0]},
+           'loop_learn_off': {'step_s_runs': [1.1, 1.2, 1.0]}, 'bare': {'step_s_runs': [0.5, 1.0, 2.0]}}
+  spread = benchmark.overhead_spread(timed)
+  learning = spread['overhead_schedule_learning']
+  assert [round(r, 6) for r in learning['per_round']] == [0.1, 0.3, 0.02]
+  assert (round(learning['min'], 6), round(learning['median'], 6), round(learning['max'], 6)) == (0.02, 0.1, 0.3)
+  assert [round(r, 6) for r in spread['overhead_loop_over_bare']['per_round']] == [1.0, 0.0, -0.5]
+  assert 'overhead_schedule_learning_fused' not in spread   # a variant that did not run has no spread
+
+
+@pytest.mark.slow
+def test_a_network_with_dropout_times_the_fused_rate_without_it():
+  config = _tiny_digits()
+  config.model.unet.dropout = 0.1          # as CIFAR-10: the config trains on the separate pass
+  config.schedule.cost_fraction = 0.25
+  result = benchmark.run(config, types.SimpleNamespace(**ARGS))
+  train = result['train']
+  assert train['rate_pass_of_config'] == 'separate' and train.get('loop_learn_on_fused') is None
+  assert train['loop_learn_on_fused_no_dropout']['amortised_examples_per_s'] > 0
+  assert math.isfinite(train['overhead_schedule_learning_fused_no_dropout'])
+  assert 'overhead_schedule_learning_fused_no_dropout' in train['overhead_spread']
