@@ -81,7 +81,7 @@ target_table() {  # docs/searches_target.md: the best score-only schedule agains
   {
     echo '# The few-step target: best score-only schedule against best hand-made schedule (Heun, NFE <= 40)'
     echo
-    echo 'Written by `bash docs/reproduce.sh searches` and `digits_searches` (python -m tools.summary --best); each'
+    echo 'Written by `bash docs/reproduce.sh searches`, `digits_searches` and `mnist` (python -m tools.summary --best); each'
     echo 'toy line reads the protocol table and the searches table of one run as one (the same checkpoint, noises,'
     echo 'seeds and columns). Verdict: wins or loses when the means differ by more than their two spreads added.'
     for m in w1 kl; do
@@ -95,6 +95,9 @@ target_table() {  # docs/searches_target.md: the best score-only schedule agains
     done
     echo; echo '## fd_classifier, the digits U-Net'; echo
     python -m tools.summary --metric=fd_classifier --best docs/digits_searches_eval_heun.json | sed -n '/^| column/,$p'
+    echo; echo '## fd_classifier, the offline MNIST U-Net (5,000 real digits; written by `mnist`)'; echo
+    python -m tools.summary --metric=fd_classifier --best docs/mnist5k_eval_heun.json | sed -n '/^| column/,$p' \
+      | grep -v 'NFE 99'
   } > docs/searches_target.md
 }
 
@@ -204,13 +207,18 @@ case "$WHAT" in
     fit "$RUNS/mnist5k" dp_elbo "${mn[@]}" "${coarse[@]}" --config.fit.method=dp_elbo --config.fit.dp_elbo.grid=200 \
       --config.fit.num_samples=32 --config.fit.num_steps=50 &
     wait
+    # The trajectory search at a CPU's size: the dynamic programme alone (no refinement passes) on a 32-interval
+    # grid from 64 noises, K = 5, 10, 20 (its K = 50 cells stay empty); 15 minutes on one core, 140k evaluations.
+    fit "$RUNS/mnist5k" trajectory "${mn[@]}" --config.fit.method=trajectory --config.fit.trajectory.grid=32 \
+      --config.fit.trajectory.num_noises=64 --config.fit.trajectory.passes=0
     # Heun at K = 5, 10, 20, 50 (NFE 9, 19, 39, 99): 3 seeds of 128 samples per cell (the sample-size floor
     # under the table is what 128 real digits score), no likelihood (hours of divergence estimates here).
     evals "$RUNS/mnist5k" mnist5k heun "${mn[@]}" --config.eval.num_samples=128 --config.eval.batch_size=128 \
-      --config.eval.likelihood=False "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho7')"
+      --config.eval.likelihood=False "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
     # docs/mnist5k_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99), the
     # same noise for both, each run with its own network.
     sample_figure docs/mnist5k_samples.png "$RUNS/mnist5k:learned $RUNS/mnist5k_cosine:cosine" "${mn[@]}"
+    target_table
     ;;
   faults)
     python -m tools.faults | tee docs/faults.md
