@@ -162,7 +162,10 @@ def get_config():
                                          # <workdir>/config.json (data, path and model must still match).
 
   config.eval = eval_ = ml_collections.ConfigDict()
-  eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'.
+  eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'
+                                         # | multistep: 'dpmpp_2m' | 'dpmpp_3m' | 'unipc' | 'ipndm' (NFE = K).
+  eval_.solver_order = 0                 # Multistep order: 0 = the solver's published default (unipc 3, ipndm 4);
+                                         # unipc 1..3, ipndm 1..4; dpmpp_2m / dpmpp_3m are named by their order.
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
   eval_.nfe = ()                         # Or: network evaluations per sample to compare at (K derived per
                                          # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs num_steps=().

@@ -222,13 +222,9 @@ def _eval_problems(config, mode) -> list:
   if len(eval_cfg.nfe) and len(eval_cfg.num_steps):
     problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)} and config.eval.num_steps={tuple(eval_cfg.num_steps)} are both set; '
                     'give one: --config.eval.num_steps=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
-  elif len(eval_cfg.nfe) and eval_cfg.sampler in registry.SAMPLERS:
-    for n in eval_cfg.nfe:
-      try:
-        samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps)
-      except ValueError as e:
-        problems.append(str(e))
-  elif not len(eval_cfg.num_steps) or min(eval_cfg.num_steps) < 1:
+  elif len(eval_cfg.nfe) and any(not _int(n) or n < 1 for n in eval_cfg.nfe):
+    problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)}; need network-evaluation counts >= 1')
+  elif not len(eval_cfg.nfe) and (not len(eval_cfg.num_steps) or min(eval_cfg.num_steps) < 1):
     problems.append(f'config.eval.num_steps={tuple(eval_cfg.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
   if eval_cfg.batch_size >= 1 and not eval_cfg.batch_size <= eval_cfg.num_samples:
     problems.append(f'config.eval.num_samples={eval_cfg.num_samples} is smaller than config.eval.batch_size='
@@ -289,8 +285,19 @@ def _measure_every_problems(config, mode) -> list:
   return []
 
 
-RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _rate_pass_problems,
-             _measure_every_problems)
+def _solver_problems(config, mode) -> list:
+  """``config.eval.sampler`` with ``config.eval.solver_order`` and the step counts it is asked to walk
+  (:func:`ddm.samplers.setting_problems`: an order the solver does not have, a K below its warm-up, no
+  reachable NFE at all)."""
+  eval_cfg = config.eval
+  if eval_cfg.sampler not in registry.SAMPLERS:
+    return []  # named by the REGISTERED table
+  return samplers.setting_problems(eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.num_steps),
+                                   tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
+
+
+RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _solver_problems,
+             _rate_pass_problems, _measure_every_problems)
 
 
 def compile_cache_problems(setting) -> list:
