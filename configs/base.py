@@ -26,9 +26,9 @@ def get_config():
   data.offset = 1.0                      # bimodal: components at -offset and +offset.
   data.cantor_depth = 4                  # cantor: depth K (2^K components).
   data.cantor_tau = 0.005                # cantor: mollifier std tau.
-  data.means = [-1.0, 0.5]               # gmm: component means (1-D).
-  data.stds = [0.1, 0.3]                 # gmm: component stds.
-  data.weights = [0.3, 0.7]              # gmm: component weights (sum to 1).
+  data.means = (-1.0, 0.5)               # gmm: component means (1-D). Tuples, not lists: a list cannot be set
+  data.stds = (0.1, 0.3)                 # gmm: component stds.          on the command line (ml_collections).
+  data.weights = (0.3, 0.7)              # gmm: component weights (sum to 1).
   data.fake_shape = (8, 8, 1)            # fake: shape of the random in-memory images.
   data.random_flip = False               # Random horizontal flips of training images.
   data.tfds_data_dir = ''                # TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets; mnist5k:
@@ -169,8 +169,9 @@ def get_config():
   eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
   eval_.nfe = ()                         # Or: network evaluations per sample to compare at (K derived per
                                          # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs num_steps=().
-  eval_.checkpoints = 'new'              # Checkpoints evaluated: 'new' (every one without this sampler's record in
-                                         # <workdir>/eval/) | 'last' | 'all' | steps, e.g. '5000,10000'.
+  eval_.checkpoints = 'last'             # Checkpoints evaluated: 'last' (the latest good one: one table) | 'new'
+                                         # (every one without this sampler's record in <workdir>/eval/: for an
+                                         # evaluation job that follows training) | 'all' | steps, e.g. '5000,10000'.
   eval_.seeds = 3                        # Independent sample sets per cell: tables give mean ± std over seeds.
   eval_.schedules = ('learned', 'fitted', 'linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
                                          # 'fitted': every schedule fit_schedule stored in <workdir>/schedules/

@@ -9,6 +9,7 @@ import difflib
 import math
 import os
 import re
+import tempfile
 
 import jax
 import ml_collections
@@ -62,9 +63,34 @@ INT_AT_LEAST_1 = (lambda v: _int(v) and v >= 1, 'an integer >= 1')
 NON_NEGATIVE = (lambda v: v >= 0, '>= 0')
 POSITIVE = (lambda v: v > 0, '> 0')
 
+# Every field's first rule is its type, the type of its default in configs/base.py (:func:`type_problems`):
+# a bool is True/False, an int an integer (not a bool), a float a *finite* number (an int is one), a str a
+# string, a tuple a tuple whose entries are of the type below (a default may be empty). Ranges, choices and
+# relations are checked only once every type is right, so no rule ever sees a value of another type.
+ELEMENTS = {
+    'data.means': float, 'data.stds': float, 'data.weights': float, 'data.fake_shape': int,
+    'model.unet.channel_mult': int, 'model.unet.attn_resolutions': int,
+    'fit.refine_steps': int, 'fit.ays.num_steps': int, 'fit.ddss.num_steps': int, 'fit.trajectory.num_steps': int,
+    'eval.num_steps': int, 'eval.nfe': int, 'eval.schedules': str,
+}
+
 # field -> (predicate, what is needed); 'config.<field>=<value>; need <what>'
 RANGES = {
+    # JAX's PRNGKey keeps the low 32 bits: seeds 0 and 2^32 would draw the same numbers.
+    'seed': (lambda v: 0 <= v < 2**32, 'an integer in [0, 2^32)'),
     'data.dim': INT_AT_LEAST_1,
+    'data.std': POSITIVE, 'data.cantor_tau': POSITIVE,
+    'data.cantor_depth': (lambda v: 1 <= v <= 20, 'an integer in 1..20 (the target has 2^depth components)'),
+    'data.fake_shape': (lambda v: len(v) == 3 and min(v) >= 1, '(height, width, channels), each >= 1'),
+    'model.sigma_data': POSITIVE,
+    'model.mlp.width': INT_AT_LEAST_1, 'model.mlp.depth': INT_AT_LEAST_1,
+    # the sinusoidal embedding is dim/2 cosines and dim/2 sines
+    'model.mlp.embedding_dim': (lambda v: v >= 2 and v % 2 == 0, 'an even integer >= 2'),
+    'model.mlp.embedding_scale': POSITIVE,
+    'model.unet.channels': INT_AT_LEAST_1, 'model.unet.num_res_blocks': INT_AT_LEAST_1,
+    'model.unet.channel_mult': (lambda v: len(v) > 0 and min(v) >= 1, 'a non-empty tuple of integers >= 1'),
+    'model.unet.attn_resolutions': (lambda v: all(r >= 1 for r in v), 'side lengths >= 1, e.g. (16,) or ()'),
+    'model.unet.dropout': (lambda v: 0 <= v < 1, '0 <= dropout < 1'),
     'schedule.num_steps': INT_AT_LEAST_1,
     'schedule.gamma': (lambda v: 0 < v <= 1, '0 < gamma <= 1'),
     'schedule.cost_fraction': (lambda v: 0 < v <= 1, '0 < cost_fraction <= 1'),
@@ -101,16 +127,89 @@ CHOICES = {
     'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.predictor': PREDICTORS,
     'model.dtype': ('float32', 'bfloat16'), 'loss.weighting': ('precond', 'uniform'),
     'optim.optimizer': ('adam', 'adamw'), 'train.on_nonfinite': NONFINITE_POLICIES,
-    'schedule.rate_pass': ('auto', 'fused', 'separate'),
+    'schedule.rate_pass': ('auto', 'fused', 'separate'), 'model.unet.embedding': ('positional', 'fourier'),
 }
 VE_CHOICES = {'sde.parametrisation': ('geometric', 'linear')}
 VP_CHOICES = {'sde.beta_schedule': ('linear', 'cosine')}
 # field -> the registry its value must name (the registry's own message lists what is registered)
 REGISTERED = {
-    'data.dataset': registry.DATASETS, 'sde.name': registry.PATHS, 'schedule.init': registry.BASELINES,
-    'schedule.cost': registry.COSTS, 'model.precond': registry.PRECONDS, 'eval.sampler': registry.SAMPLERS,
-    'fit.ays.init': registry.BASELINES,
+    'data.dataset': registry.DATASETS, 'data.target': registry.TARGETS, 'sde.name': registry.PATHS,
+    'schedule.init': registry.BASELINES, 'schedule.cost': registry.COSTS, 'model.precond': registry.PRECONDS,
+    'eval.sampler': registry.SAMPLERS, 'fit.ays.init': registry.BASELINES,
 }
+# field -> the relation (several fields together) that checks it beyond its type
+RELATED = {
+    'compile_cache': 'compile_cache_problems',
+    'data.means': '_data_problems', 'data.stds': '_data_problems', 'data.weights': '_data_problems',
+    'model.name': '_table_problems (registered network unless model.exact_score)',
+    'sde.sigma_min': '_path_problems', 'sde.sigma_max': '_path_problems', 'sde.eps': '_path_problems',
+    'sde.beta_min': '_path_problems', 'sde.beta_max': '_path_problems',
+    'fit.name': '_fit_problems', 'fit.refine_steps': '_fit_problems', 'fit.ays.num_steps': '_fit_problems',
+    'fit.ddss.num_steps': '_fit_problems', 'fit.trajectory.num_steps': '_fit_problems',
+    'eval.num_steps': '_eval_problems', 'eval.nfe': '_eval_problems', 'eval.schedules': '_eval_problems',
+    'eval.solver_order': '_solver_problems',
+    'train.coordinator_address': 'distributed_problems', 'train.num_processes': 'distributed_problems',
+    'train.process_id': 'distributed_problems',
+}
+# field -> why its type is its only rule
+FREE = {
+    'data.offset': 'bimodal components sit at -offset and +offset: any finite position is a target',
+    'data.random_flip': 'on or off',
+    'data.tfds_data_dir': "a location ('' = TFDS's default); a data set missing there is refused by "
+                          'train.data.check_available before any compute',
+    'model.exact_score': 'on or off (with a non-toy data set refused by _data_problems)',
+    'schedule.learn': 'on or off',
+    'fit.refine': 'on or off (with another fit.method refused by _fit_problems)',
+    'fit.ddss.learn_coefficients': 'on or off',
+    'train.distributed': 'on or off (the cluster is found in the environment; see distributed_problems)',
+    'train.allow_changes_on_resume': 'on or off',
+    'eval.inception_path': "a location: without weights there the tables use the project's classifier, "
+                           'and say so',
+    'eval.likelihood': 'on or off',
+}
+KIND_NAMES = {bool: 'True or False', int: 'an integer', float: 'a finite number', str: 'a string'}
+ENTRY_NAMES = {bool: 'True/False', int: 'integers', float: 'finite numbers', str: 'strings'}
+
+
+def _kind(value, kind) -> bool:
+  """Whether ``value`` is of the field type ``kind`` (bool, int, float: finite, or str)."""
+  if kind is bool:
+    return isinstance(value, bool)
+  if kind is int:
+    return _int(value)
+  if kind is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  return isinstance(value, kind)
+
+
+def fields(config, prefix='') -> dict:
+  """``{'train.batch_size': 512, ...}``: every leaf of ``config`` by its dotted name."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(fields(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def type_problems(config) -> list:
+  """Each field whose value is not of its declared type (that of its default in configs/base.py)."""
+  problems = []
+  for field, default in fields(base.get_config()).items():
+    try:
+      value = _get(config, field)
+    except (KeyError, AttributeError, TypeError):
+      problems.append(f'config.{field} is missing; experiment configs start from configs/base.py')
+      continue
+    if isinstance(default, (tuple, list)):
+      kind = ELEMENTS[field]
+      if not (isinstance(value, (tuple, list)) and all(_kind(v, kind) for v in value)):
+        problems.append(f'config.{field}={value!r}; need a tuple of {ENTRY_NAMES[kind]}, '
+                        f'e.g. {tuple(default) or (1,)!r}')
+    elif not _kind(value, type(default)):
+      problems.append(f'config.{field}={value!r}; need {KIND_NAMES[type(default)]}')
+  return problems
 
 
 def _get(config, dotted):
@@ -122,13 +221,9 @@ def _get(config, dotted):
 
 def _table_problems(config) -> list:
   problems = []
-  for field, (ok, need) in RANGES.items():
+  for field, (ok, need) in RANGES.items():  # types are right: type_problems came first
     value = _get(config, field)
-    try:
-      good = bool(ok(value))
-    except TypeError:
-      good = False
-    if not good:
+    if not ok(value):
       problems.append(f'config.{field}={value!r}; need {need}')
   choices = dict(CHOICES, **(VE_CHOICES if config.sde.name == 've' else VP_CHOICES if config.sde.name == 'vp' else {}))
   for field, allowed in choices.items():
@@ -159,7 +254,8 @@ def _path_problems(config, mode) -> list:
 
 def _data_problems(config, mode) -> list:
   problems = []
-  if config.data.dataset == 'toy' or config.model.exact_score:
+  # gaussian, bimodal and cantor have each field in RANGES; gmm's three lists are checked together here
+  if (config.data.dataset == 'toy' or config.model.exact_score) and config.data.target == 'gmm':
     try:
       targets.make_target(config.data)
     except ValueError as e:
@@ -301,14 +397,54 @@ RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _sol
 
 
 def compile_cache_problems(setting) -> list:
-  """``config.compile_cache``: 'default', 'off' or a local folder (not a file)."""
+  """``config.compile_cache``: 'default', 'off' or a local folder (not a file) that exists or can be made.
+  JAX writes the cache only after a compilation and ignores a failure, so a folder it cannot make would make
+  the cache do nothing without a word: the nearest existing folder above it is probed (a temporary folder made
+  and removed there; nothing is left)."""
   if not isinstance(setting, str) or not setting:
     return [f"config.compile_cache={setting!r}; need 'default', 'off' or a folder"]
   if '://' in setting:
     return [f"config.compile_cache={setting!r} is remote; give a local folder, 'default' or 'off'"]
-  if setting not in ('default', 'off') and os.path.isfile(os.path.expanduser(setting)):
+  if setting in ('default', 'off'):
+    return []
+  folder = os.path.abspath(os.path.expanduser(setting))
+  if os.path.exists(folder) and not os.path.isdir(folder):
     return [f"config.compile_cache={setting!r} is a file; give a folder, 'default' or 'off'"]
+  above = folder
+  while not os.path.exists(above):
+    above = os.path.dirname(above)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix='.compile_cache_probe_', dir=above))
+  except OSError as e:
+    return [f"config.compile_cache={setting!r} cannot be made or written ({above}: {e.strerror or e}); give a "
+            "writable folder, 'default' or 'off'"]
   return []
+
+
+def workdir_problems(workdir) -> list:
+  """``--workdir``: a folder (made if missing), local or on a file system this Python can reach."""
+  try:
+    path = epath.Path(workdir)
+    exists = path.exists()
+    is_dir = exists and path.is_dir()
+  except ImportError as e:  # gs:// without gcsfs, s3:// without s3fs: etils imports the backend on first use
+    scheme = str(workdir).split('://', 1)[0]
+    return [f'--workdir={workdir}: this Python cannot reach {scheme}:// ({e}); install its file-system package '
+            f'(gs://: pip install gcsfs; s3://: pip install s3fs) or give a local --workdir']
+  except OSError as e:
+    return [f'--workdir={workdir} cannot be read ({type(e).__name__}: {e}); give another --workdir']
+  if exists and not is_dir:
+    return [f'--workdir={workdir} is a file; give a directory (it is created if missing)']
+  return []
+
+
+class ConfigError(files.InputError):
+  """Every problem of a config (and workdir) at once; ``problems`` holds one line each (``main.py`` prints
+  each as an ``error:`` line)."""
+
+  def __init__(self, problems):
+    self.problems = list(problems)
+    super().__init__('invalid configuration:\n  - ' + '\n  - '.join(self.problems))
 
 
 def problems(config, mode) -> list:
@@ -318,6 +454,9 @@ def problems(config, mode) -> list:
              'configs/base.py' for section in ('fit',) if section not in config]
   if missing:
     return found + missing
+  wrong_type = type_problems(config)
+  if wrong_type:  # every other rule assumes the declared types
+    return found + wrong_type
   found += _table_problems(config)
   for relation in RELATIONS:
     found += relation(config, mode)
@@ -326,11 +465,9 @@ def problems(config, mode) -> list:
 
 def validate(config, workdir=None, mode='train'):
   """Checks ``config`` (and ``workdir``) before any compute; one ``ValueError`` lists every problem."""
-  found = problems(config, mode)
-  if workdir is not None and epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
-    found.append(f'--workdir={workdir} is a file; give a directory (it is created if missing)')
+  found = problems(config, mode) + (workdir_problems(workdir) if workdir is not None else [])
   if found:
-    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(found))
+    raise ConfigError(found)
 
 
 def moved_field(dotted: str):
