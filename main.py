@@ -70,7 +70,7 @@ def flag_error(e, argv) -> str:
     return f'--config.{dotted}={value!r}; need {need} ({text.split(": ", 1)[-1]})'
   if text.startswith('flag --mode='):
     return f'--mode={text.split("=", 1)[1].split(":")[0]!r}; allowed: {", ".join(MODES)}'
-  if isinstance(e, config_flags.UnsupportedOperationError):
+  if type(e).__name__ == 'UnsupportedOperationError':  # a field type the command line cannot set
     return f'{text.split(". Currently")[0]}; set it in a config file'
   return text
 
@@ -81,6 +81,7 @@ def parse_flags(argv):
   the wrong type, a config file or option that does not load; never a traceback."""
   try:
     parsed = FLAGS(argv)
+    FLAGS.config  # noqa: B018  a config file that failed to load raises here, not in FLAGS(argv)
   except (AttributeError, KeyError) as e:
     for arg in argv[1:]:
       if arg.startswith('--config.'):

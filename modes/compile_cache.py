@@ -14,7 +14,7 @@ import os
 import jax
 from absl import logging
 
-from configs.validate import compile_cache_problems
+from configs.validate import ConfigError, compile_cache_problems
 from ddm import files
 
 DEFAULT, OFF = 'default', 'off'
@@ -59,7 +59,7 @@ def enable(setting: str):
   ``jax.distributed``); returns a :class:`Counts` of its hits and misses, or None when off."""
   found = compile_cache_problems(setting)
   if found:
-    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(found))
+    raise ConfigError(found)
   path = folder(setting)
   if path is None:
     return None

@@ -14,7 +14,7 @@ import time
 import jax
 from absl import logging
 
-from configs.validate import distributed_problems
+from configs.validate import ConfigError, distributed_problems
 from ddm import files
 
 PROBE_INTERVAL = 0.5  # seconds between attempts to reach the coordinator
@@ -100,7 +100,7 @@ def initialize(config):
   train = config.train
   problems = distributed_problems(config)
   if problems:
-    raise files.InputError('invalid configuration:\n  - ' + '\n  - '.join(problems))
+    raise ConfigError(problems)
   if not requested(train) or jax.distributed.is_initialized():
     return
   # Must precede the CPU backend's creation; GPU/TPU backends keep their own collectives.

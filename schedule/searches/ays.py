@@ -19,6 +19,30 @@ values (uniform in ``log r``) strictly between its neighbours, or stays; ``fit.a
 a K whose half was searched before starts from that ladder with the midpoints (in ``log r``) inserted (10 -> 20
 -> 40), any other K from the ``fit.ays.init`` baseline. The KLUB of each ladder is reported on fresh draws, beside
 that of its initial ladder and of every hand-made ladder.
+
+Which solver the bound is for (``SAMPLER``, recorded as the fit's ``sampler``). Freezing only ``D`` leaves a
+linear SDE that a step solves exactly: from ``r`` to ``r' < r`` it is ``y' = D + (r'/r)^2 (y - D) + r' sqrt(1 -
+(r'/r)^2) z``, the forward posterior ``q(y' | y, x0 = D)``, i.e. stochastic DDIM (eta = 1), which is this project's
+``'ancestral'`` sampler (ddm/samplers.py) on every path. That is the solver AYS optimises for (the paper bounds
+stochastic DDIM), and the one to evaluate its ladders with. Euler-Maruyama is not: it also freezes the linear
+part, ``y' = y + 2 (1 - r'/r) (D - y) + sqrt(2 r (r - r')) z``, which for ``r'/r < 1/2`` multiplies ``y`` by
+``2 r'/r - 1 < 0`` and injects noise of variance ``2 r (r - r')`` instead of about ``r'^2``; Heun's trapezoid rule
+cannot take such a step either. On the 1-D toy targets (no structure above sigma ~ 1) the KLUB's own minimum
+takes one step from ``sigma_max`` to below 1 (checked with the exact bound below and an exhaustive dynamic
+programme; AYS's published Stable Video Diffusion ladder likewise starts 700 -> 54.5), so those ladders are
+meant for ``'ancestral'`` and break Euler-Maruyama and Heun at any K: ``min_step_ratio`` in the record says
+how long the longest step is.
+
+Checks of the estimator (tests/schedule/test_ays*.py). For the exact posterior mean ``D`` the tower property
+gives ``E[D(y_r, r) . D(y_hi, hi)] = E ||D(y_hi, hi)||^2``, so an interval's term is
+``int (m(r) - m(hi)) / r^3 dr`` with ``m(r) = E ||D(y_r, r)||^2``: a smooth function of ``r``, which 8
+Gauss-Legendre nodes in ``log r`` integrate to 1e-4 even from 0.2 to 80 (Cantor target). A trained model is not
+the posterior mean, so the search keeps the paired estimator above (the expectation the paper states).
+
+The search stops after ``fit.ays.passes`` passes or the first pass that moves no point; the record says which
+(``passes``, ``converged``). Stopped early it does not reach the bound's minimum (the 3-pass default from
+``edm_rho7`` stays 9% to 2x above it on the toys), and on the toys the exact minimum is not the better ladder in
+samples at K = 5 and 10: the bound charges the last interval by ``1 / r^3`` down to ``sigma_min``.
 """
 import time
 
@@ -32,6 +56,8 @@ from ddm.registry import BASELINES
 from schedule import baselines
 from schedule.searches.problem import Problem, Result
 from schedule.store import Ladders
+
+SAMPLER = 'ancestral'  # stochastic DDIM: the solver whose KL to the reverse SDE the bound is (module docstring)
 
 
 class Draws:
@@ -88,14 +114,17 @@ def klub_of(interval, ratios) -> float:
   return float(np.sum(interval(ratios[:-1], ratios[1:])))
 
 
-def local_search(interval, ratios, candidates: int, passes: int):
+def local_search(interval, ratios, candidates: int, passes: int, report=None):
   """AYS's coordinate-wise search on the interior of ``ratios`` (ascending noise levels, ends fixed): each point
   moves to the candidate between its neighbours (uniform in log r) that lowers the two intervals it bounds.
-  ``interval`` takes arrays of intervals (the current point and every candidate in one call).
+  ``interval`` takes arrays of intervals (the current point and every candidate in one call). Stops after
+  ``passes`` passes or after the first pass that moves no point; a dict ``report`` receives ``passes`` (run) and
+  ``converged`` (whether the last pass moved nothing).
   Returns ``(ratios f64[K+1], evaluations)`` (interval evaluations)."""
   r = np.asarray(ratios, np.float64).copy()
-  evaluations = 0
+  evaluations, done, moved = 0, 0, len(r) > 2
   for _ in range(passes):
+    done += 1
     moved = False
     for k in range(1, len(r) - 1):
       grid = np.exp(np.linspace(np.log(r[k - 1]), np.log(r[k + 1]), candidates + 2)[1:-1])
@@ -107,6 +136,8 @@ def local_search(interval, ratios, candidates: int, passes: int):
       r[k] = points[best]
     if not moved:
       break
+  if report is not None:
+    report.update(passes=done, converged=not moved)
   return r, evaluations
 
 
@@ -130,7 +161,9 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   Uses ``fit_cfg.ays``: ``num_samples``, ``nodes``, ``candidates``, ``passes``, ``init``. Denoiser evaluations:
   ``2 nodes num_samples`` per interval evaluation (``network_evaluations``).
   Returns ``Result(Ladders({K: f64[K+1]}), meta)``; meta ``klub`` ``{K: value}`` on fresh draws, ``klub_init``,
-  ``baselines`` ``{name: {K: value}}`` (fresh draws), ``num_samples``, ``time_s``, ``network_evaluations``.
+  ``baselines`` ``{name: {K: value}}`` (fresh draws), ``num_samples``, ``sampler`` (``SAMPLER``: the solver the
+  bound is for), ``min_step_ratio`` ``{K: min r_i / r_{i+1}}``, ``passes`` and ``converged`` ``{K: ...}`` (the
+  search's), ``time_s``, ``network_evaluations``.
   """
   del cost_cfg, eval_cfg
   start = time.perf_counter()
@@ -139,24 +172,32 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   key_fit, key_check = jax.random.split(key)
   fit_interval = make_interval_klub(problem, Draws(problem, key_fit, cfg.num_samples, cfg.nodes))
   check_interval = make_interval_klub(problem, Draws(problem, key_check, cfg.num_samples, cfg.nodes))
-  ladders, inits, evaluations = {}, {}, 0
+  ladders, inits, evaluations, reports = {}, {}, 0, {}
   for k in sorted(int(k) for k in cfg.num_steps):
     if k % 2 == 0 and k // 2 in ladders:
       init = subdivide(path.ratio(ladders[k // 2]))
     else:
       init = np.asarray(path.ratio(baselines.make_baseline(cfg.init, path, k, 'config.fit.ays.init').t), np.float64)
-    ratios, used = local_search(fit_interval, init, int(cfg.candidates), int(cfg.passes))
+    reports[k] = {}
+    ratios, used = local_search(fit_interval, init, int(cfg.candidates), int(cfg.passes), reports[k])
     evaluations += used
     ts = _times(path, ratios)
     ladders[k] = ts if np.all(np.diff(ts) > 0) else _times(path, init)
     inits[k] = init
-    logging.info('ays: K = %d searched (%.0f s)', k, time.perf_counter() - start)
+    logging.info('ays: K = %d searched in %d passes (%s; %.0f s)', k, reports[k]['passes'],
+                 'converged' if reports[k]['converged'] else 'stopped by config.fit.ays.passes',
+                 time.perf_counter() - start)
   klub = {k: klub_of(check_interval, path.ratio(ts)) for k, ts in ladders.items()}
   klub_init = {k: klub_of(check_interval, r) for k, r in inits.items()}
   hand_made = {name: {k: klub_of(check_interval, path.ratio(baselines.make_baseline(name, path, k).t))
                       for k in ladders} for name in BASELINES.names()}
   evaluations += sum(len(ts) - 1 for ts in ladders.values()) * (2 + len(hand_made))
+  ratio = {}
+  for k, ts in ladders.items():
+    r = np.asarray(path.ratio(ts), np.float64)
+    ratio[k] = float(np.min(r[:-1] / r[1:]))
   meta = dict(klub=klub, klub_init=klub_init, baselines=hand_made, init=cfg.init, num_samples=int(cfg.num_samples),
-              time_s=time.perf_counter() - start,
+              sampler=SAMPLER, min_step_ratio=ratio, passes={k: v['passes'] for k, v in reports.items()},
+              converged={k: v['converged'] for k, v in reports.items()}, time_s=time.perf_counter() - start,
               network_evaluations=int(evaluations * 2 * int(cfg.nodes) * int(cfg.num_samples)))
   return Result(Ladders(ladders, 'ays', 'ays'), meta=meta)

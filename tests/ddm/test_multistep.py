@@ -72,7 +72,7 @@ def test_dpmpp_3m_published_coefficient_is_second_order():
   # The published 3M (LuChengTHU/dpm-solver, diffusers, k-diffusion's 3m_sde with eta 0) weights its second
   # difference D2 ~ h^2 D''/2 by phi_3 = (e^-h - 1 + h)/h^2 - 1/2, half the Taylor coefficient of the D''
   # term: the local error stays O(h^3) and the global order is 2, with a smaller constant than 2M's (measured
-  pairwise slopes 2.53, 2.23 over K = 32, 64, 128; with the Taylor weight, twice this one, they are 3.44, 3.25).
+  # pairwise slopes 2.53, 2.23 over K = 32, 64, 128; with the Taylor weight, twice this one, they are 3.44, 3.25).
   ks = (32, 64, 128)
   slope_3m, errors_3m = _slope('dpmpp_3m', VE, LOG_SIGMA, ks)
   slope_2m, errors_2m = _slope('dpmpp_2m', VE, LOG_SIGMA, ks)
