@@ -68,6 +68,9 @@ def flag_error(e, argv) -> str:
     need = (f'a tuple, e.g. --config.{dotted}="{tuple(default)!r}"' if isinstance(default, (tuple, list))
             else KIND_NAMES.get(type(default), 'another value'))
     return f'--config.{dotted}={value!r}; need {need} ({text.split(": ", 1)[-1]})'
+  if text.startswith(('flag --workdir=None', 'flag --config=None')):
+    name = text.split('=', 1)[0][len('flag '):]
+    return f'{name} is required, e.g. --config=configs/toy1d.py --workdir=runs/toy1d'
   if text.startswith('flag --mode='):
     return f'--mode={text.split("=", 1)[1].split(":")[0]!r}; allowed: {", ".join(MODES)}'
   if type(e).__name__ == 'UnsupportedOperationError':  # a field type the command line cannot set
@@ -81,7 +84,7 @@ def parse_flags(argv):
   the wrong type, a config file or option that does not load; never a traceback."""
   try:
     parsed = FLAGS(argv)
-    FLAGS.config  # noqa: B018  a config file that failed to load raises here, not in FLAGS(argv)
+    FLAGS.config.keys()  # a config file that failed to load raises on first use, not in FLAGS(argv)
   except (AttributeError, KeyError) as e:
     for arg in argv[1:]:
       if arg.startswith('--config.'):

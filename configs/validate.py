@@ -388,8 +388,19 @@ def _solver_problems(config, mode) -> list:
   eval_cfg = config.eval
   if eval_cfg.sampler not in registry.SAMPLERS:
     return []  # named by the REGISTERED table
-  return samplers.setting_problems(eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.num_steps),
-                                   tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
+  problems = samplers.setting_problems(eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.num_steps),
+                                       tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
+  if mode == 'fit_schedule' and registry.SAMPLERS.get(eval_cfg.sampler).multistep:
+    # these take one step of the sampler on its own, which a multistep solver (it reads history) has not
+    uses = [what for what, used in (("config.fit.samples='model' (one more step moves a state to t)",
+                                     config.fit.samples == 'model'),
+                                    ("config.fit.method='ddss' with config.fit.ddss.learn_coefficients=False",
+                                     config.fit.method == 'ddss' and not config.fit.ddss.learn_coefficients))
+            if used]
+    problems += [f'{what} takes single steps of config.eval.sampler; {eval_cfg.sampler!r} is a multistep solver '
+                 '(its step reads earlier evaluations): run this search with --config.eval.sampler=euler or heun'
+                 for what in uses]
+  return problems
 
 
 RELATIONS = (_path_problems, _data_problems, _fit_problems, _eval_problems, _solver_problems,

@@ -56,9 +56,9 @@ def write_text(text: str, filename):
 
 
 def read_json(filename, fix: str = 'delete it, or restore it from a backup'):
-  """The JSON in ``filename``; a damaged file (truncated, not JSON) raises ``ValueError`` naming the file and
+  """The JSON in ``filename``; a damaged file (truncated, not JSON) raises ``InputError`` naming the file and
   ``fix`` (what the user can do about it) instead of an anonymous ``JSONDecodeError``."""
   try:
     return json.loads(epath.Path(filename).read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'{filename} is damaged ({type(e).__name__}: {e}); {fix}') from None
+    raise InputError(f'{filename} is damaged ({type(e).__name__}: {e}); {fix}') from None

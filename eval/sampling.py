@@ -22,7 +22,7 @@ def make_draw(config, path, model):
   def sample_shard(params, key, ts, x_init):
     sampler = samplers.make_sampler(
         config.eval.sampler, path, model.score_fn(params, path), langevin_snr=config.eval.langevin_snr,
-        langevin_steps=config.eval.langevin_steps)
+        langevin_steps=config.eval.langevin_steps, solver_order=config.eval.get('solver_order', 0))
     return sampler(key, ts, x_init)
 
   p_sample = jax.pmap(sample_shard, in_axes=(None, 0, None, 0))

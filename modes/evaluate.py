@@ -265,6 +265,7 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
   record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
             'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
+            'unreachable_nfe': {str(n): why for n, why in workdir_lib.unreachable_nfe(config.eval).items()},
             'metrics': metrics, 'settings': settings(config, workdir),
             'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
   if target is not None:

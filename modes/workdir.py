@@ -75,7 +75,24 @@ def schedule_names(config, workdir, state) -> list:
 
 def step_counts(eval_cfg) -> list:
   """``[(K, NFE)]`` of the table's columns: ``config.eval.num_steps`` with each K's NFE under
-  ``config.eval.sampler``, or ``config.eval.nfe`` with the K that reaches each (a clear error if none does)."""
+  ``config.eval.sampler``, or each NFE of ``config.eval.nfe`` that the sampler reaches with the K that reaches it
+  (the others: :func:`unreachable_nfe`)."""
   if len(eval_cfg.nfe):
-    return [(samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps), int(n)) for n in eval_cfg.nfe]
+    return [(k, n) for n, k in _nfe_steps(eval_cfg).items() if k is not None]
   return [(int(k), samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)) for k in eval_cfg.num_steps]
+
+
+def unreachable_nfe(eval_cfg) -> dict:
+  """``{NFE: why}`` for each NFE of ``config.eval.nfe`` that ``config.eval.sampler`` cannot make exactly (Heun's
+  2K - 1 is odd): its table column says so instead of holding numbers."""
+  return {n: why for n, why in _nfe_steps(eval_cfg, reasons=True).items() if isinstance(why, str)}
+
+
+def _nfe_steps(eval_cfg, reasons: bool = False) -> dict:
+  out = {}
+  for n in eval_cfg.nfe:
+    try:
+      out[int(n)] = samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps)
+    except ValueError as e:
+      out[int(n)] = str(e) if reasons else None
+  return out

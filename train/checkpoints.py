@@ -7,7 +7,11 @@ The workdir identifies the run: the same command resumes from the latest good ch
   it and falls back to the newest checkpoint that restores, is finite and matches, naming every damaged one
   (in training they are moved to ``damaged_checkpoints/``, never deleted);
 - a workdir whose run has another data set, path, model or training schedule (or seed) is refused before
-  anything is written; where files live (``data.tfds_data_dir``, ``eval.inception_path``) never counts.
+  anything is written; where files live (``data.tfds_data_dir``, ``eval.inception_path``) never counts;
+- a checkpoint whose arrays (orbax's tree metadata) do not have the shapes this config makes is never called
+  damaged: :class:`Mismatch` names the settings that differ (:func:`diagnose`: from ``config.json``, else read
+  off the stored arrays) and the flags that restore it; evaluation and sampling (``read_only``) need the
+  parameters, not the optimizer state, so optimizer settings never block them.
 """
 import hashlib
 import json
@@ -27,7 +31,10 @@ CONFIG_FIX = ('restore it from a backup, or move it away: the next training run 
               'the check that the config matches the checkpoints is skipped)')
 CHECKPOINTS, DAMAGED = 'checkpoints', 'damaged_checkpoints'
 # Settings whose change makes an old checkpoint meaningless or unloadable: never accepted on a resume.
-LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps', 'optim.optimizer')
+LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps')
+# ... and those that only the optimizer state depends on: refused when training resumes, free for eval/sample.
+OPTIMIZER_KEYS = ('optim.optimizer',)
+OPTIMIZER_STATE = 'opt_state'  # the part of a checkpoint only training reads
 # Settings that change what a resumed run computes: refused on resume unless config.train.allow_changes_on_resume.
 RESUME_KEYS = ('seed', 'schedule.init', 'schedule.learn', 'schedule.cost', 'schedule.predictor',
                'schedule.hutchinson_probes', 'schedule.gamma', 'schedule.cost_fraction', 'schedule.min_count',
@@ -94,7 +101,8 @@ def check_compatible(workdir, config, resume: bool = False):
   if old is None:
     return
   new = _as_dict(config)
-  keys = LOAD_KEYS + (RESUME_KEYS if resume and not config.train.allow_changes_on_resume else ())
+  keys = LOAD_KEYS + (OPTIMIZER_KEYS if resume else ()) + (
+      RESUME_KEYS if resume and not config.train.allow_changes_on_resume else ())
   differ = []
   for key in keys:
     stored = _lookup(old, key)
@@ -105,7 +113,8 @@ def check_compatible(workdir, config, resume: bool = False):
   if differ:
     hint = ('; or, to change only seed/schedule settings of this run on purpose, '
             '--config.train.allow_changes_on_resume=True' if resume and not any(
-                d.split(':')[0].replace('config.', '', 1).startswith(LOAD_KEYS) for d in differ) else '')
+                d.split(':')[0].replace('config.', '', 1).startswith(LOAD_KEYS + OPTIMIZER_KEYS) for d in differ)
+            else '')
     raise files.InputError(f'--workdir={workdir} holds a run with an incompatible config; nothing was changed. '
                      f'Use a new workdir, or restore these settings{hint}:\n  - ' + '\n  - '.join(differ))
 
