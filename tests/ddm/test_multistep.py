@@ -252,3 +252,20 @@ def test_one_compilation_per_k_and_history_shapes():
           for ts in ([0.0, 0.3, 0.5, 0.8, 1.0], [0.0, 0.1, 0.4, 0.9, 1.0])]
   assert len(traces) == 1 and outs[0].shape == (3, 2)
   assert samplers.SAMPLERS.get('unipc').multistep and not samplers.SAMPLERS.get('heun').multistep
+
+
+@pytest.mark.parametrize('name', ['euler', 'heun', 'euler_maruyama', 'pc', 'ancestral'])
+def test_one_step_samplers_walk_as_a_loop_of_their_steps(name):
+  # The carried state of a one-step sampler is x itself: the scan equals the loop the samplers were defined by
+  # (step i from ts[i+1] to ts[i] with key fold_in(key, i), then the last step), bit for bit.
+  path, key = VP, jax.random.PRNGKey(5)
+  score_fn = _gaussian().score_fn(path)
+  sampler = samplers.SAMPLERS.get(name)
+  dynamics = samplers.Dynamics(path, score_fn, 0.16, 1)
+  ts = jnp.asarray([0.0, 0.2, 0.45, 0.7, 1.0])
+  x = x1 = jax.random.normal(jax.random.PRNGKey(6), (32, 2))
+  for i in range(3, 0, -1):
+    x = jax.jit(sampler.step, static_argnums=0)(dynamics, x, ts[i + 1], ts[i], jax.random.fold_in(key, i))
+  x = jax.jit(sampler.last, static_argnums=0)(dynamics, x, ts[1], ts[0], jax.random.fold_in(key, 0))
+  walked = jax.jit(samplers.make_sampler(name, path, score_fn))(key, ts, x1)
+  np.testing.assert_array_equal(np.asarray(walked), np.asarray(x))

@@ -103,7 +103,7 @@ def test_bimodal_modes_and_log_likelihood(name, path_name, bimodal_expected_log_
                                                                                   bimodal_expected_log_prob)
 
 
-@pytest.mark.parametrize('name', ['euler', 'heun', 'euler_maruyama', 'pc', 'ancestral'])
+@pytest.mark.parametrize('name', ['euler', 'heun', 'euler_maruyama', 'pc', 'ancestral', 'dpmpp_2m', 'ipndm'])
 def test_image_shapes_and_no_recompilation(name):
   path, shape = PATHS['ve'], (4, 8, 8, 1)
   score_fn = lambda x, t: -x / per_example(1.0 + path.sigma(t)**2, x)
@@ -213,7 +213,7 @@ def test_unreachable_nfe_is_refused_with_the_nearest_counts():
     samplers.steps_for_nfe('pc', 5, langevin_steps=1)
 
 
-@pytest.mark.parametrize('name', ['euler', 'heun'])
+@pytest.mark.parametrize('name', ['euler', 'heun', 'dpmpp_3m', 'unipc'])
 def test_ode_samples_do_not_depend_on_the_time_parametrisation(name):
   # The same sigma ladder on the geometric and the linear VE path (and, in (sigma / alpha, x / alpha), on the VP
   # path): the same samples. Stepping in the path's own t (the old samplers) differs by O(1) at K = 10.

@@ -1,0 +1,31 @@
+"""tools.solver_table: the best hand-made ladder per solver and NFE, a winner only beyond the spreads."""
+import json
+
+from tools import solver_table
+
+
+def _record(cells):
+  """cells: {ladder: {nfe: (mean, std)}} -> an eval record of the fields the table reads."""
+  return {'metrics': {'w1': 'min'},
+          'results': {name: {str(n): {'w1': m, 'w1_std': s, 'nfe': n} for n, (m, s) in row.items()}
+                      for name, row in cells.items()}}
+
+
+def test_best_ladder_per_solver_and_winner_beyond_the_spreads(tmp_path):
+  records = {'heun': _record({'edm_rho7': {5: (0.30, 0.01)}, 'log_linear': {5: (0.20, 0.01)},
+                              'trajectory': {5: (0.01, 0.0)}}),      # a search: not a hand-made ladder
+             'unipc': _record({'edm_rho7': {4: (0.10, 0.01), 5: (0.05, 0.01)},
+                               'cosine': {4: (float('nan'), 0.0), 5: (0.19, 0.05)}}),
+             'ipndm': _record({'edm_rho7': {4: (0.105, 0.01), 5: (0.5, 0.01)}})}
+  paths = []
+  for sampler, record in records.items():
+    paths.append(tmp_path / f'toy_eval_{sampler}.json')
+    paths[-1].write_text(json.dumps(record))
+  text = solver_table.main([str(p) for p in paths])
+  rows = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
+  assert '0.2 ± 0.01 (log_linear)' in rows['heun'] and 'trajectory' not in text
+  assert '| - |' in rows['heun']                                            # heun has no NFE 4 column
+  assert '0.1 ± 0.01 (edm_rho7)' in rows['unipc']                          # the diverged cosine cell never wins
+  best = rows['**best**'].split('|')[2:4]
+  assert best[0].strip() == 'unipc + edm_rho7 (tie)'                       # 0.10 vs 0.105: within the spreads
+  assert best[1].strip() == 'unipc + edm_rho7'                             # 0.05 beats 0.2 and 0.5 beyond them

@@ -1,0 +1,94 @@
+"""Which solver, with which hand-made ladder, is best at each NFE: one table per run and metric, from eval records.
+
+    python -m tools.solver_table docs/cantor_solvers_eval_*.json docs/bimodal_solvers_eval_*.json
+
+Records are grouped by run (the file name before ``_eval_<sampler>.json``). A cell is the best hand-made ladder
+(:data:`HAND_MADE`) of that solver at that NFE, ``mean ± std (ladder)``; the last row names the best solver and
+ladder of the column, which is a winner only when its mean beats every other solver's best by more than the two
+spreads added (else "tie"). A diverged cell never wins. Searched ladders are left out: they are judged in their
+own tables against the ladders made by hand.
+"""
+import json
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+
+HAND_MADE = ('linear', 'cosine', 'edm_rho3', 'edm_rho7', 'log_linear')
+SOLVERS = ('euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'ipndm')
+
+
+def by_nfe(record: dict, metric: str) -> dict:
+  """``{nfe: {ladder: (mean, std)}}`` of the hand-made ladders in one record."""
+  out = defaultdict(dict)
+  for name, row in record['results'].items():
+    if name not in HAND_MADE:
+      continue
+    for cell in row.values():
+      if metric in cell:
+        out[int(cell['nfe'])][name] = (float(cell[metric]), float(cell.get(metric + '_std', 0.0)))
+  return out
+
+
+def best(cells: dict, lower: bool):
+  """``(name, (mean, std))`` of the best finite cell, or None."""
+  finite = {n: v for n, v in cells.items() if math.isfinite(v[0])}
+  if not finite:
+    return None
+  return (min if lower else max)(finite.items(), key=lambda item: item[1][0])
+
+
+def table(records: dict, metric: str) -> list:
+  """Markdown lines: solvers as rows, NFE as columns (``records``: sampler -> record of one run)."""
+  lower = next(iter(records.values()))['metrics'][metric] != 'max'
+  grids = {s: by_nfe(r, metric) for s, r in records.items()}
+  nfes = sorted({n for g in grids.values() for n in g})
+  lines = [f'| solver | ' + ' | '.join(f'NFE {n}' for n in nfes) + ' |', '|---|' + '---|' * len(nfes)]
+  winners = {}
+  for sampler in [s for s in SOLVERS if s in grids] + sorted(set(grids) - set(SOLVERS)):
+    cells = []
+    for n in nfes:
+      b = best(grids[sampler].get(n, {}), lower)
+      cells.append('-' if b is None else f'{b[1][0]:.4g} ± {b[1][1]:.2g} ({b[0]})')
+      if b is not None:
+        winners.setdefault(n, {})[sampler] = b
+    lines.append(f'| {sampler} | ' + ' | '.join(cells) + ' |')
+  verdicts = []
+  for n in nfes:
+    per_solver = {s: v[1] for s, v in winners.get(n, {}).items()}
+    top = best(per_solver, lower)
+    if top is None:
+      verdicts.append('-')
+      continue
+    (solver, (mean, std)) = top
+    clear = all(abs(m - mean) > s + std for other, (m, s) in per_solver.items() if other != solver)
+    verdicts.append(f'{solver} + {winners[n][solver][0]}' + ('' if clear else ' (tie)'))
+  lines.append('| **best** | ' + ' | '.join(verdicts) + ' |')
+  return lines
+
+
+def main(paths) -> str:
+  runs = defaultdict(dict)
+  for path in paths:
+    match = re.fullmatch(r'(.+)_eval_(.+)\.json', os.path.basename(path))
+    if not match:
+      raise SystemExit(f'error: {path} is not an eval record named <run>_eval_<sampler>.json')
+    with open(path) as f:
+      runs[match.group(1)][match.group(2)] = json.load(f)
+  out = ['# Few-step solvers with hand-made ladders (exact-score toys)', '',
+         'Written by `bash docs/reproduce.sh solvers` (`python -m tools.solver_table`). Each cell: the best hand-made',
+         f'ladder ({", ".join(HAND_MADE)}) of that solver at that NFE, mean ± std over the seeds; the last row: the best',
+         'solver of the column with its ladder, "(tie)" when another solver is within the two spreads added.', '']
+  for run, records in sorted(runs.items()):
+    metrics = next(iter(records.values()))['metrics']
+    for metric in metrics:
+      if metric == 'log_likelihood':
+        continue
+      out += [f'## {run}: {metric} ({"lower" if metrics[metric] != "max" else "higher"} is better)', '']
+      out += table(records, metric) + ['']
+  return '\n'.join(out)
+
+
+if __name__ == '__main__':
+  print(main(sys.argv[1:]))
