@@ -98,7 +98,10 @@ def get_config():
   fit.method = 'score_optimal'           # 'score_optimal' (Algorithm 1 with config.schedule.cost) | 'trajectory'
                                          # (closest K-step output to the model's many-step ODE solution) | 'ays'
                                          # (Align Your Steps: least KL upper bound of the discretised SDE) | 'dp_elbo'
-                                         # (Watson et al. 2021) | 'ddss' (Watson et al. 2022).
+                                         # (Watson et al. 2021) | 'ddss' (Watson et al. 2022) | 'fewstep' (the
+                                         # default few-step search, made for config.fit.sampler; stays stable
+                                         # while the method behind it improves).
+  fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep.
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
   fit.iterations = 3                     # score_optimal: passes of moving the fine grid to equal length.
   fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).
@@ -133,6 +136,12 @@ def get_config():
   trajectory.teacher_substeps = 8        # The teacher's steps per grid interval (N x this in all).
   trajectory.num_noises = 1024           # Prior draws the teacher and the K-step sampler are run from.
   trajectory.passes = 2                  # Coordinate-search passes on the K-step output's distance (0: DP only).
+  fit.fewstep = fewstep = ml_collections.ConfigDict()  # method 'fewstep': K of eval.num_steps / eval.nfe
+  fewstep.grid = 64                      # N: the teacher's grid (uniform in log sigma) and the dp's candidates.
+  fewstep.teacher_substeps = 8           # Heun steps of the teacher per grid interval.
+  fewstep.num_noises = 512               # Prior draws the teacher and the solver are run from (fit and check).
+  fewstep.iterations = 200               # Adam steps on the ladder's log noise levels (gradient through the walk).
+  fewstep.learning_rate = 0.05           # Adam learning rate on the increment logits.
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'adam'               # 'adam' | 'adamw'.

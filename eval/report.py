@@ -68,6 +68,8 @@ def markdown_report(record: dict) -> str:
   out += [f'Each cell: mean ± standard deviation over {seeds} seeds of {record["num_samples"]} samples; bold: '
           'better than the runner-up by more than the two spreads added; "diverged": a seed had non-finite '
           'samples (the share is given).', '']
+  for name, made_for in record.get('searched_for_another_solver', {}).items():
+    out += [f'{name}: searched for the solver {made_for}, evaluated here with {record["sampler"]}.', '']
   for n, why in record.get('unreachable_nfe', {}).items():
     out += [f'NFE={n}: no column, {record["sampler"]} cannot make exactly {n} evaluations ({why.split("; ")[-1]}).', '']
   if 'note' in record:

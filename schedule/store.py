@@ -44,6 +44,7 @@ class Ladders(NamedTuple):
   ladders: dict          # {K: f[K+1]}
   name: str = ''
   method: str = ''
+  sampler: str = ''      # the solver the ladders were searched for ('' when the search is not made for one)
 
   def steps(self, num_steps: int) -> np.ndarray:
     if int(num_steps) not in self.ladders:
@@ -127,7 +128,7 @@ def load(workdir, name: str):
   if record['kind'] == 'length':
     return fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
   return Ladders({int(k): np.asarray(v, np.float64) for k, v in record['ladders'].items()}, name,
-                 record.get('method', ''))
+                 record.get('method', ''), record.get('sampler', ''))
 
 
 def check_ladder(ts) -> str:
