@@ -129,7 +129,9 @@ case "$WHAT" in
       python main.py "${exact[@]}" --workdir="$w"
       searches "$w" 1024 "${exact[@]}"
       evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
-      # AYS minimises a bound for SDE solvers: the same ladders under Euler-Maruyama (NFE = K)
+      # AYS minimises the KL bound of stochastic DDIM, which is the 'ancestral' sampler (schedule/searches/ays.py):
+      # its ladders under their own solver; and under Euler-Maruyama, which cannot take their long first step
+      evals "$w" "${target}_searches" ancestral "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
       evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
       toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
       w="$RUNS/${target}_learned"

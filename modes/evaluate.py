@@ -1,5 +1,5 @@
-"""``--mode=eval`` on the checkpoints of a run (``config.eval.checkpoints``: by default every one not yet
-evaluated with these settings; one record per checkpoint and sampler under ``<workdir>/eval/``).
+"""``--mode=eval`` on the checkpoints of a run (``config.eval.checkpoints``: by default the last one; 'new'
+every one not yet evaluated with these settings; one record per checkpoint and sampler under ``<workdir>/eval/``).
 
 ``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.num_steps``
 (or at every NFE of ``config.eval.nfe``, K derived per sampler), ``config.eval.seeds`` times, and writes the
@@ -29,7 +29,7 @@ from eval import frechet, plots, report, sampling, toy
 from eval import likelihood as likelihood_lib
 from modes import logs, progress, workdir as workdir_lib
 from schedule import store
-from train import data
+from train import checkpoints, data
 from train.writers import MetricWriter
 
 TOY_METRICS = {'log_likelihood': 'max', 'kl': 'min', 'w1': 'min'}  # which way is better
@@ -193,6 +193,9 @@ def evaluate(config, workdir):
   A cell whose samples hold any non-finite value is non-finite (NaN in JSON, "diverged" in markdown)."""
   validate(config, workdir, 'eval')
   steps = checkpoints_to_evaluate(config, workdir)
+  # what can refuse the run from the workdir's files alone, before log.txt is opened there
+  checkpoints.check_compatible(workdir, config)
+  workdir_lib.check_schedule_names(config, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
     if not steps:  # the stored record becomes the workdir's latest table again (this sampler's, not another's)
       stem = os.fspath(record_file(workdir, workdir_lib.checkpoint_steps(config, workdir)[-1], config))[:-5]
@@ -224,9 +227,9 @@ def settings(config, workdir) -> dict:
 
 
 def checkpoints_to_evaluate(config, workdir) -> list:
-  """The training steps ``config.eval.checkpoints`` selects: 'new' (default: every checkpoint without a record
-  of these :func:`settings` in ``<workdir>/eval/``), 'last' (``[None]``: the latest good checkpoint, falling
-  back past a damaged one), 'all', or listed steps (each must have a checkpoint). Reads nothing but file
+  """The training steps ``config.eval.checkpoints`` selects: 'last' (default; ``[None]``: the latest good
+  checkpoint, falling back past a damaged one), 'new' (every checkpoint without a record of these
+  :func:`settings` in ``<workdir>/eval/``), 'all', or listed steps (each must have a checkpoint). Reads nothing but file
   names and earlier records: a bad selection stops before any compute."""
   available = workdir_lib.checkpoint_steps(config, workdir)
   if not available:
@@ -259,6 +262,11 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   names = workdir_lib.schedule_names(config, workdir, state)
   # every name resolves (or stops with a clear message) before any sampling
   schedules = {name: workdir_lib.schedule(name, path, state, workdir) for name in names}
+  other_solver = {name: s.sampler for name, s in schedules.items()
+                  if getattr(s, 'sampler', '') and s.sampler != config.eval.sampler}
+  for name, made_for in other_solver.items():
+    logging.warning('schedule %r was searched for config.fit.sampler=%r and is evaluated with config.eval.sampler=%r',
+                    name, made_for, config.eval.sampler)
   metrics, cell_metrics, target, feature_info = metric_fn(config, workdir)
   results, figures, timings = sample_cells(config, schedules, columns, sampling.make_draw(config, path, model),
                                            state.ema_params, cell_metrics, data.data_shape(config))
@@ -266,6 +274,7 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
             'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
             'unreachable_nfe': {str(n): why for n, why in workdir_lib.unreachable_nfe(config.eval).items()},
+            'searched_for_another_solver': other_solver,
             'metrics': metrics, 'settings': settings(config, workdir),
             'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
   if target is not None:

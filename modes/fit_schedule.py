@@ -153,7 +153,8 @@ def _fit_schedule(config, workdir, problem):
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.num_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
-  name = fit_cfg.name or store.default_name(fit_cfg.method, cost, fit_cfg.refine)
+  name = fit_cfg.name or (f'fewstep_{searches.fewstep.solver_name(fit_cfg, config.eval)}' if fit_cfg.method == 'fewstep'
+                          else store.default_name(fit_cfg.method, cost, fit_cfg.refine))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stored = store.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
