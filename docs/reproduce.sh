@@ -3,7 +3,8 @@
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
-#   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-10 on the exact-score toys, docs/solvers.md (~30 min)
+#   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
+#                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1.5 h with its searches)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
@@ -79,15 +80,18 @@ plots.save_schedule_grids(sys.argv[1], {f'{s}, K={k} (NFE {2 * k - 1})': np.load
     "$out" "$pairs"
 }
 
-solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every solver at NFE 4, 5, 6, 8, 10
+NFES='(4,5,6,8,10,20)'  # the few-step columns: the NFEs the field reports, and 20
+
+solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every solver at the NFEs of $NFES
   local w=$1 name=$2; shift 2
   for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do
-    evals "$w" "$name" "$sampler" "$@" "--config.eval.num_steps=()" "--config.eval.nfe=(4,5,6,8,10)"
+    evals "$w" "$name" "$sampler" "$@" "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
   done
 }
 
 solver_table() {  # docs/solvers.md from every docs/*_solvers_eval_*.json there is
   python -m tools.solver_table docs/*_solvers_eval_*.json > docs/solvers.md
+  python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json > docs/fewstep.md
 }
 
 target_table() {  # docs/searches_target.md: the best score-only schedule against the best hand-made one, per NFE
@@ -143,15 +147,25 @@ case "$WHAT" in
     target_table
     ;;
   solvers)
-    # docs/<target>_solvers_eval_<sampler>.*: the few-step solvers (method.md section 10) at NFE 4, 5, 6, 8, 10 on
-    # the exact-score toys, every hand-made ladder and every schedule stored in the 'searches' workdir (the
-    # corrector fit always; trajectory and AYS when the 'searches' target has run). Heun reaches odd NFEs only.
+    # docs/<target>_solvers_eval_<sampler>.*: the few-step solvers (method.md section 10) at NFE 4, 5, 6, 8, 10, 20 on
+    # the exact-score toys, every hand-made ladder and every schedule stored in the 'searches' workdir: the
+    # corrector fit, AYS, fewstep_<solver> for each solver (the trajectory search's and the refined fits' ladders
+    # too when the 'searches' target has run). Heun reaches odd NFEs only.
     for target in cantor bimodal; do
       exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
              --config.train.num_steps=3000)
       w="$RUNS/${target}_searches"
       python main.py "${exact[@]}" --workdir="$w"
       fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
+      fit "$w" ays "${exact[@]}" --config.fit.method=ays                # for the ancestral sampler (K = 5, 10, 20)
+      # GITS's plain dynamic programme: step costs of DDIM (Euler) steps against the model's own trajectory, no
+      # refinement, every K of the few-step columns
+      fit "$w" gits "${exact[@]}" --config.fit.method=trajectory --config.fit.name=gits --config.eval.sampler=euler \
+        --config.fit.trajectory.passes=0 "--config.fit.trajectory.num_steps=(4,5,6,8,10,20)"
+      for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do  # the default few-step search, per solver
+        fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+          "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
+      done
       solver_evals "$w" "${target}_solvers" "${exact[@]}"
     done
     solver_table

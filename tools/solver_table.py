@@ -1,6 +1,7 @@
 """Which solver, with which hand-made ladder, is best at each NFE: one table per run and metric, from eval records.
 
     python -m tools.solver_table docs/cantor_solvers_eval_*.json docs/bimodal_solvers_eval_*.json
+    python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json   # the searches against them
 
 Records are grouped by run (the file name before ``_eval_<sampler>.json``). A cell is the best hand-made ladder
 (:data:`HAND_MADE`) of that solver at that NFE, ``mean ± std (ladder)``; the last row names the best solver and
@@ -68,7 +69,59 @@ def table(records: dict, metric: str) -> list:
   return lines
 
 
-def main(paths) -> str:
+def searched(record: dict, name: str, metric: str) -> dict:
+  """``{nfe: (mean, std)}`` of the schedule ``name`` in one record (empty when it was not evaluated)."""
+  return {int(cell['nfe']): (float(cell[metric]), float(cell.get(metric + '_std', 0.0)))
+          for cell in record['results'].get(name, {}).values() if metric in cell}
+
+
+def verdict(a, b, lower: bool) -> str:
+  """W (``a`` better than ``b`` beyond the two spreads), L (worse beyond them) or t (a tie)."""
+  (ma, sa), (mb, sb) = a, b
+  if not (math.isfinite(ma) and math.isfinite(mb)) or abs(ma - mb) <= sa + sb:
+    return 't' if math.isfinite(ma) else 'L'
+  return 'W' if (ma < mb) == lower else 'L'
+
+
+def search_table(records: dict, metric: str, search: str) -> list:
+  """Markdown lines: per solver and NFE, the ladder ``search`` (``fewstep_<solver>`` is read as the one made for
+  that solver) against the solver's best hand-made ladder: ``value (ratio x, W/L/t)``."""
+  lower = next(iter(records.values()))['metrics'][metric] != 'max'
+  nfes = sorted({n for r in records.values() for n in by_nfe(r, metric)})
+  lines = ['| solver | ' + ' | '.join(f'NFE {n}' for n in nfes) + ' |', '|---|' + '---|' * len(nfes)]
+  for sampler in [s for s in SOLVERS if s in records]:
+    own = searched(records[sampler], search.replace('<solver>', sampler), metric)
+    hand = by_nfe(records[sampler], metric)
+    cells = []
+    for n in nfes:
+      b = best(hand.get(n, {}), lower)
+      if n not in own or b is None:
+        cells.append('-')
+        continue
+      ratio = own[n][0] / b[1][0] if b[1][0] else math.inf
+      cells.append(f'{own[n][0]:.3g} ({ratio:.2f}x {b[0]}, {verdict(own[n], b[1], lower)})')
+    lines.append(f'| {sampler} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def fewstep_report(runs: dict) -> str:
+  out = ['# The default few-step search against the hand-made ladders, GITS and AYS', '',
+         'Written by `bash docs/reproduce.sh solvers` (`python -m tools.solver_table --fewstep`). Each cell: the',
+         'searched ladder walked by the solver of its row (fewstep: the ladder made for that solver), its mean over',
+         'seeds, its ratio to the best hand-made ladder of that solver and NFE, and the verdict: W (better beyond',
+         'the two spreads added), L (worse beyond them), t (within).', '']
+  for run, records in sorted(runs.items()):
+    metrics = next(iter(records.values()))['metrics']
+    for metric in metrics:
+      if metric == 'log_likelihood':
+        continue
+      for title, search in (('fewstep (the default search)', 'fewstep_<solver>'), ('GITS dynamic programme', 'gits'),
+                            ('AYS (made for ancestral sampling)', 'ays')):
+        out += [f'## {run}, {metric}: {title}', ''] + search_table(records, metric, search) + ['']
+  return '\n'.join(out)
+
+
+def load(paths) -> dict:
   runs = defaultdict(dict)
   for path in paths:
     match = re.fullmatch(r'(.+)_eval_(.+)\.json', os.path.basename(path))
@@ -76,6 +129,11 @@ def main(paths) -> str:
       raise SystemExit(f'error: {path} is not an eval record named <run>_eval_<sampler>.json')
     with open(path) as f:
       runs[match.group(1)][match.group(2)] = json.load(f)
+  return runs
+
+
+def main(paths) -> str:
+  runs = load(paths)
   out = ['# Few-step solvers with hand-made ladders (exact-score toys)', '',
          'Written by `bash docs/reproduce.sh solvers` (`python -m tools.solver_table`). Each cell: the best hand-made',
          f'ladder ({", ".join(HAND_MADE)}) of that solver at that NFE, mean ± std over the seeds; the last row: the best',
@@ -91,4 +149,5 @@ def main(paths) -> str:
 
 
 if __name__ == '__main__':
-  print(main(sys.argv[1:]))
+  args = sys.argv[1:]
+  print(fewstep_report(load([a for a in args if a != '--fewstep'])) if '--fewstep' in args else main(args))

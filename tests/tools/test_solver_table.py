@@ -29,3 +29,20 @@ def test_best_ladder_per_solver_and_winner_beyond_the_spreads(tmp_path):
   best = rows['**best**'].split('|')[2:4]
   assert best[0].strip() == 'unipc + edm_rho7 (tie)'                       # 0.10 vs 0.105: within the spreads
   assert best[1].strip() == 'unipc + edm_rho7'                             # 0.05 beats 0.2 and 0.5 beyond them
+
+
+def test_fewstep_table_reads_each_solvers_own_ladder(tmp_path):
+  records = {'unipc': _record({'edm_rho7': {4: (0.10, 0.01)}, 'fewstep_unipc': {4: (0.05, 0.01)},
+                               'fewstep_ipndm': {4: (0.5, 0.01)}}),
+             'ipndm': _record({'edm_rho7': {4: (0.10, 0.01)}, 'fewstep_ipndm': {4: (0.11, 0.01)},
+                               'fewstep_unipc': {4: (0.01, 0.0)}})}
+  paths = []
+  for sampler, record in records.items():
+    paths.append(str(tmp_path / f'toy_eval_{sampler}.json'))
+    (tmp_path / f'toy_eval_{sampler}.json').write_text(json.dumps(record))
+  text = solver_table.fewstep_report(solver_table.load(paths))
+  section = text.split('fewstep (the default search)')[1].split('##')[0]
+  rows = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
+  assert '0.05 (0.50x edm_rho7, W)' in rows['unipc']                       # its own ladder, not ipndm's
+  assert '0.11 (1.10x edm_rho7, t)' in rows['ipndm']                       # within the spreads: a tie
+  assert 'GITS dynamic programme' in text and '| unipc | - |' in text      # no gits ladder evaluated: empty
