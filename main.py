@@ -72,7 +72,7 @@ def flag_error(e, argv) -> str:
     name = text.split('=', 1)[0][len('flag '):]
     return f'{name} is required, e.g. --config=configs/toy1d.py --workdir=runs/toy1d'
   if text.startswith('flag --mode='):
-    return f'--mode={text.split("=", 1)[1].split(":")[0]!r}; allowed: {", ".join(MODES)}'
+    return f'--mode={text.split("=", 1)[1].split(":")[0]!r}; allowed: {", ".join(MODES)} ({text})'
   if type(e).__name__ == 'UnsupportedOperationError':  # a field type the command line cannot set
     return f'{text.split(". Currently")[0]}; set it in a config file'
   return text

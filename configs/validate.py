@@ -110,6 +110,9 @@ RANGES = {
     'fit.ays.num_samples': INT_AT_LEAST_1, 'fit.ays.passes': INT_AT_LEAST_1,
     'fit.ays.nodes': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.ays.candidates': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
+    'fit.fewstep.grid': (lambda v: v >= 2, 'an integer >= 2'), 'fit.fewstep.teacher_substeps': INT_AT_LEAST_1,
+    'fit.fewstep.num_noises': INT_AT_LEAST_1, 'fit.fewstep.learning_rate': POSITIVE,
+    'fit.fewstep.iterations': (lambda v: v >= 0, 'an integer >= 0 (0: the best starting ladder as it is)'),
     'optim.learning_rate': POSITIVE,
     'optim.ema_decay': (lambda v: 0 <= v < 1, '0 <= ema_decay < 1'),
     'optim.warmup_steps': NON_NEGATIVE, 'optim.grad_clip': NON_NEGATIVE, 'optim.weight_decay': NON_NEGATIVE,
@@ -148,7 +151,7 @@ RELATED = {
     'fit.name': '_fit_problems', 'fit.refine_steps': '_fit_problems', 'fit.ays.num_steps': '_fit_problems',
     'fit.ddss.num_steps': '_fit_problems', 'fit.trajectory.num_steps': '_fit_problems',
     'eval.num_steps': '_eval_problems', 'eval.nfe': '_eval_problems', 'eval.schedules': '_eval_problems',
-    'eval.solver_order': '_solver_problems',
+    'eval.solver_order': '_solver_problems', 'fit.sampler': '_solver_problems (_fit_sampler_problems)',
     'train.coordinator_address': 'distributed_problems', 'train.num_processes': 'distributed_problems',
     'train.process_id': 'distributed_problems',
 }

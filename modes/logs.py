@@ -42,17 +42,27 @@ def quiet_libraries(verbosity: int) -> QuietLibraries:
   return f
 
 
+def _take_back(log_file, size):
+  """``log_file`` as it was before the block: cut back to ``size`` bytes, or removed (None: it was not there)."""
+  if size is None:
+    log_file.unlink(missing_ok=True)
+  else:
+    os.truncate(log_file, size)
+
+
 @contextlib.contextmanager
 def to_workdir(workdir, verbosity: int = 0):
   """Appends every log record of the block to ``<workdir>/log.txt`` (process 0 only: the others' lines are
-  on their own terminals), in absl's format. Entered only after a run's checks, so a refused run leaves the
-  workdir untouched."""
+  on their own terminals), in absl's format. Entered only after a run's checks; a refusal from inside the
+  block (a ``files.InputError``: a checkpoint of another config, a damaged file) takes back what the block
+  appended, so a refused run leaves the workdir untouched."""
   if jax.process_index() != 0:
     yield None
     return
   log_file = files.as_path(workdir) / LOG_FILE
   log_file.parent.mkdir(parents=True, exist_ok=True)
   remote = files.is_remote(log_file)
+  size = os.path.getsize(log_file) if not remote and log_file.exists() else None
   if remote:  # object stores do not append: log to a local copy, uploaded when the block ends
     local = tempfile.NamedTemporaryFile('wb', suffix='_' + LOG_FILE, delete=False)
     local.write(log_file.read_bytes() if log_file.exists() else b'')
@@ -62,11 +72,18 @@ def to_workdir(workdir, verbosity: int = 0):
   handler.addFilter(QuietLibraries(verbosity))
   logger = logging.get_absl_logger()
   logger.addHandler(handler)
+  refused = False
   try:
     yield log_file
+  except files.InputError:
+    refused = True
+    raise
   finally:
     logger.removeHandler(handler)
     handler.close()
     if remote:
-      log_file.write_bytes(open(local.name, 'rb').read())
+      if not refused:
+        log_file.write_bytes(open(local.name, 'rb').read())
       os.remove(local.name)
+    elif refused:
+      _take_back(log_file, size)

@@ -21,11 +21,12 @@ def sample(config, workdir):
   ``config.eval.nfe[0]``) with ``config.eval.sampler``; the NFE is stored in the ``.npz``."""
   validate(config, workdir, 'sample')
   k, evaluations = workdir_lib.step_counts(config.eval)[0]
-  path, model, state = workdir_lib.restore(config, workdir)
   name = config.eval.schedules[0]
-  if name == workdir_lib.FITTED:
+  if name == workdir_lib.FITTED:  # checked before the checkpoint is read
     raise files.InputError("config.eval.schedules[0]='fitted' names a group; --mode=sample needs one schedule: "
                      f'learned, a baseline or a stored name ({", ".join(store.names(workdir)) or "none stored"})')
+  workdir_lib.check_schedule_names(config, workdir)
+  path, model, state = workdir_lib.restore(config, workdir)
   ts = np.asarray(workdir_lib.schedule(name, path, state, workdir).steps(k))
   draw = sampling.make_draw(config, path, model)
   x = draw(state.ema_params, ts, streams.key(config.seed, 'sample'), config.eval.num_samples,

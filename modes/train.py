@@ -17,7 +17,7 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from configs.validate import validate
-from ddm import streams
+from ddm import files, streams
 from ddm.paths import make_path
 from modes import logs, progress, report as report_lib
 from train import checkpoints, data, lock, model as model_lib, step as step_lib
@@ -72,12 +72,50 @@ def _stop_nonfinite(steps, step, mngr, config):
   latest = mngr.latest_step()
   where = (f'the last checkpoint, step {latest} in {mngr.directory}, holds a finite state' if latest is not None
            else 'no checkpoint was written yet')
+  rerun = 'it resumes from that checkpoint' if latest is not None else 'it starts again from step 0'
   raise SystemExit(
       f'error: the loss, gradients or parameters were not finite at step {steps[0]} ({len(steps)} such steps by '
       f'step {step}; each was dropped); the run stopped (config.train.on_nonfinite=stop) and {where}. Lower '
       f'config.optim.learning_rate (now {config.optim.learning_rate}), lengthen config.optim.warmup_steps or '
-      'set config.optim.grad_clip, then rerun the same command (it resumes from that checkpoint); or set '
+      f'set config.optim.grad_clip, then rerun the same command ({rerun}); or set '
       'config.train.on_nonfinite=skip to drop such steps and go on.')
+
+
+def _check_steps(config, workdir):
+  """Refuses ``config.train.num_steps`` below the newest checkpoint's step (read off the folder names):
+  resuming could only go back, and nothing would run. The same step is a finished run (:func:`_finished`)."""
+  folder = checkpoints.directory(workdir)
+  if not folder.is_dir():
+    return
+  steps = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False).all_steps()
+  if steps and config.train.num_steps < max(steps):
+    raise files.InputError(
+        f'config.train.num_steps={config.train.num_steps} is below the step of the newest checkpoint in '
+        f'{folder} ({max(steps)}); nothing was changed. To train on, give --config.train.num_steps above '
+        f'{max(steps)}; to use the run as it is, --mode=eval or --mode=sample')
+
+
+def _finished(config, workdir):
+  """The run's state when its newest good checkpoint is at ``config.train.num_steps`` (restored read-only:
+  nothing is written, not even log.txt), else None."""
+  folder = checkpoints.directory(workdir)
+  if not folder.is_dir():
+    return None
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
+  if config.train.num_steps not in mngr.all_steps():
+    return None
+  path, shape = make_path(config.sde), data.data_shape(config)
+  template = step_lib.initial_state(config, path, model_lib.make_model(config, path, shape,
+                                                                       streams.key(config.seed, 'init')))
+  try:
+    state = checkpoints.restore_latest(mngr, template, read_only=False)
+  except checkpoints.Mismatch as e:
+    raise checkpoints.diagnose(workdir, config, e) from None
+  if state is None or int(state.step) != config.train.num_steps:
+    return None  # the newest checkpoint is damaged: training redoes its steps
+  logging.info('the run in %s is already complete at step %d (config.train.num_steps); nothing to do and nothing '
+               'was changed: give a larger --config.train.num_steps to train on', workdir, int(state.step))
+  return jax.device_get(state)
 
 
 def train_and_evaluate(config, workdir: str):
@@ -90,6 +128,10 @@ def train_and_evaluate(config, workdir: str):
   validate(config, workdir, 'train')  # after modes.distributed.initialize (main.py): devices of every process
   checkpoints.check_compatible(workdir, config, resume=True)
   report_lib.check_files(workdir)
+  _check_steps(config, workdir)
+  finished = _finished(config, workdir)
+  if finished is not None:
+    return finished
   data.check_available(config)
   writer_process = jax.process_index() == 0
   if writer_process:
@@ -105,7 +147,10 @@ def _train(config, workdir, signals):
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   template = step_lib.initial_state(config, path, model)
   quarantine = workdir if jax.process_index() == 0 else ''  # one process moves damaged checkpoints aside
-  state = checkpoints.restore_latest(mngr, template, quarantine=quarantine) or template
+  try:
+    state = checkpoints.restore_latest(mngr, template, quarantine=quarantine) or template
+  except checkpoints.Mismatch as e:  # another config's checkpoint: say which settings, never "damaged"
+    raise checkpoints.diagnose(workdir, config, e) from None
   start = int(state.step)
   batches = data.make_train_iterator(config, start_step=start)
   if jax.process_index() == 0:

@@ -9,6 +9,7 @@ from absl import logging
 
 from ddm import files, samplers, streams
 from ddm.paths import make_path
+from ddm.registry import BASELINES
 from schedule import fit, store
 from train import checkpoints, data, model as model_lib, step as step_lib
 
@@ -40,9 +41,12 @@ def restore(config, workdir, step=None):
   state = None
   if has_checkpoint(workdir):
     checkpoints.check_compatible(workdir, config)
-    mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
-    state = (checkpoints.restore_latest(mngr, template) if step is None
-             else checkpoints.restore_step(mngr, template, int(step)))
+    mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
+    try:  # read-only: the parameters are needed, not the optimizer state (its settings never block this)
+      state = (checkpoints.restore_latest(mngr, template, read_only=True) if step is None
+               else checkpoints.restore_step(mngr, template, int(step), read_only=True))
+    except checkpoints.Mismatch as e:
+      raise checkpoints.diagnose(workdir, config, e, read_only=True) from None
   if state is None:
     raise files.InputError(f'--workdir={workdir} holds no checkpoint; train first: '
                      f'python main.py --config=... --workdir={workdir}')
@@ -57,6 +61,19 @@ def schedule(name, path, state, workdir=None):
                        'train longer or evaluate baselines only')
     return learned_length(state)
   return store.named(name, path, workdir)
+
+
+def check_schedule_names(config, workdir):
+  """Every name of ``config.eval.schedules`` is 'learned', 'fitted', a baseline or stored in ``workdir``;
+  else one error listing what each can be, before any checkpoint is read or file written."""
+  stored = store.names(workdir)
+  known = (LEARNED, FITTED) + tuple(BASELINES.names()) + tuple(stored)
+  unknown = [n for n in config.eval.schedules if n not in known]
+  if unknown:
+    raise files.InputError(
+        f'config.eval.schedules names {", ".join(map(repr, unknown))}: neither learned, fitted, a baseline '
+        f'({", ".join(BASELINES.names())}) nor a schedule stored in {store.folder(workdir)} (stored: '
+        f'{", ".join(stored) or "none"}); fit one with --mode=fit_schedule --config.fit.name=<name>')
 
 
 def schedule_names(config, workdir, state) -> list:

@@ -49,7 +49,8 @@ def _c(name, expect, *args, base='toy', mode='train', setup=None, run=False, new
 
 def _field(field, value, *extra, mode='train', base='toy', expect=None):
   args = (f'--config.{field}={value}',) + extra + ((MORE,) if mode == 'train' and base == 'toy' else ())
-  return _c(f'{field}={value}', expect or field, *args, mode=mode, base=base)
+  name = f'{field}={value}' if base == 'toy' else f'{base}: {field}={value}'
+  return _c(name, expect or field, *args, mode=mode, base=base)
 
 
 def _truncate(path):
@@ -74,7 +75,7 @@ def _a_file(workdir):
 FIELDS = [
     # (field, value, extra args, mode, base)
     ('seed', 'abc'), ('seed', '-1'), ('seed', '1.5'),
-    ('compile_cache', '/proc/nonexistent/x'), ('compile_cache', "''"),
+    ('compile_cache', '/proc/nonexistent/x'), ('compile_cache', ''),
     ('data.dataset', 'foo'), ('data.target', 'foo'), ('data.dim', '0'), ('data.dim', '1.5'),
     ('data.std', '0.0', '--config.data.target=bimodal'), ('data.std', 'nan', '--config.data.target=bimodal'),
     ('data.offset', 'inf', '--config.data.target=bimodal'), ('data.cantor_depth', '0'),
@@ -239,27 +240,42 @@ def _train(config, workdir, repo):
   return workdir
 
 
+def run(root, repo=REPO, toy='', digits='', only='', timeout=300) -> list:
+  """Every case (those whose name contains ``only``) as a row; the smoke runs are trained under ``root`` unless
+  given (``toy``, ``digits``: trained workdirs, copied for each case and never changed)."""
+  trained = {'toy': toy or _train(TOY, os.path.join(root, 'toy'), repo),
+             'digits': digits or _train(DIGITS, os.path.join(root, 'digits'), repo)}
+  rows = []
+  for case in cases():
+    if only and only not in case['name']:
+      continue
+    rows.append(run_case(case, repo, trained, timeout))
+    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+  return rows
+
+
+def table(rows) -> str:
+  lines = ['| case | mode | exit | outcome | first line of the message |', '|---|---|---|---|---|']
+  for r in rows:
+    message = r['message'].replace('|', '\\|')
+    lines.append(f"| `{r['name']}` | {r['mode']} | {r['rc']} | {r['outcome']} | {message} |")
+  counts = collections.Counter(r['outcome'] for r in rows)
+  lines.append('\n' + ', '.join(f'{k} {counts.get(k, 0)}' for k in ('clear', 'weak', 'silent', 'wrong')) +
+               f' (of {len(rows)})')
+  return '\n'.join(lines)
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
   root = tempfile.mkdtemp(prefix='bad_input_trained_')
-  trained = {'toy': f.toy or _train(TOY, os.path.join(root, 'toy'), f.repo),
-             'digits': f.digits or _train(DIGITS, os.path.join(root, 'digits'), f.repo)}
-  rows = []
-  for case in cases():
-    if f.only and f.only not in case['name']:
-      continue
-    row = run_case(case, f.repo, trained, f.timeout)
-    rows.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
-  shutil.rmtree(root, ignore_errors=True)
-  print('| case | mode | exit | outcome | first line of the message |\n|---|---|---|---|---|')
-  for r in rows:
-    message = r['message'].replace('|', '\\|')
-    print(f"| `{r['name']}` | {r['mode']} | {r['rc']} | {r['outcome']} | {message} |")
-  counts = collections.Counter(r['outcome'] for r in rows)
-  print('\n' + ', '.join(f'{k} {counts.get(k, 0)}' for k in ('clear', 'weak', 'silent', 'wrong')) +
-        f' (of {len(rows)})')
+  try:
+    rows = run(root, f.repo, f.toy, f.digits, f.only, f.timeout)
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  print(table(rows))
+  if any(r['outcome'] != 'clear' for r in rows):
+    sys.exit(1)
 
 
 if __name__ == '__main__':

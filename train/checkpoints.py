@@ -178,31 +178,97 @@ def _try_restore(mngr, step, target):
     return None, f'it does not restore ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""})'
 
 
-def restore_step(mngr: ocp.CheckpointManager, template: state_lib.TrainState, step: int):
-  """The checkpoint of ``step`` restored into ``template``'s structure; a ``ValueError`` naming it when it is
-  damaged (verified as :func:`restore_latest` does)."""
-  tree, problem = _try_restore(mngr, step, state_lib.to_host_dict(template))
-  if problem:
-    raise files.InputError(f'checkpoint {mngr.directory}/{step} is damaged: {problem}; leave it out with '
-                     'config.eval.checkpoints (e.g. the other steps), or restore it from a backup')
+class Mismatch(files.InputError):
+  """The checkpoint of ``step`` holds arrays of other names or shapes than this config makes: written by a run
+  with other settings, not damaged. ``differences``: ``[(array name, stored shape, this config's shape)]``
+  (None where the array is absent); :func:`diagnose` turns it into the settings that differ."""
+
+  def __init__(self, directory, step, differences):
+    self.directory, self.step, self.differences = directory, step, differences
+    shown = '; '.join(f'{name}: stored {a}, this config {b}' for name, a, b in differences[:3])
+    super().__init__(f'checkpoint {directory}/{step} holds arrays of other shapes than this config makes '
+                     f'({len(differences)} differ, e.g. {shown}); it was written with other settings and is not '
+                     'damaged: rerun with the settings it was trained with, or give another --workdir')
+
+
+def _shapes(tree) -> dict:
+  return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in
+          jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def stored_tree(directory, step):
+  """The checkpoint's tree of ``ArrayMetadata`` (names, shapes, dtypes) as written, read without its arrays;
+  None when it cannot be read (the restore then says what is damaged)."""
+  try:
+    meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / 'default')
+  except Exception:  # a missing or damaged _METADATA file: left to the restore, which names it damaged
+    return None
+  return getattr(meta, 'tree', meta)
+
+
+def _differences(stored: dict, expected: dict) -> list:
+  return [(name, stored.get(name), expected.get(name)) for name in sorted(set(stored) | set(expected))
+          if stored.get(name) != expected.get(name)]
+
+
+def _target(mngr, step, target: dict, read_only: bool):
+  """``(what to restore step into, whether its optimizer state is the stored one's stand-in)``. Raises
+  :class:`Mismatch` when the stored arrays differ from ``target``'s (read-only: outside the optimizer state,
+  which is then restored into zeros of the stored shapes, verified, and dropped)."""
+  tree = stored_tree(mngr.directory, step)
+  if tree is None:
+    return target, False
+  differ = _differences(_shapes(tree), _shapes(target))
+  optimizer = f"['{OPTIMIZER_STATE}']"
+  if read_only:
+    rest = [d for d in differ if not d[0].startswith(optimizer)]
+    if rest:
+      raise Mismatch(mngr.directory, step, rest)
+    if differ and isinstance(tree, dict) and OPTIMIZER_STATE in tree:
+      stand_in = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree[OPTIMIZER_STATE])
+      return dict(target, **{OPTIMIZER_STATE: stand_in}), True
+  if differ:
+    raise Mismatch(mngr.directory, step, differ)
+  return target, False
+
+
+def _state(template, tree, target, swapped):
+  if swapped:  # the stored optimizer state was verified with the rest; evaluation never reads it
+    tree = dict(tree, **{OPTIMIZER_STATE: target[OPTIMIZER_STATE]})
   return state_lib.from_host_dict(template, tree)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine=''):
+def restore_step(mngr: ocp.CheckpointManager, template: state_lib.TrainState, step: int, read_only: bool = False):
+  """The checkpoint of ``step`` restored into ``template``'s structure; a ``ValueError`` naming it when it is
+  damaged (verified as :func:`restore_latest` does), :class:`Mismatch` when it was written with other settings."""
+  target = state_lib.to_host_dict(template)
+  restore_into, swapped = _target(mngr, step, target, read_only)
+  tree, problem = _try_restore(mngr, step, restore_into)
+  if problem:
+    raise files.InputError(f'checkpoint {mngr.directory}/{step} is damaged: {problem}; leave it out with '
+                     'config.eval.checkpoints (e.g. the other steps), or restore it from a backup')
+  return _state(template, tree, target, swapped)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, quarantine='',
+                   read_only: bool = False):
   """The newest good checkpoint restored into ``template``'s structure, or None if there is none.
 
   A checkpoint that fails to restore, holds non-finite values or does not match its digest is skipped with a
   warning naming it; with ``quarantine`` (a workdir: training) it is moved to ``<workdir>/damaged_checkpoints/``
   so the resumed run can write that step again. When every checkpoint is damaged nothing is moved and a
-  ``ValueError`` names them all and the fix."""
+  ``ValueError`` names them all and the fix. A checkpoint of other shapes than ``template`` (another config)
+  stops with :class:`Mismatch` before anything is moved; ``read_only`` (eval, sample) ignores the optimizer
+  state's."""
   target = state_lib.to_host_dict(template)
   damaged = []
   for step in sorted(mngr.all_steps(), reverse=True):
-    tree, problem = _try_restore(mngr, step, target)
+    restore_into, swapped = _target(mngr, step, target, read_only)
+    tree, problem = _try_restore(mngr, step, restore_into)
     if not problem:
       if damaged:
         _set_aside(mngr, damaged, quarantine)
-      return state_lib.from_host_dict(template, tree)
+      return _state(template, tree, target, swapped)
     logging.warning('checkpoint %s/%d is damaged: %s; falling back to the previous one', mngr.directory, step,
                     problem)
     damaged.append((step, problem))
@@ -211,6 +277,99 @@ def restore_latest(mngr: ocp.CheckpointManager, template: state_lib.TrainState, 
                      '\n  - '.join(f'step {s}: {p}' for s, p in damaged) +
                      f'\nMove {mngr.directory} away to start the run afresh, or restore it from a backup.')
   return None
+
+
+def _dense(params) -> list:
+  return sorted((k for k in params if k.startswith('Dense_')), key=lambda k: int(k.split('_')[1]))
+
+
+def _mlp(tree):
+  params = tree.get('params', {})
+  return params if 'Dense_0' in params and 'Conv_0' not in params else None
+
+
+def _clipped(tree) -> bool:
+  """Whether the optimizer state is that of clipping then Adam (:func:`train.state.make_optimizer`): a chain
+  whose first state (clipping's) holds no arrays; without clipping the first is Adam's moments."""
+  opt = tree.get(OPTIMIZER_STATE, {})
+  return isinstance(opt, dict) and isinstance(opt.get('0'), dict) and not opt['0'] and '1' in opt
+
+
+# field -> (its value read off a checkpoint's tree of arrays (None: cannot tell), whether it is the optimizer's)
+INFERRED = {
+    'schedule.num_steps': (lambda t: t['schedule'].shape[0] - 1 if 'schedule' in t else None, False),
+    'model.mlp.width': (lambda t: _mlp(t)['Dense_0']['kernel'].shape[1] if _mlp(t) else None, False),
+    'model.mlp.embedding_dim': (lambda t: _mlp(t)['Dense_0']['kernel'].shape[0] if _mlp(t) else None, False),
+    'model.mlp.depth': (lambda t: (len(_dense(_mlp(t))) - 2) // 2 if _mlp(t) else None, False),
+    'data.dim': (lambda t: _mlp(t)[_dense(_mlp(t))[-1]]['kernel'].shape[1] if _mlp(t) else None, False),
+    'model.unet.channels': (lambda t: t['params']['Conv_0']['kernel'].shape[-1]
+                            if 'Conv_0' in t.get('params', {}) else None, False),
+    'optim.grad_clip': (lambda t: 'on' if _clipped(t) else 'off', True),
+}
+
+
+def _inferred_differences(tree, config, read_only) -> list:
+  """``[(field, stored, this config's)]`` of the :data:`INFERRED` fields that differ."""
+  differ = []
+  for field, (read, optimizer) in INFERRED.items():
+    if optimizer and read_only:
+      continue
+    try:
+      stored = read(tree)
+    except (KeyError, IndexError, AttributeError, TypeError):
+      stored = None
+    mine = _lookup(_as_dict(config), field)
+    same = stored == ('on' if mine and mine > 0 else 'off') if field == 'optim.grad_clip' else stored == mine
+    if stored is not None and not same:
+      differ.append((field, stored, mine))
+  return differ
+
+
+def _config_differences(old, config, read_only) -> list:
+  """``[(field, stored, this config's)]``: what differs from ``config.json`` among the settings a checkpoint's
+  shapes depend on (grad_clip only as on/off, and only for training)."""
+  new = _as_dict(config)
+  differ = []
+  for key in LOAD_KEYS + (() if read_only else OPTIMIZER_KEYS):
+    a, b = _flatten(_lookup(old, key), f'{key}'), _flatten(_lookup(new, key), f'{key}')
+    differ += [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+               if a.get(k) != b.get(k) and f'config.{k}' not in LOCATION_KEYS]
+  clip = _lookup(old, 'optim.grad_clip'), _lookup(new, 'optim.grad_clip')
+  if not read_only and None not in clip and (clip[0] > 0) != (clip[1] > 0):
+    differ.append(('optim.grad_clip', clip[0], clip[1]))
+  return differ
+
+
+def diagnose(workdir, config, error: Mismatch, read_only: bool = False) -> files.InputError:
+  """What to tell the user about :class:`Mismatch`: the settings that differ from the run's (``config.json``,
+  else read off the checkpoint's arrays) and the flags that would restore the checkpoint. Never "damaged"."""
+  old = stored_config(workdir)
+  if old is not None:
+    differ, source = _config_differences(old, config, read_only), f'{CONFIG_FILE} of the run'
+  else:
+    tree = stored_tree(error.directory, error.step)
+    differ, source = _inferred_differences(tree or {}, config, read_only), 'the shapes of its arrays'
+  if not differ:
+    return error
+  listed = '; '.join(f'config.{k}: {_shown(k, a)} in the run, {b!r} now' for k, a, b in differ)
+  flags = ' '.join(f'--config.{k}={_flag_value(k, a)}' for k, a, _ in differ)
+  return files.InputError(
+      f'checkpoint {error.directory}/{error.step} was written with other settings ({source}): {listed}. It is '
+      f'not damaged; to use it, rerun with {flags}; or give another --workdir for these settings')
+
+
+def _shown(field, stored):
+  if field == 'optim.grad_clip' and stored in ('on', 'off'):  # read off the optimizer state: on or off only
+    return '> 0 (clipping)' if stored == 'on' else '0.0 (no clipping)'
+  return repr(stored)
+
+
+def _flag_value(field, stored):
+  if field == 'optim.grad_clip' and stored == 'on':
+    return '1.0'  # clipping on: any norm > 0 (1.0 is configs/base.py's)
+  if field == 'optim.grad_clip' and stored == 'off':
+    return '0.0'
+  return repr(tuple(stored)) if isinstance(stored, list) else stored
 
 
 def _set_aside(mngr, damaged, quarantine):

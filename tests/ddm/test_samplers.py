@@ -141,7 +141,7 @@ def test_prior_sample_std(path_name):
 
 
 def test_unknown_sampler_lists_allowed_names():
-  with pytest.raises(ValueError, match=r'config\.eval\.sampler=.*allowed: ancestral, euler, euler_maruyama, heun, pc'):
+  with pytest.raises(ValueError, match=r'config\.eval\.sampler=.*allowed: ancestral, dpmpp_2m, dpmpp_3m, euler, euler_maruyama, heun, ipndm, pc, unipc'):
     samplers.make_sampler('rk4', PATHS['ve'], lambda x, t: -x)
 
 

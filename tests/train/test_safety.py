@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import validate
+from ddm import files
 from ddm.paths import make_path
 from schedule import store
 from modes import train as train_mode
@@ -205,7 +206,7 @@ def test_a_truncated_json_file_is_named_with_the_fix(trained, tmp_path, name):
   text = open(workdir / name).read()
   open(workdir / name, 'w').write(text[:len(text) // 2])
   before = _hashes(workdir)
-  with pytest.raises(ValueError, match=rf'{name} is damaged \(JSONDecodeError.*\); (restore|move)'):
+  with pytest.raises(files.InputError, match=rf'{name} is damaged \(JSONDecodeError.*\); (restore|move)'):
     train_mode.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
   assert _hashes(workdir) == before
 
@@ -224,7 +225,7 @@ def test_stored_schedules_are_validated_before_use(tmp_path):
   expected = {'truncated': 'is damaged', 'nan': 'non-finite', 'decreasing': 'not strictly increasing',
               'ends': 'not from 0 to 1'}
   for name, message in expected.items():
-    with pytest.raises(ValueError, match=rf'{name}\.json .*{message}.*--config.fit.name={name}'):
+    with pytest.raises(files.InputError, match=rf'{name}\.json .*{message}.*--config.fit.name={name}'):
       store.load(str(tmp_path), name)
   store.save_ladders(str(tmp_path), 'good', {3: good}, 'dp_elbo', 'corrector')
   np.testing.assert_array_equal(store.load(str(tmp_path), 'good').steps(3), good)
@@ -277,6 +278,9 @@ def test_an_unwritable_checkpoints_folder_is_refused_before_compute(tmp_path):
     (dict(eval__langevin_snr=-0.1), r'config.eval.langevin_snr=-0.1; need > 0'),
     (dict(eval__langevin_steps=0), 'config.eval.langevin_steps=0; need an integer >= 1'),
     (dict(train__on_nonfinite='ignore'), "config.train.on_nonfinite='ignore'; allowed: stop, skip"),
+    (dict(sde__sigma_max=float('inf')), 'config.sde.sigma_max=inf; need a finite number'),
+    (dict(data__target='bimodal', data__std=0.0), r'config.data.std=0.0; need > 0'),
+    (dict(optim__learning_rate=float('nan')), 'config.optim.learning_rate=nan; need a finite number'),
 ])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_bad_fields_are_refused_with_the_workdir_unchanged(trained, tmp_path, overrides, message, mode):
@@ -307,11 +311,11 @@ def test_a_mistyped_field_lists_the_section_and_a_suggestion():
     ('--config.optim.optimizer=sgd', "config.optim.optimizer='sgd'; allowed: adam, adamw"),
 ])
 def test_a_refused_run_prints_one_error_and_no_traceback(tmp_path, flag, message):
-  """main.py prints a files.InputError's message alone (the traceback with --verbosity=1) and exits non-zero."""
+  """main.py prints a files.InputError's message alone (the traceback with --verbosity=1) and exits with 2."""
   cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={tmp_path / "run"}', flag]
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode == 1 and 'error: invalid configuration:' in result.stderr, result.stderr
-  assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+  assert result.returncode == 2 and f'error: {message}' in result.stderr, result.stderr  # 2: bad input
+  assert 'Traceback' not in result.stderr, result.stderr
   assert not (tmp_path / 'run').exists()
   verbose = subprocess.run(cmd + ['--verbosity=1'], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert verbose.returncode == 1 and 'Traceback' in verbose.stderr and message in verbose.stderr
@@ -335,3 +339,84 @@ def test_the_inception_download_is_checked_against_its_published_hash(tmp_path, 
   monkeypatch.setitem(sys.modules, 'torch', fake)
   assert inception_weights._load_torch_state_dict(str(f)) == {}
   assert calls == [{'map_location': 'cpu', 'weights_only': True}]
+
+
+# --- Issue 40: a checkpoint of another config is diagnosed, never "damaged"; refusals change nothing ---------
+
+def _short_eval(**overrides):
+  return _smoke(**dict(dict(eval__schedules=('linear',), eval__num_steps=(5,), eval__seeds=1,
+                            eval__likelihood=False), **overrides))
+
+
+def test_wrong_types_and_nonfinite_values_leave_a_trained_workdir_untouched(trained, tmp_path):
+  import ml_collections
+  from modes import evaluate as eval_run
+  workdir = _copy(trained, tmp_path)
+  before = _hashes(workdir)
+  config = ml_collections.ConfigDict(_smoke().to_dict(), type_safe=False)  # as a config file could set them
+  config.train.batch_size, config.sde.sigma_max, config.optim.ema_decay = 'abc', float('nan'), 1.5
+  for runner in (train_mode.train_and_evaluate, eval_run.evaluate):
+    with pytest.raises(files.InputError) as e:
+      runner(config, str(workdir))
+    assert {"config.train.batch_size='abc'; need an integer", 'config.sde.sigma_max=nan; need a finite number'} <= \
+        set(e.value.problems)
+  config.train.batch_size, config.sde.sigma_max = 64, 80.0
+  with pytest.raises(files.InputError, match=r'config.optim.ema_decay=1.5; need 0 <= ema_decay < 1'):
+    train_mode.train_and_evaluate(config, str(workdir))
+  assert _hashes(workdir) == before
+
+
+def test_resuming_with_another_grad_clip_names_it_and_never_says_damaged(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  before = _hashes(workdir)
+  with pytest.raises(files.InputError, match=r'config.optim.grad_clip: 1.0 in the run, 0.0 now\. It is not damaged; '
+                     r'to use it, rerun with --config.optim.grad_clip=1.0') as e:
+    train_mode.train_and_evaluate(_smoke(optim__grad_clip=0.0, train__num_steps=30), str(workdir))
+  assert 'is damaged' not in str(e.value) and 'Move' not in str(e.value)
+  assert _hashes(workdir) == before  # log.txt included: what the refused run logged is taken back
+
+
+def test_eval_and_sample_ignore_optimizer_settings_and_eval_takes_the_last_checkpoint(trained, tmp_path):
+  from modes import evaluate as eval_run, sample as sample_mode
+  workdir = _copy(trained, tmp_path)
+  record = eval_run.evaluate(_short_eval(optim__grad_clip=0.0, optim__optimizer='adamw'), str(workdir))
+  assert record['step'] == 20
+  assert sorted(os.listdir(workdir / 'eval'))[:3] == ['20_heun.json', '20_heun.md', '20_heun.png']  # not step 10
+  x = sample_mode.sample(_short_eval(optim__grad_clip=0.0, eval__num_samples=64, eval__batch_size=64), str(workdir))
+  assert x.shape == (64, 1) and np.all(np.isfinite(x))
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_without_config_json_the_differing_setting_is_read_off_the_checkpoint(trained, tmp_path, mode):
+  from modes import evaluate as eval_run
+  workdir = _copy(trained, tmp_path)
+  os.remove(workdir / checkpoints.CONFIG_FILE)
+  before = _hashes(workdir)
+  runner = train_mode.train_and_evaluate if mode == 'train' else eval_run.evaluate
+  with pytest.raises(files.InputError, match=r'written with other settings \(the shapes of its arrays\): '
+                     r'config.model.mlp.width: 32 in the run, 64 now\. It is not damaged; to use it, rerun with '
+                     r'--config.model.mlp.width=32;') as e:
+    runner(_short_eval(model__mlp__width=64, train__num_steps=30), str(workdir))
+  assert 'grad_clip' not in str(e.value)
+  assert _hashes(workdir) == before
+
+
+def test_resuming_at_or_below_the_checkpoints_step_changes_nothing(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  before = _hashes(workdir)
+  with pytest.raises(files.InputError, match=r'config.train.num_steps=10 is below the step of the newest checkpoint '
+                     r'in .* \(20\); nothing was changed'):
+    train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(workdir))
+  assert int(train_mode.train_and_evaluate(_smoke(), str(workdir)).step) == 20  # complete: nothing to do
+  assert _hashes(workdir) == before
+
+
+def test_an_unknown_schedule_is_refused_before_the_checkpoint_is_read(trained, tmp_path, monkeypatch):
+  from modes import evaluate as eval_run, workdir as workdir_lib
+  workdir = _copy(trained, tmp_path)
+  before = _hashes(workdir)
+  monkeypatch.setattr(workdir_lib, 'restore', lambda *a, **k: pytest.fail('restored before the names were checked'))
+  with pytest.raises(files.InputError, match=r"config.eval.schedules names 'nosuch': neither learned, fitted, a "
+                     r'baseline \(cosine, edm_rho3, edm_rho7, linear, log_linear\) nor a schedule stored'):
+    eval_run.evaluate(_short_eval(eval__schedules=('linear', 'nosuch')), str(workdir))
+  assert _hashes(workdir) == before
