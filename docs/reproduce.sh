@@ -181,6 +181,12 @@ case "$WHAT" in
       --config.fit.trajectory.num_noises=256 --config.fit.trajectory.passes=1
     fit "$w" ays "${d[@]}" --config.fit.method=ays --config.fit.ays.num_samples=64 --config.fit.ays.candidates=8 \
       --config.fit.ays.passes=2
+    # the default few-step search for the multistep solvers, at a CPU's size: 128 noises, 100 Adam steps
+    for sampler in dpmpp_2m unipc ipndm; do
+      fit "$w" "fewstep_$sampler" "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+        "--config.eval.num_steps=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=128 \
+        --config.fit.fewstep.iterations=100
+    done
     solver_evals "$w" digits_solvers "${d[@]}"
     solver_table
     ;;
