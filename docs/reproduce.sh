@@ -5,7 +5,7 @@
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
 #   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
 #                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
-#   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1.5 h with its searches)
+#   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1 h)
 #   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~2.5 h on one core)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
@@ -173,15 +173,12 @@ case "$WHAT" in
     ;;
   digits_solvers)
     # docs/digits_solvers_eval_<sampler>.*: the same solvers on the digits U-Net of 'digits_searches' (its
-    # workdir, training and searches, kept if already there), 3 seeds of 512 samples per cell.
+    # workdir, training and corrector fit, kept if already there; its trajectory and AYS ladders too when the
+    # 'digits_searches' target has run), 3 seeds of 512 samples per cell.
     w="$RUNS/digits_searches"
     d=(--config=configs/digits.py --config.eval.num_samples=512 --config.eval.likelihood=False)
     python main.py "${d[@]}" --workdir="$w"
     fit "$w" corrector "${d[@]}" --config.fit.grid=256 --config.fit.num_samples=64
-    fit "$w" trajectory "${d[@]}" --config.fit.method=trajectory --config.fit.trajectory.grid=32 \
-      --config.fit.trajectory.num_noises=256 --config.fit.trajectory.passes=1
-    fit "$w" ays "${d[@]}" --config.fit.method=ays --config.fit.ays.num_samples=64 --config.fit.ays.candidates=8 \
-      --config.fit.ays.passes=2
     # the default few-step search for the multistep solvers, at a CPU's size: 128 noises, 100 Adam steps
     for sampler in dpmpp_2m unipc ipndm; do
       fit "$w" "fewstep_$sampler" "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
