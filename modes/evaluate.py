@@ -331,15 +331,17 @@ def _keep_earlier(stem):
 
 
 def _to_tensorboard(workdir, record, png):
-  """Scalars at the checkpoint's training step, the column in the tag: a run's evaluations over training
-  form one curve per (metric, schedule, column)."""
-  writer = MetricWriter(files.as_path(workdir) / EVAL_DIR)
+  """Scalars at the checkpoint's training step. Each schedule is its own TensorBoard run (``eval/<schedule>``)
+  with the tags ``eval/<metric>/<sampler>_K<k>`` (or ``_NFE<n>``), so one card per metric and column holds a
+  line per schedule, over training; the spreads over seeds stay in the JSON record."""
   step, sampler = record['step'], record['sampler']
   for name, row in record['results'].items():
+    schedule_writer = MetricWriter(files.as_path(workdir) / EVAL_DIR / name)
     for k, values in row.items():
       column = f'NFE{values["nfe"]}' if record['by_nfe'] else f'K{k}'
-      writer.write_scalars(step, {f'eval/{m}{suffix}/{name}/{sampler}_{column}': values[m + suffix]
-                                  for m in record['metrics'] for suffix in ('', '_std')})
+      schedule_writer.write_scalars(step, {f'eval/{m}/{sampler}_{column}': values[m] for m in record['metrics']})
+    schedule_writer.close()
+  writer = MetricWriter(files.as_path(workdir) / EVAL_DIR)
   for m, v in record.get('likelihood', {}).items():
     writer.write_scalars(step, {f'eval/{m}': v})
   writer.write_images(step, {f'eval/samples/{sampler}': plots.read_png(png)})

@@ -39,10 +39,15 @@ def test_every_new_checkpoint_gets_its_record_and_tensorboard_points(trained):
   for step in (10, 15, 20):
     assert {f'{step}_heun.json', f'{step}_heun.md', f'{step}_heun.png'} <= set(names), names
   assert json.load(open(os.path.join(trained, 'eval.json')))['step'] == 20
-  acc = event_accumulator.EventAccumulator(os.path.join(trained, 'eval'), size_guidance={'scalars': 0})
-  acc.Reload()
-  points = acc.Scalars('eval/w1/linear/heun_K5')
-  assert [p.step for p in points] == [10, 15, 20]   # the training step, the column in the tag
+  # each schedule its own run: one card per metric and column with a line per schedule, over training
+  runs = {}
+  for name in ('linear', 'learned'):
+    runs[name] = event_accumulator.EventAccumulator(os.path.join(trained, 'eval', name), size_guidance={'scalars': 0})
+    runs[name].Reload()
+    points = runs[name].Scalars('eval/w1/heun_K5')
+    assert [p.step for p in points] == [10, 15, 20]   # the training step, the column in the tag
+  assert abs(runs['linear'].Scalars('eval/w1/heun_K5')[-1].value / record['results']['linear']['5']['w1'] - 1) < 1e-6
+  assert not any('_std' in tag for tag in runs['linear'].Tags()['scalars'])
   # the same settings again: nothing new to evaluate, the latest record is returned, nothing rewritten
   before = _hashes(trained)
   again = eval_run.evaluate(_config(), trained)
