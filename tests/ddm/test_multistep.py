@@ -46,10 +46,13 @@ def _slope(name, path, ladder, ks, order=0):
 LOG_SIGMA = lambda k: np.geomspace(0.1, 80.0, k + 1)     # uniform in log sigma (log-SNR), the exponential solvers' own
 UNIFORM = lambda k: np.linspace(0.2, 2.0, k + 1)         # uniform in sigma, where iPNDM's fixed coefficients are exact
 
-# (name, solver_order, ladder, K range, lowest slope accepted): the measured log-log slopes over K = 16, 32, 64
-# on log-sigma ladders (VE / VP) are euler 0.97 / 0.97, heun 2.06 / 2.06, dpmpp_2m 1.70 / 1.62, unipc order 2
-# 2.99 / 2.98 and order 3 3.67 / 3.76 (UniC adds one order), dpmpp_3m 2.80 / 2.86 with pairwise slopes falling
-# towards 2 (see test_dpmpp_3m_published_coefficient_is_second_order); ipndm 4.04 on the uniform ladder, K = 8-32.
+# (name, solver_order, ladder, K range, lowest slope accepted). Measured log-log slopes over K = 16, 32, 64 on the
+# log-sigma ladder, the same on VE and VP (the walk is in EDM's variables): euler 0.97, heun 2.06, dpmpp_2m 1.70,
+# unipc order 2 2.99 and order 3 3.67 (UniC adds one order), dpmpp_3m 2.81 with pairwise slopes falling towards 2
+# (test_dpmpp_3m_published_coefficient_is_second_order); ipndm 4.04 on the uniform ladder over K = 8, 16, 32 (2.54
+# from 32 to 64, where its Euler warm-up step's O(h^2) error takes over) and 2.07 on log-sigma ladders, whose
+# unequal steps its fixed coefficients do not fit. On rho = 7 ladders (VE, K = 16-64): euler 0.97, heun 2.06,
+# dpmpp_2m 1.65, dpmpp_3m 2.94, unipc 2.84 / 3.80, ipndm 2.27.
 ORDERS = [('euler', 0, LOG_SIGMA, (16, 32, 64), 0.9), ('heun', 0, LOG_SIGMA, (16, 32, 64), 1.9),
           ('dpmpp_2m', 0, LOG_SIGMA, (16, 32, 64), 1.5), ('unipc', 2, LOG_SIGMA, (16, 32, 64), 2.8),
           ('unipc', 3, LOG_SIGMA, (16, 32, 64), 3.4), ('dpmpp_3m', 0, LOG_SIGMA, (16, 32, 64), 2.5),
