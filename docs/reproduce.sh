@@ -5,6 +5,7 @@
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
 #   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
 #                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
+#   bash docs/reproduce.sh learned_solvers [RUNS] # the same on the toy targets' trained MLPs (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1 h)
 #   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~2.5 h on one core)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
@@ -22,7 +23,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|learned_solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -168,6 +169,21 @@ case "$WHAT" in
           "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
       done
       solver_evals "$w" "${target}_solvers" "${exact[@]}"
+    done
+    solver_table
+    ;;
+  learned_solvers)
+    # docs/<target>_learned_solvers_eval_<sampler>.*: the solvers on the toy targets' trained MLPs (the 'toy'
+    # target's <target>_learned runs, trained here if missing), fewstep for the multistep solvers.
+    for target in cantor bimodal; do
+      toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
+      w="$RUNS/${target}_learned"
+      python main.py "${toy[@]}" --workdir="$w"
+      for sampler in dpmpp_2m unipc ipndm; do
+        fit "$w" "fewstep_$sampler" "${toy[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+          "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
+      done
+      solver_evals "$w" "${target}_learned_solvers" "${toy[@]}"
     done
     solver_table
     ;;
