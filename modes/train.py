@@ -85,9 +85,7 @@ def _check_steps(config, workdir):
   """Refuses ``config.train.num_steps`` below the newest checkpoint's step (read off the folder names):
   resuming could only go back, and nothing would run. The same step is a finished run (:func:`_finished`)."""
   folder = checkpoints.directory(workdir)
-  if not folder.is_dir():
-    return
-  steps = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False).all_steps()
+  steps = checkpoints.saved_steps(workdir)
   if steps and config.train.num_steps < max(steps):
     raise files.InputError(
         f'config.train.num_steps={config.train.num_steps} is below the step of the newest checkpoint in '
@@ -98,12 +96,9 @@ def _check_steps(config, workdir):
 def _finished(config, workdir):
   """The run's state when its newest good checkpoint is at ``config.train.num_steps`` (restored read-only:
   nothing is written, not even log.txt), else None."""
-  folder = checkpoints.directory(workdir)
-  if not folder.is_dir():
-    return None
+  if config.train.num_steps not in checkpoints.saved_steps(workdir):
+    return None  # every process of a fresh or unfinished run decides the same, without a collective
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
-  if config.train.num_steps not in mngr.all_steps():
-    return None
   path, shape = make_path(config.sde), data.data_shape(config)
   template = step_lib.initial_state(config, path, model_lib.make_model(config, path, shape,
                                                                        streams.key(config.seed, 'init')))

@@ -50,6 +50,16 @@ def directory(workdir) -> epath.Path:
   return files.as_path(workdir) / CHECKPOINTS
 
 
+def saved_steps(workdir) -> list:
+  """The steps of the checkpoint folders in ``<workdir>/checkpoints``, ascending, read off their names. No orbax
+  manager: in a multi-process job a manager's creation is a collective, which a check that only some processes
+  make (the folder appears when the fastest one creates its manager) would leave unmatched."""
+  folder = directory(workdir)
+  if not folder.is_dir():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 def manager(workdir, keep: int, create: bool = True) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                                                         create=create))

@@ -91,7 +91,8 @@ def test_two_processes_train_resume_and_restore_like_one(tmp_path):
                           extra=['--mode=eval'])
   assert codes == [0, 0], out[-3000:]
   assert sorted(os.listdir(two / 'eval')) == ['40_heun.json', '40_heun.md', '40_heun.png'] + sorted(
-      f for f in os.listdir(two / 'eval') if f.startswith('events')) and (two / 'eval.json').exists()
+      f for f in os.listdir(two / 'eval') if f.startswith('events')) + ['linear'] and (two / 'eval.json').exists()
+  assert len([f for f in os.listdir(two / 'eval' / 'linear') if f.startswith('events')]) == 1  # the schedule's run
   assert out.count('wrote ') == 1, out[-3000:]
 
 
