@@ -443,6 +443,18 @@ def steps_for_nfe(name: str, evaluations: int, langevin_steps: int = 1, setting:
                    f'(langevin_steps={langevin_steps}); nearest reachable NFE: {near}')
 
 
+def steps_for_each_nfe(name: str, evaluations, langevin_steps: int = 1) -> dict:
+  """``{NFE: K, or the reason it is unreachable (str)}`` for each of ``evaluations`` under ``name``: the one place
+  that reads an NFE list (eval's columns, the searches' K)."""
+  out = {}
+  for n in evaluations:
+    try:
+      out[int(n)] = steps_for_nfe(name, n, langevin_steps)
+    except ValueError as e:
+      out[int(n)] = str(e)
+  return out
+
+
 def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), langevin_steps: int = 1,
                      setting: str = 'config.eval') -> list:
   """What is wrong with walking ``name`` at ``solver_order`` for the step counts ``num_steps`` or the NFEs
@@ -461,15 +473,10 @@ def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), lang
   order = sampler.order(solver_order)
   ks = [int(k) for k in num_steps]
   if len(evaluations):
-    reachable = []
-    for n in evaluations:
-      try:
-        reachable.append(steps_for_nfe(name, n, langevin_steps, f'{setting}.nfe'))
-      except ValueError as e:
-        error = str(e)
-    if not reachable:
-      return [error]
-    ks = reachable
+    counts = steps_for_each_nfe(name, evaluations, langevin_steps)
+    ks = [k for k in counts.values() if isinstance(k, int)]
+    if not ks:
+      return [list(counts.values())[-1].replace('config.eval.nfe', f'{setting}.nfe', 1)]
   low = [k for k in ks if k < order]
   if low:
     what = f'NFE {", ".join(str(sampler.nfe(k, langevin_steps)) for k in low)}' if len(evaluations) else \

@@ -95,21 +95,13 @@ def step_counts(eval_cfg) -> list:
   ``config.eval.sampler``, or each NFE of ``config.eval.nfe`` that the sampler reaches with the K that reaches it
   (the others: :func:`unreachable_nfe`)."""
   if len(eval_cfg.nfe):
-    return [(k, n) for n, k in _nfe_steps(eval_cfg).items() if k is not None]
+    counts = samplers.steps_for_each_nfe(eval_cfg.sampler, eval_cfg.nfe, eval_cfg.langevin_steps)
+    return [(k, n) for n, k in counts.items() if isinstance(k, int)]
   return [(int(k), samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)) for k in eval_cfg.num_steps]
 
 
 def unreachable_nfe(eval_cfg) -> dict:
   """``{NFE: why}`` for each NFE of ``config.eval.nfe`` that ``config.eval.sampler`` cannot make exactly (Heun's
   2K - 1 is odd): its table column says so instead of holding numbers."""
-  return {n: why for n, why in _nfe_steps(eval_cfg, reasons=True).items() if isinstance(why, str)}
-
-
-def _nfe_steps(eval_cfg, reasons: bool = False) -> dict:
-  out = {}
-  for n in eval_cfg.nfe:
-    try:
-      out[int(n)] = samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps)
-    except ValueError as e:
-      out[int(n)] = str(e) if reasons else None
-  return out
+  counts = samplers.steps_for_each_nfe(eval_cfg.sampler, eval_cfg.nfe, eval_cfg.langevin_steps)
+  return {n: why for n, why in counts.items() if isinstance(why, str)}

@@ -225,11 +225,9 @@ def requested_steps(num_steps: int, eval_cfg, num_intervals: int) -> list:
   """Every K from 1 to ``num_steps`` (``config.fit.num_steps``), each of ``eval_cfg.num_steps`` and the K that reaches
   each of ``eval_cfg.nfe`` with ``eval_cfg.sampler`` (``eval_cfg``: ``config.eval``), capped at the grid."""
   ks = set(range(1, int(num_steps) + 1)) | {int(k) for k in eval_cfg.num_steps}
-  for n in eval_cfg.nfe:
-    try:
-      ks.add(samplers.steps_for_nfe(eval_cfg.sampler, n, eval_cfg.langevin_steps))
-    except ValueError:  # an NFE the sampler cannot make exactly: eval leaves its column out too
-      pass
+  # an NFE the sampler cannot make exactly adds no K: eval leaves its column out too
+  ks |= {k for k in samplers.steps_for_each_nfe(eval_cfg.sampler, eval_cfg.nfe, eval_cfg.langevin_steps).values()
+         if isinstance(k, int)}
   return sorted(k for k in ks if k <= num_intervals)
 
 

@@ -55,13 +55,8 @@ def steps_wanted(eval_cfg, sampler: str) -> list:
   ``config.eval.nfe``."""
   if not len(eval_cfg.nfe):
     return sorted({int(k) for k in eval_cfg.num_steps})
-  ks = set()
-  for n in eval_cfg.nfe:
-    try:
-      ks.add(samplers.steps_for_nfe(sampler, n, eval_cfg.langevin_steps))
-    except ValueError:
-      pass
-  return sorted(ks)
+  counts = samplers.steps_for_each_nfe(sampler, eval_cfg.nfe, eval_cfg.langevin_steps)
+  return sorted({k for k in counts.values() if isinstance(k, int)})
 
 
 def log_ratio_ends(path):
