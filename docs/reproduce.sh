@@ -208,6 +208,10 @@ case "$WHAT" in
     # searches, kept if already there; trained here if not), 3 seeds of 128 samples per cell, no likelihood.
     mn=(--config=configs/mnist.py:offline $RATES)
     python main.py "${mn[@]}" --workdir="$RUNS/mnist5k"
+    # the default few-step search for iPNDM at a CPU's size for the 28x28 U-Net (32 noises, 30 Adam steps)
+    fit "$RUNS/mnist5k" fewstep_ipndm "${mn[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
+      "--config.eval.num_steps=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=32 \
+      --config.fit.fewstep.iterations=30
     solver_evals "$RUNS/mnist5k" mnist5k_solvers "${mn[@]}" --config.eval.num_samples=128 \
       --config.eval.batch_size=128 --config.eval.likelihood=False \
       "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
