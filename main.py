@@ -9,7 +9,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import base
-from configs.validate import FIT_STEPS_MESSAGE, KIND_NAMES, fields, unknown_field
+from configs import validate
+from configs.validate import KIND_NAMES, fields, unknown_field
 from ddm import files
 from modes import compile_cache, distributed, evaluate, fit_schedule, logs, sample, train
 
@@ -20,6 +21,7 @@ MODES = {
     'sample': sample.sample,
     'fit_schedule': fit_schedule.fit_schedule,
 }
+assert tuple(MODES) == validate.MODES  # the names are validate's (checked before any compute); the runners are here
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:options]).',
@@ -96,8 +98,6 @@ def parse_flags(argv):
     if '--verbosity=1' in argv or '-v=1' in argv:
       raise
     refuse([flag_error(e, argv)])
-  if FLAGS.mode == 'fit_schedule' and any(a.split('=', 1)[0] == '--config.schedule.num_steps' for a in argv[1:]):
-    refuse([FIT_STEPS_MESSAGE])
   return parsed
 
 

@@ -1,14 +1,12 @@
 """Every config field, declared once with its meaning. Experiment files import this and override.
 
 Sections: data, sde (the diffusion path), model, loss, schedule (the training schedule and its online
-learner), fit (post-hoc searches), optim, train, eval. Validation is in :mod:`configs.validate`.
+learner), fit (post-hoc searches), optim, train, distributed (several processes), eval. Validation is in
+:mod:`configs.validate`.
 """
 import ml_collections
 
 from ddm import files
-
-MODES = ('train', 'eval', 'sample', 'fit_schedule')
-
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -69,11 +67,12 @@ def get_config():
   loss.weighting = 'precond'             # 'precond': 1 / c_out^2 (unit weight on the network output) | 'uniform'.
 
   config.schedule = schedule = ml_collections.ConfigDict()
-  schedule.num_steps = 100               # T: the training schedule has T + 1 points (static for the whole run;
-                                         # the K of --mode=fit_schedule is config.fit.num_steps).
+  schedule.num_levels = 100              # T: the training schedule has T + 1 noise levels (static for the whole
+                                         # run; not a sampler's K: fit.ladder_steps, eval.step_counts).
   schedule.cost = 'corrector'            # Cost whose rate is equalised, online and by fit_schedule's score_optimal:
                                          # 'corrector' (L_c) | 'predictor' (L_p).
-  schedule.predictor = 'euler'           # predictor cost: the sampler's predictor F: 'identity' | 'euler' | 'heun'.
+  schedule.cost_solver = 'euler'         # predictor cost L_p: the solver step F whose local error it measures:
+                                         # 'identity' | 'euler' | 'heun'.
   schedule.hutchinson_probes = 1         # predictor cost in d > 1: Rademacher probes of the divergence terms.
   schedule.cost_batch_size = 64          # Examples per batched cost evaluation (bounds the memory of L_p).
   schedule.init = 'linear'               # Initial schedule (a baseline): linear | cosine | edm_rho3 | edm_rho7 | log_linear.
@@ -93,7 +92,7 @@ def get_config():
   schedule.update_every = 200            # ...or at the latest every this many training steps.
 
   config.fit = fit = ml_collections.ConfigDict()  # --mode=fit_schedule: a post-hoc schedule search
-  fit.num_steps = 100                    # K of the schedule written to schedule.json (a length function, stored
+  fit.ladder_steps = 100                 # K of the schedule written to schedule.json (a length function, stored
                                          # by score_optimal, gives any K; dp_elbo stores 1..K and eval's K).
   fit.method = 'score_optimal'           # 'score_optimal' (Algorithm 1 with config.schedule.cost) | 'trajectory'
                                          # (closest K-step output to the model's many-step ODE solution) | 'ays'
@@ -103,44 +102,44 @@ def get_config():
                                          # while the method behind it improves).
   fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep.
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
-  fit.iterations = 3                     # score_optimal: passes of moving the fine grid to equal length.
+  fit.grid_passes = 3                    # score_optimal: passes of moving the fine grid to equal length.
   fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).
   fit.samples = 'data'                   # On a checkpoint: p_t samples from 'data' (forward process) | 'model'
                                          # (the model's own reverse process; no data needed).
   fit.name = ''                          # Stored as <workdir>/schedules/<name>.json and usable by that name in
                                          # config.eval.schedules ('' = derived from method and cost).
-  fit.refine = False                     # score_optimal: for each K of refine_steps, the ladder whose *finite* step
-                                         # costs are equal (L_c: two evaluations; L_p: the sampler step's local
+  fit.refine = False                     # score_optimal: for each K of refine_step_counts, the ladder whose
+                                         # *finite* step costs are equal (L_c: two evaluations; L_p: the sampler step's local
                                          # error by step-doubling), on fit.num_samples draws of p_t per step;
                                          # stored per K as '<cost>_refined'.
-  fit.refine_steps = (5, 10, 20)         # refine: step counts K (strictly increasing).
+  fit.refine_step_counts = (5, 10, 20)   # refine: step counts K (strictly increasing).
   fit.refine_substeps = 16               # refine, predictor: small steps of the step-doubling reference.
   fit.dp_elbo = ml_collections.ConfigDict()
   fit.dp_elbo.grid = 1000                # Fine grid of N times the K-step paths are chosen from.
   fit.ays = ays = ml_collections.ConfigDict()  # method 'ays': Align Your Steps (Sabour et al. 2024)
-  ays.num_steps = (5, 10, 20)            # Step counts K (strictly increasing; a K twice a searched one starts from it).
+  ays.step_counts = (5, 10, 20)          # Step counts K (strictly increasing; a K twice a searched one starts from it).
   ays.num_samples = 512                  # Draws of x0 (data, model samples or the toy target) for the KLUB.
   ays.nodes = 8                          # Gauss-Legendre nodes in log sigma per interval of the KLUB integral.
   ays.candidates = 16                    # Values tried per point and pass, between its neighbours.
   ays.passes = 3                         # Coordinate-wise passes.
   ays.init = 'edm_rho7'                  # Baseline a K starts from when its half was not searched.
   fit.ddss = ddss = ml_collections.ConfigDict()
-  ddss.num_steps = (5, 10, 20)           # Step counts K searched (one optimisation each).
+  ddss.step_counts = (5, 10, 20)         # Step counts K searched (one optimisation each).
   ddss.learning_rate = 1e-2              # Adam learning rate on the unconstrained step parameters.
-  ddss.num_iterations = 200              # Gradient steps per K.
+  ddss.adam_steps = 200                  # Gradient steps per K.
   ddss.batch_size = 256                  # Samples per loss evaluation (fixed noise).
   ddss.learn_coefficients = False        # Also learn the generalised Gaussian sampler's coefficients.
   fit.trajectory = trajectory = ml_collections.ConfigDict()  # method 'trajectory': the model as its own teacher
-  trajectory.num_steps = (5, 10, 20)     # Step counts K searched (strictly increasing, each <= grid).
+  trajectory.step_counts = (5, 10, 20)   # Step counts K searched (strictly increasing, each <= grid).
   trajectory.grid = 64                   # N: the K-step ladders are chosen among N + 1 times uniform in log sigma.
   trajectory.teacher_substeps = 8        # The teacher's steps per grid interval (N x this in all).
   trajectory.num_noises = 1024           # Prior draws the teacher and the K-step sampler are run from.
   trajectory.passes = 2                  # Coordinate-search passes on the K-step output's distance (0: DP only).
-  fit.fewstep = fewstep = ml_collections.ConfigDict()  # method 'fewstep': K of eval.num_steps / eval.nfe
+  fit.fewstep = fewstep = ml_collections.ConfigDict()  # method 'fewstep': K of eval.step_counts / eval.nfe
   fewstep.grid = 64                      # N: the teacher's grid (uniform in log sigma) and the dp's candidates.
   fewstep.teacher_substeps = 8           # Heun steps of the teacher per grid interval.
   fewstep.num_noises = 512               # Prior draws the teacher and the solver are run from (fit and check).
-  fewstep.iterations = 200               # Adam steps on the ladder's log noise levels (gradient through the walk).
+  fewstep.adam_steps = 200               # Adam steps on the ladder's log noise levels (gradient through the walk).
   fewstep.learning_rate = 0.05           # Adam learning rate on the increment logits.
 
   config.optim = optim = ml_collections.ConfigDict()
@@ -153,31 +152,33 @@ def get_config():
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 512                 # Global batch size (divisible by the device count).
-  train.num_steps = 20_000               # Training steps.
+  train.num_train_steps = 20_000         # Training iterations (optimizer steps).
   train.log_every = 100                  # Scalars to TensorBoard and the log.
   train.checkpoint_every = 5000          # Orbax checkpoint interval (also saved at the end).
   train.keep_checkpoints = 3             # Checkpoints kept.
   train.sample_every = 2000              # Samples, plots and schedule.json (toy targets: exact metrics too).
-  train.distributed = False              # Multi-process: jax.distributed.initialize() with the cluster found in the
-                                         # environment (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS, ...).
-  train.coordinator_address = ''         # Or explicitly: 'host:port' of process 0 (implies distributed) ...
-  train.num_processes = 0                # ... the number of processes (0: from the environment) ...
-  train.process_id = -1                  # ... and this process's index in [0, num_processes) (-1: environment).
-  train.initialization_timeout = 300     # Seconds to wait for the coordinator and every process to join.
   train.on_nonfinite = 'stop'            # A step whose loss, gradients or parameters are not finite: 'stop' (the
                                          # state and checkpoints stay at the last finite step) | 'skip' (the step
                                          # is dropped and counted in train/nonfinite_steps).
   train.allow_changes_on_resume = False  # Resume although config.seed or training-schedule fields differ from
                                          # <workdir>/config.json (data, path and model must still match).
 
+  config.distributed = distributed = ml_collections.ConfigDict()  # several processes (hosts) on one job
+  distributed.enabled = False            # Multi-process: jax.distributed.initialize() with the cluster found in the
+                                         # environment (SLURM, TPU pods, Open MPI, JAX_COORDINATOR_ADDRESS, ...).
+  distributed.coordinator_address = ''   # Or explicitly: 'host:port' of process 0 (implies enabled) ...
+  distributed.num_processes = 0          # ... the number of processes (0: from the environment) ...
+  distributed.process_id = -1            # ... and this process's index in [0, num_processes) (-1: environment).
+  distributed.initialization_timeout = 300 # Seconds to wait for the coordinator and every process to join.
+
   config.eval = eval_ = ml_collections.ConfigDict()
   eval_.sampler = 'heun'                 # 'euler' | 'heun' (probability flow) | 'euler_maruyama' | 'pc' | 'ancestral'
                                          # | multistep: 'dpmpp_2m' | 'dpmpp_3m' | 'unipc' | 'ipndm' (NFE = K).
   eval_.solver_order = 0                 # Multistep order: 0 = the solver's published default (unipc 3, ipndm 4);
                                          # unipc 1..3, ipndm 1..4; dpmpp_2m / dpmpp_3m are named by their order.
-  eval_.num_steps = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
+  eval_.step_counts = (10, 20, 30, 50, 100)  # Step counts K evaluated; the learned schedule is read off Lambda.
   eval_.nfe = ()                         # Or: network evaluations per sample to compare at (K derived per
-                                         # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs num_steps=().
+                                         # sampler: heun 2K-1, pc K(1+langevin_steps), others K); needs step_counts=().
   eval_.checkpoints = 'last'             # Checkpoints evaluated: 'last' (the latest good one: one table) | 'new'
                                          # (every one without this sampler's record in <workdir>/eval/: for an
                                          # evaluation job that follows training) | 'all' | steps, e.g. '5000,10000'.
@@ -204,12 +205,12 @@ def apply_image_defaults(config):
   from a cosine start (the paper's setting), slow EMA, 2e-4 learning rate."""
   config.model.name = 'unet'
   config.schedule.init = 'cosine'
-  config.schedule.num_steps = 1000
+  config.schedule.num_levels = 1000
   config.schedule.gamma = 0.05
   config.schedule.min_count = 8
   config.schedule.update_every = 1000
   config.schedule.cost_fraction = 1 / 16
-  config.fit.num_steps = 1000
+  config.fit.ladder_steps = 1000
   config.optim.learning_rate = 2e-4
   config.optim.ema_decay = 0.9999
   config.train.batch_size = 128
@@ -218,7 +219,7 @@ def apply_image_defaults(config):
 
 
 # Option strings: ``--config=configs/toy1d.py:smoke`` (big_vision's parse_arg, strict).
-OPTIONS = ('smoke',)
+OPTIONS = ('smoke', 'quick')
 
 
 def parse_options(options: str, allowed=OPTIONS):
@@ -233,18 +234,34 @@ def parse_options(options: str, allowed=OPTIONS):
 
 def apply_options(config, options: str, allowed=OPTIONS):
   """Applies option strings common to every experiment (after the experiment's own, so ``offline,smoke`` is a
-  smoke run of the offline setting). ``smoke``: seconds-long runs for tests."""
-  if 'smoke' in parse_options(options, allowed):
+  smoke run of the offline setting). ``smoke``: seconds-long runs for tests. ``quick``: a first look at the main
+  job in about a minute on a 2-core CPU (a small network, a short run whose schedule is still learned online,
+  a short evaluation)."""
+  given = parse_options(options, allowed)
+  if 'quick' in given:
+    config.train.num_train_steps = 4000
+    config.train.log_every = 200
+    config.train.checkpoint_every = 1000
+    config.train.sample_every = 1000
+    config.schedule.update_every = 100
+    config.model.mlp.update(width=128, depth=3)
+    config.model.unet.update(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                             dropout=0.0)
+    config.eval.step_counts = (5, 10, 20)
+    config.eval.num_samples = 4096
+    config.eval.batch_size = 4096
+    config.eval.likelihood_samples = 256
+  if 'smoke' in given:
     config.train.batch_size = 64
-    config.train.num_steps = 20
+    config.train.num_train_steps = 20
     config.train.log_every = 5
     config.train.checkpoint_every = 10
     config.train.sample_every = 10
     config.optim.warmup_steps = 5
-    config.schedule.num_steps = 16
+    config.schedule.num_levels = 16
     config.schedule.update_every = 5
     config.schedule.min_count = 2
-    config.fit.num_steps = 16
+    config.fit.ladder_steps = 16
     config.fit.grid = 128
     config.fit.num_samples = 32
     config.model.mlp.width = 32
@@ -252,7 +269,7 @@ def apply_options(config, options: str, allowed=OPTIONS):
     config.model.mlp.embedding_dim = 16
     config.model.unet.update(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                              dropout=0.0)
-    config.eval.num_steps = (5, 10)
+    config.eval.step_counts = (5, 10)
     config.eval.num_samples = 256
     config.eval.batch_size = 128
     config.eval.seeds = 2
@@ -260,5 +277,5 @@ def apply_options(config, options: str, allowed=OPTIONS):
     config.eval.likelihood_samples = 64
     config.eval.likelihood_steps = 20
     config.fit.dp_elbo.grid = 64
-    config.fit.ddss.update(num_steps=(5,), num_iterations=5, batch_size=32)
+    config.fit.ddss.update(step_counts=(5,), adam_steps=5, batch_size=32)
   return config

@@ -16,7 +16,7 @@ def get_config(options: str = ''):
                            dropout=0.1, embedding='positional')
   config.optim.warmup_steps = 5000
   config.optim.grad_clip = 1.0
-  config.train.num_steps = 800_000
+  config.train.num_train_steps = 800_000
   config.train.log_every = 1000
   config.train.sample_every = 50_000
   config.train.checkpoint_every = 10_000

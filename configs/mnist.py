@@ -29,20 +29,20 @@ def apply_offline(config):
   config.model.unet.update(channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                            dropout=0.0)
   config.train.batch_size = 64
-  config.train.num_steps = 2000
+  config.train.num_train_steps = 2000
   config.train.log_every = 100
   config.train.sample_every = 1000
   config.train.checkpoint_every = 500
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 200
   config.optim.ema_decay = 0.999
-  config.schedule.num_steps = 200
+  config.schedule.num_levels = 200
   config.schedule.gamma = 0.1
   config.schedule.min_count = 4
   config.schedule.update_every = 100
   config.schedule.cost_fraction = 1 / 8
-  config.fit.num_steps = 200
-  config.eval.num_steps = (5, 10, 20, 50)
+  config.fit.ladder_steps = 200
+  config.eval.step_counts = (5, 10, 20, 50)
   config.eval.num_samples = 128         # per seed and cell: ~6 min per schedule at K = 5..50 on one core
   config.eval.batch_size = 128
   config.eval.likelihood = False        # 1,024 ODE divergence estimates through the U-Net: hours on a CPU
@@ -55,7 +55,7 @@ def get_config(options: str = ''):
   config.model.unet.update(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,),
                            dropout=0.1)
   config.optim.warmup_steps = 1000
-  config.train.num_steps = 200_000
+  config.train.num_train_steps = 200_000
   config.train.log_every = 500
   config.train.sample_every = 10_000
   config.train.checkpoint_every = 10_000

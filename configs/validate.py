@@ -2,8 +2,9 @@
 and what is allowed (the guide's rule for bad input).
 
 Simple checks are rows of tables (:data:`RANGES`, :data:`CHOICES`, :data:`REGISTERED`); the few that relate
-several fields are small functions (:data:`RELATIONS`). Fields renamed by the config split answer with their
-new name (:data:`MOVED`), both from the command line (:func:`unknown_field`) and in ``validate``.
+several fields are small functions (:data:`RELATIONS`). Renamed fields answer with their new name
+(:data:`MOVED`) on the command line (:func:`unknown_field`); a stored run's config.json is read under the new
+names (:func:`upgrade`).
 """
 import difflib
 import math
@@ -25,21 +26,35 @@ from schedule.searches import fewstep
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
 METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss', 'fewstep')  # config.fit.method
-PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.predictor
+PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.cost_solver
 RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
 NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
 EVAL_CHECKPOINTS = ('new', 'last', 'all')               # config.eval.checkpoints, or steps '5000,10000'
 PLAIN_NAME = r'[A-Za-z0-9_][A-Za-z0-9_.+-]*'           # schedule names: file names inside the workdir
 
-# Fields of config.schedule that moved to config.fit when the post-hoc searches got their own section.
+# Fields that were renamed or moved, old -> new (a section moves with every field under it). The old name is
+# refused with the new one (:func:`moved_field`), and an old run's config.json is read under the new names
+# (:func:`upgrade`), so that the run still resumes and evaluates.
 MOVED = {
+    # the post-hoc searches got their own section, config.fit
     'schedule.method': 'fit.method', 'schedule.fit_grid': 'fit.grid', 'schedule.fit_iterations': 'fit.iterations',
     'schedule.num_samples': 'fit.num_samples', 'schedule.samples': 'fit.samples', 'schedule.name': 'fit.name',
     'schedule.dp_grid': 'fit.dp_elbo.grid', 'schedule.ddss': 'fit.ddss',
+    # one meaning per name: training iterations, the training schedule's T, one ladder's K, a list of K
+    'train.num_steps': 'train.num_train_steps', 'schedule.num_steps': 'schedule.num_levels',
+    'fit.num_steps': 'fit.ladder_steps', 'eval.num_steps': 'eval.step_counts',
+    'fit.ays.num_steps': 'fit.ays.step_counts', 'fit.ddss.num_steps': 'fit.ddss.step_counts',
+    'fit.trajectory.num_steps': 'fit.trajectory.step_counts', 'fit.refine_steps': 'fit.refine_step_counts',
+    # passes over a grid, not optimizer steps; Adam's steps named as such
+    'fit.iterations': 'fit.grid_passes', 'fit.fewstep.iterations': 'fit.fewstep.adam_steps',
+    'fit.ddss.num_iterations': 'fit.ddss.adam_steps',
+    # the predictor cost's solver step F, not the cost itself ('predictor' is a value of schedule.cost)
+    'schedule.predictor': 'schedule.cost_solver',
+    # several processes have their own section, config.distributed
+    'train.distributed': 'distributed.enabled', 'train.coordinator_address': 'distributed.coordinator_address',
+    'train.num_processes': 'distributed.num_processes', 'train.process_id': 'distributed.process_id',
+    'train.initialization_timeout': 'distributed.initialization_timeout',
 }
-# Given with --mode=fit_schedule, config.schedule.num_steps is the training T, not the K of the fit.
-FIT_STEPS_MESSAGE = ('--config.schedule.num_steps is the training schedule\'s T (it must match the checkpoint); '
-                     'the K of --mode=fit_schedule is --config.fit.num_steps')
 
 
 def _int(v) -> bool:
@@ -71,8 +86,8 @@ POSITIVE = (lambda v: v > 0, '> 0')
 ELEMENTS = {
     'data.means': float, 'data.stds': float, 'data.weights': float, 'data.fake_shape': int,
     'model.unet.channel_mult': int, 'model.unet.attn_resolutions': int,
-    'fit.refine_steps': int, 'fit.ays.num_steps': int, 'fit.ddss.num_steps': int, 'fit.trajectory.num_steps': int,
-    'eval.num_steps': int, 'eval.nfe': int, 'eval.schedules': str,
+    'fit.refine_step_counts': int, 'fit.ays.step_counts': int, 'fit.ddss.step_counts': int, 'fit.trajectory.step_counts': int,
+    'eval.step_counts': int, 'eval.nfe': int, 'eval.schedules': str,
 }
 
 # field -> (predicate, what is needed); 'config.<field>=<value>; need <what>'
@@ -92,17 +107,17 @@ RANGES = {
     'model.unet.channel_mult': (lambda v: len(v) > 0 and min(v) >= 1, 'a non-empty tuple of integers >= 1'),
     'model.unet.attn_resolutions': (lambda v: all(r >= 1 for r in v), 'side lengths >= 1, e.g. (16,) or ()'),
     'model.unet.dropout': (lambda v: 0 <= v < 1, '0 <= dropout < 1'),
-    'schedule.num_steps': INT_AT_LEAST_1,
+    'schedule.num_levels': INT_AT_LEAST_1,
     'schedule.gamma': (lambda v: 0 < v <= 1, '0 < gamma <= 1'),
     'schedule.cost_fraction': (lambda v: 0 < v <= 1, '0 < cost_fraction <= 1'),
     'schedule.min_count': AT_LEAST_1, 'schedule.update_every': AT_LEAST_1,
     'schedule.measure_every': INT_AT_LEAST_1,
     'schedule.hutchinson_probes': AT_LEAST_1, 'schedule.cost_batch_size': AT_LEAST_1,
-    'fit.num_steps': INT_AT_LEAST_1, 'fit.num_samples': AT_LEAST_1, 'fit.iterations': AT_LEAST_1,
+    'fit.ladder_steps': INT_AT_LEAST_1, 'fit.num_samples': AT_LEAST_1, 'fit.grid_passes': AT_LEAST_1,
     'fit.grid': (lambda v: v >= 3, '>= 3'),
     'fit.dp_elbo.grid': (lambda v: v >= 2, '>= 2'),
     'fit.ddss.learning_rate': POSITIVE,
-    'fit.ddss.num_iterations': AT_LEAST_1, 'fit.ddss.batch_size': AT_LEAST_1,
+    'fit.ddss.adam_steps': AT_LEAST_1, 'fit.ddss.batch_size': AT_LEAST_1,
     'fit.trajectory.grid': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.trajectory.teacher_substeps': INT_AT_LEAST_1, 'fit.trajectory.num_noises': INT_AT_LEAST_1,
     'fit.trajectory.passes': (lambda v: _int(v) and v >= 0, 'an integer >= 0'),
@@ -112,13 +127,13 @@ RANGES = {
     'fit.ays.candidates': (lambda v: _int(v) and v >= 2, 'an integer >= 2'),
     'fit.fewstep.grid': (lambda v: v >= 2, 'an integer >= 2'), 'fit.fewstep.teacher_substeps': INT_AT_LEAST_1,
     'fit.fewstep.num_noises': INT_AT_LEAST_1, 'fit.fewstep.learning_rate': POSITIVE,
-    'fit.fewstep.iterations': (lambda v: v >= 0, 'an integer >= 0 (0: the best starting ladder as it is)'),
+    'fit.fewstep.adam_steps': (lambda v: v >= 0, 'an integer >= 0 (0: the best starting ladder as it is)'),
     'optim.learning_rate': POSITIVE,
     'optim.ema_decay': (lambda v: 0 <= v < 1, '0 <= ema_decay < 1'),
     'optim.warmup_steps': NON_NEGATIVE, 'optim.grad_clip': NON_NEGATIVE, 'optim.weight_decay': NON_NEGATIVE,
-    'train.batch_size': AT_LEAST_1, 'train.num_steps': AT_LEAST_1, 'train.log_every': AT_LEAST_1,
+    'train.batch_size': AT_LEAST_1, 'train.num_train_steps': AT_LEAST_1, 'train.log_every': AT_LEAST_1,
     'train.checkpoint_every': AT_LEAST_1, 'train.keep_checkpoints': AT_LEAST_1, 'train.sample_every': AT_LEAST_1,
-    'train.initialization_timeout': INT_AT_LEAST_1,
+    'distributed.initialization_timeout': INT_AT_LEAST_1,
     'eval.classifier_steps': AT_LEAST_1, 'eval.likelihood_samples': AT_LEAST_1,
     'eval.likelihood_steps': AT_LEAST_1, 'eval.hutchinson_probes': AT_LEAST_1,
     'eval.langevin_snr': POSITIVE, 'eval.langevin_steps': INT_AT_LEAST_1,
@@ -128,7 +143,7 @@ RANGES = {
 }
 # field -> allowed values; 'config.<field>=<value>; allowed: ...'
 CHOICES = {
-    'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.predictor': PREDICTORS,
+    'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.cost_solver': PREDICTORS,
     'model.dtype': ('float32', 'bfloat16'), 'loss.weighting': ('precond', 'uniform'),
     'optim.optimizer': ('adam', 'adamw'), 'train.on_nonfinite': NONFINITE_POLICIES,
     'schedule.rate_pass': ('auto', 'fused', 'separate'), 'model.unet.embedding': ('positional', 'fourier'),
@@ -148,12 +163,12 @@ RELATED = {
     'model.name': '_table_problems (registered network unless model.exact_score)',
     'sde.sigma_min': '_path_problems', 'sde.sigma_max': '_path_problems', 'sde.eps': '_path_problems',
     'sde.beta_min': '_path_problems', 'sde.beta_max': '_path_problems',
-    'fit.name': '_fit_problems', 'fit.refine_steps': '_fit_problems', 'fit.ays.num_steps': '_fit_problems',
-    'fit.ddss.num_steps': '_fit_problems', 'fit.trajectory.num_steps': '_fit_problems',
-    'eval.num_steps': '_eval_problems', 'eval.nfe': '_eval_problems', 'eval.schedules': '_eval_problems',
+    'fit.name': '_fit_problems', 'fit.refine_step_counts': '_fit_problems', 'fit.ays.step_counts': '_fit_problems',
+    'fit.ddss.step_counts': '_fit_problems', 'fit.trajectory.step_counts': '_fit_problems',
+    'eval.step_counts': '_eval_problems', 'eval.nfe': '_eval_problems', 'eval.schedules': '_eval_problems',
     'eval.solver_order': '_solver_problems', 'fit.sampler': '_solver_problems (_fit_sampler_problems)',
-    'train.coordinator_address': 'distributed_problems', 'train.num_processes': 'distributed_problems',
-    'train.process_id': 'distributed_problems',
+    'distributed.coordinator_address': 'distributed_problems', 'distributed.num_processes': 'distributed_problems',
+    'distributed.process_id': 'distributed_problems',
 }
 # field -> why its type is its only rule
 FREE = {
@@ -165,7 +180,7 @@ FREE = {
     'schedule.learn': 'on or off',
     'fit.refine': 'on or off (with another fit.method refused by _fit_problems)',
     'fit.ddss.learn_coefficients': 'on or off',
-    'train.distributed': 'on or off (the cluster is found in the environment; see distributed_problems)',
+    'distributed.enabled': 'on or off (the cluster is found in the environment; see distributed_problems)',
     'train.allow_changes_on_resume': 'on or off',
     'eval.inception_path': "a location: without weights there the tables use the project's classifier, "
                            'and say so',
@@ -287,32 +302,32 @@ def _data_problems(config, mode) -> list:
 
 def _fit_problems(config, mode) -> list:
   fit, problems = config.fit, []
-  if mode == 'fit_schedule' and fit.method == 'dp_elbo' and fit.num_steps > fit.dp_elbo.grid:
-    problems.append(f'config.fit.num_steps={fit.num_steps} is larger than the dp_elbo grid '
+  if mode == 'fit_schedule' and fit.method == 'dp_elbo' and fit.ladder_steps > fit.dp_elbo.grid:
+    problems.append(f'config.fit.ladder_steps={fit.ladder_steps} is larger than the dp_elbo grid '
                     f'config.fit.dp_elbo.grid={fit.dp_elbo.grid}; need num_steps <= grid')
-  if not fit.ddss.num_steps or min(fit.ddss.num_steps) < 1:
-    problems.append(f'config.fit.ddss.num_steps={tuple(fit.ddss.num_steps)}; need step counts >= 1')
-  ks = tuple(fit.trajectory.num_steps)
+  if not fit.ddss.step_counts or min(fit.ddss.step_counts) < 1:
+    problems.append(f'config.fit.ddss.step_counts={tuple(fit.ddss.step_counts)}; need step counts >= 1')
+  ks = tuple(fit.trajectory.step_counts)
   if not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
-    problems.append(f'config.fit.trajectory.num_steps={ks}; need a non-empty, strictly increasing list of step '
+    problems.append(f'config.fit.trajectory.step_counts={ks}; need a non-empty, strictly increasing list of step '
                     'counts >= 1, e.g. (5, 10, 20)')
   elif _int(fit.trajectory.grid) and max(ks) > fit.trajectory.grid:
-    problems.append(f'config.fit.trajectory.num_steps={ks} has K = {max(ks)} larger than the grid '
+    problems.append(f'config.fit.trajectory.step_counts={ks} has K = {max(ks)} larger than the grid '
                     f'config.fit.trajectory.grid={fit.trajectory.grid}; need every K <= grid')
   if fit.refine and fit.method != 'score_optimal':
     problems.append(f"config.fit.refine=True refines a score-optimal ladder; config.fit.method={fit.method!r}: "
                     "use --config.fit.method=score_optimal, or --config.fit.refine=False")
-  ks = tuple(fit.refine_steps)
+  ks = tuple(fit.refine_step_counts)
   if fit.refine and (not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:]))):
-    problems.append(f'config.fit.refine_steps={ks}; need a non-empty, strictly increasing list of step counts '
+    problems.append(f'config.fit.refine_step_counts={ks}; need a non-empty, strictly increasing list of step counts '
                     '>= 1, e.g. (5, 10, 20)')
   if (mode == 'fit_schedule' and fit.refine and config.schedule.cost == 'predictor'
       and config.eval.sampler not in ('euler', 'heun')):
     problems.append(f"config.fit.refine=True with the predictor cost measures an ODE step's local error; "
                     f"config.eval.sampler={config.eval.sampler!r}, allowed: euler, heun")
-  ks = tuple(fit.ays.num_steps)
+  ks = tuple(fit.ays.step_counts)
   if not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
-    problems.append(f'config.fit.ays.num_steps={ks}; need a non-empty, strictly increasing list of step counts '
+    problems.append(f'config.fit.ays.step_counts={ks}; need a non-empty, strictly increasing list of step counts '
                     '>= 1, e.g. (5, 10, 20)')
   if mode == 'fit_schedule' and fit.method == 'trajectory' and config.eval.sampler not in ('euler', 'heun'):
     problems.append(f"config.fit.method='trajectory' follows the probability-flow ODE; config.eval.sampler="
@@ -331,13 +346,13 @@ def _eval_problems(config, mode) -> list:
     if not _plain(name):
       problems.append(f'config.eval.schedules names {name!r}; a schedule is a plain name (letters, digits, _ . + -; '
                       'no path, no ".."): learned, fitted, a baseline or a name stored in <workdir>/schedules/')
-  if len(eval_cfg.nfe) and len(eval_cfg.num_steps):
-    problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)} and config.eval.num_steps={tuple(eval_cfg.num_steps)} are both set; '
-                    'give one: --config.eval.num_steps=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
+  if len(eval_cfg.nfe) and len(eval_cfg.step_counts):
+    problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)} and config.eval.step_counts={tuple(eval_cfg.step_counts)} are both set; '
+                    'give one: --config.eval.step_counts=() to compare at equal NFE, or --config.eval.nfe=() for step counts')
   elif len(eval_cfg.nfe) and any(not _int(n) or n < 1 for n in eval_cfg.nfe):
     problems.append(f'config.eval.nfe={tuple(eval_cfg.nfe)}; need network-evaluation counts >= 1')
-  elif not len(eval_cfg.nfe) and (not len(eval_cfg.num_steps) or min(eval_cfg.num_steps) < 1):
-    problems.append(f'config.eval.num_steps={tuple(eval_cfg.num_steps)}; need step counts >= 1 (or config.eval.nfe)')
+  elif not len(eval_cfg.nfe) and (not len(eval_cfg.step_counts) or min(eval_cfg.step_counts) < 1):
+    problems.append(f'config.eval.step_counts={tuple(eval_cfg.step_counts)}; need step counts >= 1 (or config.eval.nfe)')
   if eval_cfg.batch_size >= 1 and not eval_cfg.batch_size <= eval_cfg.num_samples:
     problems.append(f'config.eval.num_samples={eval_cfg.num_samples} is smaller than config.eval.batch_size='
                     f'{eval_cfg.batch_size}; need num_samples >= batch_size >= 1')
@@ -345,33 +360,33 @@ def _eval_problems(config, mode) -> list:
 
 
 def distributed_problems(config) -> list:
-  """The multi-process settings (``config.train``), checked without touching JAX: they are read before
+  """The multi-process settings (``config.distributed``), checked without touching JAX: they are read before
   ``jax.distributed.initialize``, which must come before anything else JAX does."""
-  train, problems = config.train, []
-  address, n, i = train.coordinator_address, train.num_processes, train.process_id
+  train, distributed, problems = config.train, config.distributed, []
+  address, n, i = distributed.coordinator_address, distributed.num_processes, distributed.process_id
   if not (_int(n) and n >= 0):
-    problems.append(f'config.train.num_processes={n!r}; need an integer >= 1 (0: from the environment)')
+    problems.append(f'config.distributed.num_processes={n!r}; need an integer >= 1 (0: from the environment)')
   if not (_int(i) and i >= -1):
-    problems.append(f'config.train.process_id={i!r}; need an integer in [0, num_processes) (-1: from the environment)')
+    problems.append(f'config.distributed.process_id={i!r}; need an integer in [0, num_processes) (-1: from the environment)')
   if problems:
     return problems
   if address:
     host, _, port = address.rpartition(':')
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-      problems.append(f'config.train.coordinator_address={address!r}; need host:port of process 0, e.g. '
+      problems.append(f'config.distributed.coordinator_address={address!r}; need host:port of process 0, e.g. '
                       "'10.0.0.1:1234' or 'localhost:1234'")
     if n < 1 or i < 0:
-      problems.append(f'config.train.coordinator_address={address!r} needs config.train.num_processes >= 1 and '
-                      f'config.train.process_id in [0, num_processes); got num_processes={n}, process_id={i}')
-  elif (n or i >= 0) and not train.distributed:
-    problems.append(f'config.train.num_processes={n}, process_id={i} are given without a coordinator; set '
-                    "config.train.coordinator_address='host:port' of process 0 (or config.train.distributed=True "
+      problems.append(f'config.distributed.coordinator_address={address!r} needs config.distributed.num_processes >= 1 and '
+                      f'config.distributed.process_id in [0, num_processes); got num_processes={n}, process_id={i}')
+  elif (n or i >= 0) and not distributed.enabled:
+    problems.append(f'config.distributed.num_processes={n}, process_id={i} are given without a coordinator; set '
+                    "config.distributed.coordinator_address='host:port' of process 0 (or config.distributed.enabled=True "
                     'to take all three from the environment)')
   if n >= 1 and i >= n:
-    problems.append(f'config.train.process_id={i} is out of range for config.train.num_processes={n}; '
+    problems.append(f'config.distributed.process_id={i} is out of range for config.distributed.num_processes={n}; '
                     f'need 0 <= process_id < {n}')
   if n >= 1 and train.batch_size % n:
-    problems.append(f'config.train.batch_size={train.batch_size} is not divisible by config.train.num_processes='
+    problems.append(f'config.train.batch_size={train.batch_size} is not divisible by config.distributed.num_processes='
                     f'{n}; every process takes an equal share of the global batch')
   return problems
 
@@ -407,7 +422,7 @@ def _solver_problems(config, mode) -> list:
   fewstep_fit = mode == 'fit_schedule' and config.fit.method == 'fewstep' and config.fit.get('sampler', '')
   # a fewstep fit reads config.eval's K and NFE lists with its own solver (checked below), not eval's
   problems = [] if fewstep_fit else samplers.setting_problems(
-      eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.num_steps), tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
+      eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.step_counts), tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
   if mode == 'fit_schedule' and registry.SAMPLERS.get(eval_cfg.sampler).multistep:
     # these take one step of the sampler on its own, which a multistep solver (it reads history) has not
     uses = [what for what, used in (("config.fit.samples='model' (one more step moves a state to t)",
@@ -423,7 +438,7 @@ def _solver_problems(config, mode) -> list:
 
 def _fit_sampler_problems(config, mode) -> list:
   """``config.fit.sampler``, the solver a 'fewstep' ladder is made for: a probability-flow solver that can walk
-  every K the search stores (``config.eval.num_steps``, or the K of ``config.eval.nfe``)."""
+  every K the search stores (``config.eval.step_counts``, or the K of ``config.eval.nfe``)."""
   name = config.fit.get('sampler', '')
   if not isinstance(name, str) or (name and name not in fewstep.ODE_SAMPLERS):
     return [f'config.fit.sampler={name!r}; allowed: \'\' (config.eval.sampler), {", ".join(fewstep.ODE_SAMPLERS)}']
@@ -434,7 +449,7 @@ def _fit_sampler_problems(config, mode) -> list:
     return [f"config.fit.method='fewstep' follows the probability-flow ODE; its solver {solver!r} (config.fit.sampler "
             f"or config.eval.sampler) is not one; allowed: {', '.join(fewstep.ODE_SAMPLERS)}"]
   problems = [p.replace('config.eval.sampler=', 'config.fit.sampler=')
-              for p in samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.num_steps),
+              for p in samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.step_counts),
                                                  tuple(config.eval.nfe), config.eval.langevin_steps)]
   if not problems and not fewstep.steps_wanted(config.eval, solver):
     problems.append(f'config.eval.nfe={tuple(config.eval.nfe)}: config.fit.sampler={solver!r} makes none of these '
@@ -520,13 +535,44 @@ def validate(config, workdir=None, mode='train'):
     raise ConfigError(found)
 
 
+def current_name(dotted: str) -> str:
+  """The field's name today: ``dotted`` with every rename of :data:`MOVED` applied, in order
+  (``schedule.ddss.num_steps`` -> ``fit.ddss.num_steps`` -> ``fit.ddss.step_counts``)."""
+  for _ in range(len(MOVED) + 1):
+    old = next((o for o in MOVED if dotted == o or dotted.startswith(o + '.')), None)
+    if old is None:
+      return dotted
+    dotted = MOVED[old] + dotted[len(old):]
+  raise AssertionError(f'MOVED has a cycle at {dotted}')
+
+
 def moved_field(dotted: str):
-  """The message for a field that moved (``schedule.fit_grid`` -> ``fit.grid``), else None."""
-  for old, new in MOVED.items():
-    if dotted == old or dotted.startswith(old + '.'):
-      return (f'--config.{dotted}: config.{old} moved to config.{new} (post-hoc searches have their own '
-              f'section); give --config.{new + dotted[len(old):]}')
-  return None
+  """The message for a field that was renamed or moved (``schedule.fit_grid`` -> ``fit.grid``), else None."""
+  old = next((o for o in MOVED if dotted == o or dotted.startswith(o + '.')), None)
+  if old is None:
+    return None
+  return f'--config.{dotted}: config.{old} moved to config.{MOVED[old]}; give --config.{current_name(dotted)}'
+
+
+def upgrade(stored: dict) -> dict:
+  """An old run's ``config.json`` (a nested dict) under today's field names (:data:`MOVED`), so that a run
+  stored before a rename still resumes and evaluates; fields under no old name are kept as they are."""
+  flat = {}
+  def walk(node, prefix):
+    for key, value in node.items():
+      dotted = f'{prefix}{key}'
+      if isinstance(value, dict) and value:
+        walk(value, dotted + '.')
+      else:
+        flat[current_name(dotted)] = value
+  walk(stored, '')
+  out = {}
+  for dotted, value in flat.items():
+    node, *parents = out, *dotted.split('.')[:-1]
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[dotted.split('.')[-1]] = value
+  return out
 
 
 def unknown_field(dotted: str, config=None):

@@ -458,7 +458,7 @@ def steps_for_each_nfe(name: str, evaluations, langevin_steps: int = 1) -> dict:
 def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), langevin_steps: int = 1,
                      setting: str = 'config.eval') -> list:
   """What is wrong with walking ``name`` at ``solver_order`` for the step counts ``num_steps`` or the NFEs
-  ``evaluations`` (``<setting>.sampler``, ``.solver_order``, ``.num_steps``, ``.nfe``): messages naming the setting
+  ``evaluations`` (``<setting>.sampler``, ``.solver_order``, ``.step_counts``, ``.nfe``): messages naming the setting
   and what is allowed, ``[]`` when nothing is. An NFE the sampler cannot reach is not a problem by itself (its
   table cell says so), but a list of which it reaches none is.
   """
@@ -483,7 +483,7 @@ def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), lang
         f'K = {", ".join(map(str, low))}'
     problems.append(f'{setting}.sampler={name!r} of order {order} needs at least {order} steps (its warm-up '
                     f'takes {order - 1} lower-order steps); {what} is below: use {setting}.'
-                    f'{"nfe" if len(evaluations) else "num_steps"} >= {sampler.nfe(order, langevin_steps)}'
+                    f'{"nfe" if len(evaluations) else "step_counts"} >= {sampler.nfe(order, langevin_steps)}'
                     + (f' or a lower {setting}.solver_order' if sampler.orders else ''))
   return problems
 

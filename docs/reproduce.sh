@@ -38,7 +38,7 @@ fits() {  # fits <workdir> <config flags...>: every schedule search
   local w=$1; shift
   fit "$w" corrector "$@" --config.schedule.cost=corrector
   # L_p of Heun: nested derivatives, ~25x a jvp on the toy MLP (python -m tools.bench_costs): a 256-point grid.
-  fit "$w" predictor "$@" --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
+  fit "$w" predictor "$@" --config.schedule.cost=predictor --config.schedule.cost_solver=heun --config.fit.grid=256
   fit "$w" dp_elbo "$@" --config.fit.method=dp_elbo
   fit "$w" ddss "$@" --config.fit.method=ddss
   # the trajectory search, AYS and the refined fits: the 'searches' and 'digits_searches' targets
@@ -53,7 +53,7 @@ searches() {  # searches <workdir> <draws> <config flags...>: the corrector fit 
   fit "$w" corrector_refined "$@" --config.fit.refine=True --config.fit.num_samples=1024
   # the step-doubling local error: 2 x 17 Heun evaluations per draw and candidate, <draws> draws per step
   fit "$w" predictor_refined "$@" --config.fit.refine=True --config.fit.num_samples="$draws" \
-    --config.schedule.cost=predictor --config.schedule.predictor=heun --config.fit.grid=256
+    --config.schedule.cost=predictor --config.schedule.cost_solver=heun --config.fit.grid=256
 }
 
 evals() {  # evals <workdir> <docs name> <sampler> <config flags...>
@@ -73,7 +73,7 @@ sample_figure() {  # sample_figure <png> "<workdir>:<schedule> ..." <config flag
   for k in 10 50; do
     for p in $pairs; do
       python main.py "$@" --workdir="${p%%:*}" --mode=sample "--config.eval.schedules=('${p##*:}',)" \
-        "--config.eval.num_steps=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
+        "--config.eval.step_counts=($k,)" --config.eval.num_samples=16 --config.eval.batch_size=16
     done
   done
   python -c "import sys, numpy as np; from eval import plots
@@ -87,7 +87,7 @@ NFES='(4,5,6,8,10,20)'  # the few-step columns: the NFEs the field reports, and 
 solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every solver at the NFEs of $NFES
   local w=$1 name=$2; shift 2
   for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do
-    evals "$w" "$name" "$sampler" "$@" "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
+    evals "$w" "$name" "$sampler" "$@" "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
   done
 }
 
@@ -130,21 +130,21 @@ case "$WHAT" in
     # docs/<target>_searches_eval_<sampler>.* and docs/<target>_learned_searches_eval_heun.* (K = 5, 10, 20).
     for target in cantor bimodal; do
       exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_steps=3000)
+             --config.train.num_train_steps=3000)
       w="$RUNS/${target}_searches"
       python main.py "${exact[@]}" --workdir="$w"
       searches "$w" 1024 "${exact[@]}"
-      evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
+      evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.step_counts=(5,10,20)"
       # AYS minimises the KL bound of stochastic DDIM, which is the 'ancestral' sampler (schedule/searches/ays.py):
       # its ladders under their own solver; and under Euler-Maruyama, which cannot take their long first step
-      evals "$w" "${target}_searches" ancestral "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
-      evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.num_steps=(5,10,20)"
+      evals "$w" "${target}_searches" ancestral "${exact[@]}" "--config.eval.step_counts=(5,10,20)"
+      evals "$w" "${target}_searches" euler_maruyama "${exact[@]}" "--config.eval.step_counts=(5,10,20)"
       toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
       w="$RUNS/${target}_learned"
       python main.py "${toy[@]}" --workdir="$w"
       # an MLP evaluation costs 10 to 50x a closed-form score: 128 draws (1,024 would take 1.5 h per target)
       searches "$w" 128 "${toy[@]}"
-      evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.num_steps=(5,10,20)"
+      evals "$w" "${target}_learned_searches" heun "${toy[@]}" "--config.eval.step_counts=(5,10,20)"
     done
     target_table
     ;;
@@ -155,7 +155,7 @@ case "$WHAT" in
     # too when the 'searches' target has run). Heun reaches odd NFEs only.
     for target in cantor bimodal; do
       exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_steps=3000)
+             --config.train.num_train_steps=3000)
       w="$RUNS/${target}_searches"
       python main.py "${exact[@]}" --workdir="$w"
       fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
@@ -163,10 +163,10 @@ case "$WHAT" in
       # GITS's plain dynamic programme: step costs of DDIM (Euler) steps against the model's own trajectory, no
       # refinement, every K of the few-step columns
       fit "$w" gits "${exact[@]}" --config.fit.method=trajectory --config.fit.name=gits --config.eval.sampler=euler \
-        --config.fit.trajectory.passes=0 "--config.fit.trajectory.num_steps=(4,5,6,8,10,20)"
+        --config.fit.trajectory.passes=0 "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
       for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do  # the default few-step search, per solver
         fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
-          "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
+          "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
       done
       solver_evals "$w" "${target}_solvers" "${exact[@]}"
     done
@@ -181,7 +181,7 @@ case "$WHAT" in
       python main.py "${toy[@]}" --workdir="$w"
       for sampler in dpmpp_2m unipc ipndm; do
         fit "$w" "fewstep_$sampler" "${toy[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
-          "--config.eval.num_steps=()" "--config.eval.nfe=$NFES"
+          "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
       done
       solver_evals "$w" "${target}_learned_solvers" "${toy[@]}"
     done
@@ -198,8 +198,8 @@ case "$WHAT" in
     # the default few-step search at a CPU's size (64 noises, 60 Adam steps), for iPNDM, the best solver with the
     # hand-made ladders on the toys (gradients through the U-Net's walk: ~1 min per K on one core)
     fit "$w" fewstep_ipndm "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
-      "--config.eval.num_steps=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=64 \
-      --config.fit.fewstep.iterations=60
+      "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=64 \
+      --config.fit.fewstep.adam_steps=60
     solver_evals "$w" digits_solvers "${d[@]}"
     solver_table
     ;;
@@ -210,8 +210,8 @@ case "$WHAT" in
     python main.py "${mn[@]}" --workdir="$RUNS/mnist5k"
     # the default few-step search for iPNDM at a CPU's size for the 28x28 U-Net (32 noises, 30 Adam steps)
     fit "$RUNS/mnist5k" fewstep_ipndm "${mn[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
-      "--config.eval.num_steps=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=32 \
-      --config.fit.fewstep.iterations=30
+      "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=32 \
+      --config.fit.fewstep.adam_steps=30
     solver_evals "$RUNS/mnist5k" mnist5k_solvers "${mn[@]}" --config.eval.num_samples=128 \
       --config.eval.batch_size=128 --config.eval.likelihood=False \
       "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
@@ -231,16 +231,16 @@ case "$WHAT" in
       --config.fit.ays.passes=2
     # equal finite L_c step costs (K = 5, 10, 20), 64 draws of p_t per step as the corrector fit
     fit "$w" corrector_refined "${d[@]}" --config.fit.refine=True --config.fit.grid=256 --config.fit.num_samples=64
-    evals "$w" digits_searches heun "${d[@]}" "--config.eval.num_steps=(5,10,20)"
+    evals "$w" digits_searches heun "${d[@]}" "--config.eval.step_counts=(5,10,20)"
     target_table
     ;;
   toy)
     for target in cantor bimodal; do
       toy=(--config=configs/toy1d.py --config.data.target=$target $RATES)
-      steps=("--config.eval.num_steps=(5,10,20)")                      # Heun: NFE 9, 19, 39
-      nfe=("--config.eval.num_steps=()" "--config.eval.nfe=(9,19,39)")  # the same NFE for Euler and ancestral
+      steps=("--config.eval.step_counts=(5,10,20)")                      # Heun: NFE 9, 19, 39
+      nfe=("--config.eval.step_counts=()" "--config.eval.nfe=(9,19,39)")  # the same NFE for Euler and ancestral
       # The exact score: schedules and samplers alone, no model error (method.md section 7).
-      exact=("${toy[@]}" --config.model.exact_score=True --config.train.num_steps=3000)
+      exact=("${toy[@]}" --config.model.exact_score=True --config.train.num_train_steps=3000)
       python main.py "${exact[@]}" --workdir="$RUNS/${target}_exact"
       fits "$RUNS/${target}_exact" "${exact[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}" "${steps[@]}"
@@ -262,16 +262,16 @@ case "$WHAT" in
     # examples.
     # (Tuple fields given twice on the command line are concatenated: each is given once.)
     dig=(--config=configs/digits.py $RATES --config.fit.grid=256
-         --config.fit.num_samples=64 --config.fit.ddss.num_iterations=60 --config.fit.ddss.batch_size=64
+         --config.fit.num_samples=64 --config.fit.ddss.adam_steps=60 --config.fit.ddss.batch_size=64
          --config.eval.num_samples=512 --config.eval.likelihood_samples=256)
     python main.py "${dig[@]}" --workdir="$RUNS/digits"
     # L_p of the Heun predictor needs nested derivatives of the U-Net (Hutchinson), ~45x a jvp per example and a
     # 10-minute compile on a CPU (python -m tools.bench_costs): a coarser fit, 128 x 32 samples, 2 passes (~15 min).
-    fit "$RUNS/digits" predictor "${dig[@]}" --config.schedule.cost=predictor --config.schedule.predictor=heun \
+    fit "$RUNS/digits" predictor "${dig[@]}" --config.schedule.cost=predictor --config.schedule.cost_solver=heun \
       --config.fit.grid=128 --config.fit.num_samples=32 --config.schedule.cost_batch_size=32 \
-      --config.fit.iterations=2
+      --config.fit.grid_passes=2
     fits "$RUNS/digits" "${dig[@]}"
-    evals "$RUNS/digits" digits heun "${dig[@]}" "--config.eval.num_steps=(5,10,20)"
+    evals "$RUNS/digits" digits heun "${dig[@]}" "--config.eval.step_counts=(5,10,20)"
     # docs/digits_samples.png: the learned and the cosine schedule at K = 10 and 50 (Heun: NFE 19 and 99).
     sample_figure docs/digits_samples.png "$RUNS/digits:learned $RUNS/digits:cosine" "${dig[@]}"
     ;;
@@ -292,10 +292,10 @@ case "$WHAT" in
     # predictor's L_p (nested derivatives, ~45x a jvp: python -m tools.bench_costs; hours at 28x28) and DDSS (it
     # back-propagates through every Heun step of the U-Net: 40 iterations of 32 samples at K = 5 alone had not
     # finished after 15 minutes); run them with `fit` lines as in the digits block on a GPU.
-    coarse=(--config.fit.grid=200 --config.fit.iterations=2 --config.schedule.cost_batch_size=32)
+    coarse=(--config.fit.grid=200 --config.fit.grid_passes=2 --config.schedule.cost_batch_size=32)
     fit "$RUNS/mnist5k" corrector "${mn[@]}" "${coarse[@]}" --config.schedule.cost=corrector --config.fit.num_samples=32 &
     fit "$RUNS/mnist5k" dp_elbo "${mn[@]}" "${coarse[@]}" --config.fit.method=dp_elbo --config.fit.dp_elbo.grid=200 \
-      --config.fit.num_samples=32 --config.fit.num_steps=50 &
+      --config.fit.num_samples=32 --config.fit.ladder_steps=50 &
     wait
     # The trajectory search at a CPU's size: the dynamic programme alone (no refinement passes) on a 32-interval
     # grid from 64 noises, K = 5, 10, 20 (its K = 50 cells stay empty); 15 minutes on one core, 140k evaluations.

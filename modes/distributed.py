@@ -1,4 +1,4 @@
-"""Joining a multi-process job: ``jax.distributed.initialize`` from ``config.train`` or the environment.
+"""Joining a multi-process job: ``jax.distributed.initialize`` from ``config.distributed`` or the environment.
 
 Called by ``main.py`` before anything else touches JAX (JAX's rule: the distributed runtime must come
 first). After it, ``jax.devices()`` are the devices of every process, the pmapped training step runs over
@@ -22,8 +22,8 @@ JAX_GRACE = 30        # JAX's own deadline comes this much later than ours, so o
 ENV_NUM_PROCESSES, ENV_PROCESS_ID = 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'  # JAX reads only JAX_COORDINATOR_ADDRESS
 
 
-def requested(train_cfg) -> bool:
-  return bool(train_cfg.distributed or train_cfg.coordinator_address)
+def requested(dist_cfg) -> bool:
+  return bool(dist_cfg.enabled or dist_cfg.coordinator_address)
 
 
 def wait_for_coordinator(address: str, timeout: float):
@@ -40,28 +40,28 @@ def wait_for_coordinator(address: str, timeout: float):
       error = e
       time.sleep(PROBE_INTERVAL)
   raise files.InputError(
-      f'config.train.coordinator_address={address!r}: no coordinator answered within '
-      f'config.train.initialization_timeout={timeout:g} s ({type(error).__name__}: {error}). Start process 0 '
+      f'config.distributed.coordinator_address={address!r}: no coordinator answered within '
+      f'config.distributed.initialization_timeout={timeout:g} s ({type(error).__name__}: {error}). Start process 0 '
       '(it serves the coordinator) with the same address, check the host name and port and that the port is '
       'open between the machines, or raise the timeout')
 
 
-def from_environment(train_cfg, environ=None) -> tuple:
-  """``(num_processes, process_id)`` of ``config.train``, where unset (0, -1) taken from ``JAX_NUM_PROCESSES``
+def from_environment(dist_cfg, batch_size: int, environ=None) -> tuple:
+  """``(num_processes, process_id)`` of ``config.distributed``, where unset (0, -1) taken from ``JAX_NUM_PROCESSES``
   and ``JAX_PROCESS_ID`` when those are set (None: left to JAX's cluster detection, e.g. SLURM or a TPU pod).
   A ``ValueError`` naming the variable for a value that is not a usable index."""
   environ = os.environ if environ is None else environ
-  n = train_cfg.num_processes or None
-  i = train_cfg.process_id if train_cfg.process_id >= 0 else None
+  n = dist_cfg.num_processes or None
+  i = dist_cfg.process_id if dist_cfg.process_id >= 0 else None
   if n is None and environ.get(ENV_NUM_PROCESSES):
     n = _env_int(environ, ENV_NUM_PROCESSES, 1)
   if i is None and environ.get(ENV_PROCESS_ID):
     i = _env_int(environ, ENV_PROCESS_ID, 0)
   if n is not None and i is not None and not i < n:
-    raise files.InputError(f'{ENV_PROCESS_ID} / config.train.process_id={i} is out of range for {ENV_NUM_PROCESSES} '
-                           f'/ config.train.num_processes={n}; need 0 <= process_id < {n}')
-  if n is not None and train_cfg.batch_size % n:
-    raise files.InputError(f'config.train.batch_size={train_cfg.batch_size} is not divisible by {ENV_NUM_PROCESSES}='
+    raise files.InputError(f'{ENV_PROCESS_ID} / config.distributed.process_id={i} is out of range for {ENV_NUM_PROCESSES} '
+                           f'/ config.distributed.num_processes={n}; need 0 <= process_id < {n}')
+  if n is not None and batch_size % n:
+    raise files.InputError(f'config.train.batch_size={batch_size} is not divisible by {ENV_NUM_PROCESSES}='
                            f'{n}; every process takes an equal share of the global batch')
   return n, i
 
@@ -70,7 +70,7 @@ def _env_int(environ, name, least):
   value = environ[name]
   if not value.strip().isdigit() or int(value) < least:
     raise files.InputError(f'{name}={value!r}; need an integer >= {least} (or unset it and give '
-                           'config.train.num_processes / process_id)')
+                           'config.distributed.num_processes / process_id)')
   return int(value)
 
 
@@ -81,7 +81,7 @@ def watchdog(address, num_processes, process_id, timeout: float, exit_fn=os._exi
   probe anything beforehand, so this is what turns its wait for missing peers into one clear line."""
   def fire():
     message = (f'error: the multi-process job at {address or "the address from the environment"} did not assemble '
-               f'within config.train.initialization_timeout={timeout:g} s (this is process '
+               f'within config.distributed.initialization_timeout={timeout:g} s (this is process '
                f'{"from the environment" if process_id is None else process_id} of '
                f'{"the environment" if num_processes is None else num_processes}). Start every process with the '
                'same coordinator_address and num_processes and a distinct process_id, check that the coordinator '
@@ -95,28 +95,28 @@ def watchdog(address, num_processes, process_id, timeout: float, exit_fn=os._exi
 
 
 def initialize(config):
-  """Joins the job ``config.train`` describes (nothing when it asks for one process); a ``ValueError`` naming
+  """Joins the job ``config.distributed`` describes (nothing when it asks for one process); a ``ValueError`` naming
   the setting for bad multi-process settings, before JAX starts."""
-  train = config.train
+  distributed = config.distributed
   problems = distributed_problems(config)
   if problems:
     raise ConfigError(problems)
-  if not requested(train) or jax.distributed.is_initialized():
+  if not requested(distributed) or jax.distributed.is_initialized():
     return
   # Must precede the CPU backend's creation; GPU/TPU backends keep their own collectives.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  address = train.coordinator_address or None
-  if address and train.process_id > 0:
-    wait_for_coordinator(address, train.initialization_timeout)
-  num_processes, process_id = from_environment(train)                # None: JAX's cluster detection
+  address = distributed.coordinator_address or None
+  if address and distributed.process_id > 0:
+    wait_for_coordinator(address, distributed.initialization_timeout)
+  num_processes, process_id = from_environment(distributed, config.train.batch_size)                # None: JAX's cluster detection
   logging.info('joining the job at %s as process %s of %s (waiting up to %d s for every process: '
-               'config.train.initialization_timeout)', address or 'the address from the environment',
+               'config.distributed.initialization_timeout)', address or 'the address from the environment',
                'environment' if process_id is None else process_id,
-               'environment' if num_processes is None else num_processes, train.initialization_timeout)
-  timer = watchdog(address, num_processes, process_id, train.initialization_timeout)
+               'environment' if num_processes is None else num_processes, distributed.initialization_timeout)
+  timer = watchdog(address, num_processes, process_id, distributed.initialization_timeout)
   try:
     jax.distributed.initialize(address, num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=train.initialization_timeout + JAX_GRACE)
+                               initialization_timeout=distributed.initialization_timeout + JAX_GRACE)
   finally:
     timer.cancel()
   logging.info('process %d of %d: %d local devices of %d', jax.process_index(), jax.process_count(),

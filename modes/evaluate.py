@@ -1,7 +1,7 @@
 """``--mode=eval`` on the checkpoints of a run (``config.eval.checkpoints``: by default the last one; 'new'
 every one not yet evaluated with these settings; one record per checkpoint and sampler under ``<workdir>/eval/``).
 
-``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.num_steps``
+``evaluate`` samples with every schedule of ``config.eval.schedules`` at every K of ``config.eval.step_counts``
 (or at every NFE of ``config.eval.nfe``, K derived per sampler), ``config.eval.seeds`` times, and writes the
 comparison tables with NFE, mean and spread per cell (the paper's Tables 1 and 2): exact KL, W1 and log-likelihood on 1-D toy
 targets; on images the FID (Inception-v3 pool3 features, when ``config.eval.inception_path`` holds the
@@ -194,7 +194,7 @@ def evaluate(config, workdir):
   validate(config, workdir, 'eval')
   steps = checkpoints_to_evaluate(config, workdir)
   # what can refuse the run from the workdir's files alone, before log.txt is opened there
-  checkpoints.check_compatible(workdir, config)
+  checkpoints.check_compatible(workdir, config, stored=workdir_lib.stored_config(workdir))
   workdir_lib.check_schedule_names(config, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
     if not steps:  # the stored record becomes the workdir's latest table again (this sampler's, not another's)

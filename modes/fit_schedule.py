@@ -132,15 +132,15 @@ def search(config, workdir, problem: Problem, key):
 
 
 def fit_exact(config, path, target, key):
-  """The score-optimal ``config.fit.num_steps``-step schedule of ``target``'s exact score on ``path``:
+  """The score-optimal ``config.fit.ladder_steps``-step schedule of ``target``'s exact score on ``path``:
   ``(ts f32[K+1], LengthFunction)``."""
   lam = searches.score_optimal.search(config.fit, config.schedule, config.eval, problem_lib.exact(target, path),
                                       key).schedule
-  return lam.steps(config.fit.num_steps), lam
+  return lam.steps(config.fit.ladder_steps), lam
 
 
 def fit_schedule(config, workdir):
-  """Fits, stores ``schedules/<name>.json``, and writes the ``config.fit.num_steps``-step record and its plots
+  """Fits, stores ``schedules/<name>.json``, and writes the ``config.fit.ladder_steps``-step record and its plots
   as ``fits/<name>.json``, ``fits/<name>_schedule.png`` and ``fits/<name>_costs.png`` into ``workdir``: beside a
   training run's own ``schedule.json`` and plots (never over them), one set per fitted name."""
   validate(config, workdir, 'fit_schedule')
@@ -151,7 +151,7 @@ def fit_schedule(config, workdir):
 
 def _fit_schedule(config, workdir, problem):
   fit_cfg, cost = config.fit, config.schedule.cost
-  num_steps = fit_cfg.num_steps
+  num_steps = fit_cfg.ladder_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
   name = fit_cfg.name or (f'fewstep_{searches.fewstep.solver_name(fit_cfg, config.eval)}' if fit_cfg.method == 'fewstep'
                           else store.default_name(fit_cfg.method, cost, fit_cfg.refine))

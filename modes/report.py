@@ -36,7 +36,7 @@ class Reporter:
     self.config, self.workdir, self.path, self.model = config, files.as_path(workdir), path, model
     self.writes = jax.process_index() == 0
     self.data_shape, self.writer = data_shape, writer
-    self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps)
+    self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels)
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
     self.draw = sampling.make_draw(config, path, model)
 
@@ -57,10 +57,10 @@ class Reporter:
     scalars['train/steps_per_sec'] = steps_per_sec
     scalars.update({f'train/{kind}_seconds': v for kind, v in throughput.totals.items()})
     self.writer.write_scalars(step, scalars)
-    eta = throughput.eta(step, self.config.train.num_steps, steps_per_sec)
+    eta = throughput.eta(step, self.config.train.num_train_steps, steps_per_sec)
     other = ', '.join(f'{kind} {v:.0f} s' for kind, v in throughput.totals.items())
     logging.info('step %d/%d  loss %.4g  length %.4g  energy %.4g  %.2f steps/s  ETA %s%s', step,
-                 self.config.train.num_steps, scalars['train/loss'], scalars['schedule/length'],
+                 self.config.train.num_train_steps, scalars['train/loss'], scalars['schedule/length'],
                  scalars['schedule/energy'], steps_per_sec, format_duration(eta),
                  f'  ({other})' if other else '')
     if scalars['schedule/nonfinite_rates'] > 0:
@@ -105,7 +105,7 @@ class Reporter:
     score_fn = self.model.score_fn(state.ema_params, self.path)
     x = self.draw(state.ema_params, state.schedule, key, self.config.eval.num_samples, self.data_shape)
     result = toy.metrics(self.target, x)
-    reference = baselines.log_linear(self.path, self.config.schedule.num_steps)
+    reference = baselines.log_linear(self.path, self.config.schedule.num_levels)
     result['score_error'] = float(np.mean(toy.score_error(score_fn, self.target, self.path, reference, key)))
     if not self.writes:
       return None

@@ -17,7 +17,7 @@ from train import data
 def sample(config, workdir):
   """Writes ``samples_<schedule>_<K>.npz`` and ``.png`` (an image grid, or a histogram over the true density
   on toy targets) for ``config.eval.schedules[0]`` (a baseline, 'learned' or a stored schedule's name) at
-  the first column of :func:`modes.workdir.step_counts` (``config.eval.num_steps[0]`` steps, or the K that reaches
+  the first column of :func:`modes.workdir.step_counts` (``config.eval.step_counts[0]`` steps, or the K that reaches
   ``config.eval.nfe[0]``) with ``config.eval.sampler``; the NFE is stored in the ``.npz``."""
   validate(config, workdir, 'sample')
   k, evaluations = workdir_lib.step_counts(config.eval)[0]

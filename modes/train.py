@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from configs.validate import validate
 from ddm import files, streams
 from ddm.paths import make_path
-from modes import logs, progress, report as report_lib
+from modes import logs, progress, report as report_lib, workdir as workdir_lib
 from train import checkpoints, data, lock, model as model_lib, step as step_lib
 from train.writers import MetricWriter
 
@@ -56,7 +56,7 @@ def _stop_signal(signals, step, config):
   received = signals.received  # read once: a signal may come at any time
   if jax.process_count() == 1:
     return received
-  if step % config.train.log_every and step != config.train.num_steps:
+  if step % config.train.log_every and step != config.train.num_train_steps:
     return None
   agreed = multihost_utils.process_allgather(np.int32(received or 0))
   return int(np.max(agreed)) or None
@@ -82,21 +82,21 @@ def _stop_nonfinite(steps, step, mngr, config):
 
 
 def _check_steps(config, workdir):
-  """Refuses ``config.train.num_steps`` below the newest checkpoint's step (read off the folder names):
+  """Refuses ``config.train.num_train_steps`` below the newest checkpoint's step (read off the folder names):
   resuming could only go back, and nothing would run. The same step is a finished run (:func:`_finished`)."""
   folder = checkpoints.directory(workdir)
   steps = checkpoints.saved_steps(workdir)
-  if steps and config.train.num_steps < max(steps):
+  if steps and config.train.num_train_steps < max(steps):
     raise files.InputError(
-        f'config.train.num_steps={config.train.num_steps} is below the step of the newest checkpoint in '
-        f'{folder} ({max(steps)}); nothing was changed. To train on, give --config.train.num_steps above '
+        f'config.train.num_train_steps={config.train.num_train_steps} is below the step of the newest checkpoint in '
+        f'{folder} ({max(steps)}); nothing was changed. To train on, give --config.train.num_train_steps above '
         f'{max(steps)}; to use the run as it is, --mode=eval or --mode=sample')
 
 
 def _finished(config, workdir):
-  """The run's state when its newest good checkpoint is at ``config.train.num_steps`` (restored read-only:
+  """The run's state when its newest good checkpoint is at ``config.train.num_train_steps`` (restored read-only:
   nothing is written, not even log.txt), else None."""
-  if config.train.num_steps not in checkpoints.saved_steps(workdir):
+  if config.train.num_train_steps not in checkpoints.saved_steps(workdir):
     return None  # every process of a fresh or unfinished run decides the same, without a collective
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
   path, shape = make_path(config.sde), data.data_shape(config)
@@ -105,11 +105,11 @@ def _finished(config, workdir):
   try:
     state = checkpoints.restore_latest(mngr, template, read_only=False)
   except checkpoints.Mismatch as e:
-    raise checkpoints.diagnose(workdir, config, e) from None
-  if state is None or int(state.step) != config.train.num_steps:
+    raise checkpoints.diagnose(workdir, config, e, stored=workdir_lib.stored_config(workdir)) from None
+  if state is None or int(state.step) != config.train.num_train_steps:
     return None  # the newest checkpoint is damaged: training redoes its steps
-  logging.info('the run in %s is already complete at step %d (config.train.num_steps); nothing to do and nothing '
-               'was changed: give a larger --config.train.num_steps to train on', workdir, int(state.step))
+  logging.info('the run in %s is already complete at step %d (config.train.num_train_steps); nothing to do and nothing '
+               'was changed: give a larger --config.train.num_train_steps to train on', workdir, int(state.step))
   return jax.device_get(state)
 
 
@@ -121,7 +121,7 @@ def train_and_evaluate(config, workdir: str):
   current step and exit with status 128 + signal; a non-finite step stops the run (``on_nonfinite='stop'``,
   exit status 1) or is dropped and counted (``'skip'``)."""
   validate(config, workdir, 'train')  # after modes.distributed.initialize (main.py): devices of every process
-  checkpoints.check_compatible(workdir, config, resume=True)
+  checkpoints.check_compatible(workdir, config, resume=True, stored=workdir_lib.stored_config(workdir))
   report_lib.check_files(workdir)
   _check_steps(config, workdir)
   finished = _finished(config, workdir)
@@ -145,13 +145,13 @@ def _train(config, workdir, signals):
   try:
     state = checkpoints.restore_latest(mngr, template, quarantine=quarantine) or template
   except checkpoints.Mismatch as e:  # another config's checkpoint: say which settings, never "damaged"
-    raise checkpoints.diagnose(workdir, config, e) from None
+    raise checkpoints.diagnose(workdir, config, e, stored=workdir_lib.stored_config(workdir)) from None
   start = int(state.step)
   batches = data.make_train_iterator(config, start_step=start)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   logging.info('%s at step %d of %d on %d devices (%d processes)', 'resuming' if start else 'starting',
-               start, config.train.num_steps, jax.device_count(), jax.process_count())
+               start, config.train.num_train_steps, jax.device_count(), jax.process_count())
 
   p_steps = step_lib.make_train_steps(config, path, model, functools.partial(
       jax.pmap, axis_name=step_lib.AXIS, donate_argnums=(0,)))
@@ -163,7 +163,7 @@ def _train(config, workdir, signals):
   pending, flags, skipped = [], [], 0
   throughput, compiled = progress.Throughput(start), set()
   try:
-    for step in range(start + 1, config.train.num_steps + 1):
+    for step in range(start + 1, config.train.num_train_steps + 1):
       batch = data.shard(next(batches), jax.local_device_count())
       # pmap compiles synchronously inside its first call; every later call only dispatches
       measure = step_lib.measures(step - 1, config.schedule)
@@ -172,7 +172,7 @@ def _train(config, workdir, signals):
         p_state, metrics = p_steps[measure](p_state, batch, base_key)
       pending.append(metrics)
       flags.append((step, metrics['train/nonfinite_steps']))
-      last, stop = step == config.train.num_steps, _stop_signal(signals, step, config)
+      last, stop = step == config.train.num_train_steps, _stop_signal(signals, step, config)
       save = step % config.train.checkpoint_every == 0 or last or mngr.reached_preemption(step) or stop
       if step % config.train.log_every == 0 or last or save:  # dropped steps are looked at before any save
         bad, flags = _nonfinite_steps(flags), []
@@ -201,4 +201,6 @@ def _train(config, workdir, signals):
   finally:
     mngr.wait_until_finished()  # never abandon an in-flight save, whatever stops the loop
     writer.close()
+  logging.info('trained to step %d; to look at the run: tensorboard --logdir %s', config.train.num_train_steps,
+               workdir)
   return jax.device_get(step_lib.unreplicate(p_state))

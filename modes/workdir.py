@@ -7,6 +7,7 @@ the interface of :mod:`schedule` (``steps(K) -> f[K+1]``, ``has(K)``).
 import jax
 from absl import logging
 
+from configs import validate
 from ddm import files, samplers, streams
 from ddm.paths import make_path
 from ddm.registry import BASELINES
@@ -32,6 +33,13 @@ def checkpoint_steps(config, workdir) -> list:
   return sorted(checkpoints.manager(workdir, config.train.keep_checkpoints, create=False).all_steps())
 
 
+def stored_config(workdir):
+  """``<workdir>/config.json`` under today's field names (``configs.validate.upgrade``), or None: a run stored
+  before a config field was renamed still resumes and evaluates."""
+  stored = checkpoints.stored_config(workdir)
+  return None if stored is None else validate.upgrade(stored)
+
+
 def restore(config, workdir, step=None):
   """``(path, model, state)`` from the checkpoint of ``step`` (default: the latest good one) in ``workdir``;
   a clear error when there is none."""
@@ -40,13 +48,14 @@ def restore(config, workdir, step=None):
   template = step_lib.initial_state(config, path, model)
   state = None
   if has_checkpoint(workdir):
-    checkpoints.check_compatible(workdir, config)
+    stored = stored_config(workdir)
+    checkpoints.check_compatible(workdir, config, stored=stored)
     mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
     try:  # read-only: the parameters are needed, not the optimizer state (its settings never block this)
       state = (checkpoints.restore_latest(mngr, template, read_only=True) if step is None
                else checkpoints.restore_step(mngr, template, int(step), read_only=True))
     except checkpoints.Mismatch as e:
-      raise checkpoints.diagnose(workdir, config, e, read_only=True) from None
+      raise checkpoints.diagnose(workdir, config, e, read_only=True, stored=stored) from None
   if state is None:
     raise files.InputError(f'--workdir={workdir} holds no checkpoint; train first: '
                      f'python main.py --config=... --workdir={workdir}')
@@ -91,13 +100,13 @@ def schedule_names(config, workdir, state) -> list:
 
 
 def step_counts(eval_cfg) -> list:
-  """``[(K, NFE)]`` of the table's columns: ``config.eval.num_steps`` with each K's NFE under
+  """``[(K, NFE)]`` of the table's columns: ``config.eval.step_counts`` with each K's NFE under
   ``config.eval.sampler``, or each NFE of ``config.eval.nfe`` that the sampler reaches with the K that reaches it
   (the others: :func:`unreachable_nfe`)."""
   if len(eval_cfg.nfe):
     counts = samplers.steps_for_each_nfe(eval_cfg.sampler, eval_cfg.nfe, eval_cfg.langevin_steps)
     return [(k, n) for n, k in counts.items() if isinstance(k, int)]
-  return [(int(k), samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)) for k in eval_cfg.num_steps]
+  return [(int(k), samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)) for k in eval_cfg.step_counts]
 
 
 def unreachable_nfe(eval_cfg) -> dict:

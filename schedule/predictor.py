@@ -52,7 +52,7 @@ from ddm.registry import SAMPLERS
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 ORDERS = {'identity': 1, 'euler': 2, 'heun': 3}  # leading order p: L_p(step eps) ~ eps^(2p) for exact scores
-SETTING = 'config.schedule.predictor'
+SETTING = 'config.schedule.cost_solver'
 COST_SETTING = "config.schedule.cost='predictor'"
 
 

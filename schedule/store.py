@@ -50,7 +50,7 @@ class Ladders(NamedTuple):
     if int(num_steps) not in self.ladders:
       raise files.InputError(f'fitted schedule {self.name!r} ({self.method}) holds K = '
                        f'{", ".join(str(k) for k in sorted(self.ladders))} only, not K = {num_steps}; fit it with '
-                       f'config.fit.num_steps={num_steps} or evaluate those K')
+                       f'config.fit.ladder_steps={num_steps} or evaluate those K')
     return np.asarray(self.ladders[int(num_steps)], np.float64)
 
   def has(self, num_steps: int) -> bool:

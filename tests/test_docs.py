@@ -125,3 +125,71 @@ def test_nothing_points_outside_the_repository():
 @pytest.mark.parametrize('relative', ['README.md'])
 def test_readme_points_to_the_method(relative):
   assert 'docs/method.md' in read_text(relative)
+
+
+# The README is the entry page; results and details live in these pages under docs/ (each opens by saying how it
+# is regenerated, or that it is hand-written). Pages written by tools (docs/solvers.md, docs/faults.md, ...) are
+# checked by their own tools, not here.
+README = 'README.md'
+README_MAX_LINES = 220
+README_MAX_LINE = 200
+ENTRY_PAGES = ('results.md', 'searches.md', 'training_runs.md', 'protocol.md', 'performance.md', 'reliability.md',
+               'scaling.md', 'data.md', 'testing.md', 'configs.md', 'modes.md', 'code.md')
+OPENING_LINES = 5
+# A markdown link or image: [text](target) or ![alt](target "title").
+LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
+EXTERNAL = re.compile(r'^[a-z][a-z0-9+.-]*:', re.I)   # http:, https:, mailto:, ...
+
+
+def relative_links(text):
+  """``[(target without its #anchor, line)]`` for every link of ``text`` that is not external or a bare anchor."""
+  found = []
+  for match in LINK.finditer(text):
+    target = match.group(1)
+    if EXTERNAL.match(target) or target.startswith('#'):
+      continue
+    found.append((target.split('#', 1)[0], text.count('\n', 0, match.start()) + 1))
+  return found
+
+
+def test_link_pattern_reads_links_and_images():
+  text = ('[a](docs/a.md) ![b](b.png) [c](https://x.org/y) [d](#here)\n'
+          '[e](../configs/e.py#part) [f](<f.md>) [g](g.md "title") `[h]` (i)')
+  assert relative_links(text) == [('docs/a.md', 1), ('b.png', 1), ('../configs/e.py', 2), ('f.md', 2), ('g.md', 2)]
+
+
+def test_readme_is_a_short_entry_page():
+  lines = read_text(README).split('\n')
+  assert len(lines) <= README_MAX_LINES, f'README.md has {len(lines)} lines; move details to docs/ (at most {README_MAX_LINES})'
+  # A line past the limit must be a command (an indented code line) or carry a URL.
+  long = [f'README.md:{n}: {len(line)} characters' for n, line in enumerate(lines, 1)
+          if len(line) > README_MAX_LINE and not line.startswith('    ') and '://' not in line]
+  assert not long, 'README.md lines over %d characters:\n%s' % (README_MAX_LINE, '\n'.join(long))
+
+
+@pytest.mark.parametrize('relative', [README] + [f'docs/{p}' for p in ENTRY_PAGES])
+def test_every_relative_link_resolves_inside_the_repository(relative):
+  path = os.path.join(ROOT, relative)
+  assert os.path.isfile(path), f'{relative} is missing'
+  text = read_text(relative)
+  broken = []
+  for target, line in relative_links(text):
+    resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    if os.path.relpath(resolved, ROOT).startswith('..') or not os.path.exists(resolved):
+      broken.append(f'{relative}:{line}: {target}')
+  assert not broken, 'links that do not resolve to a file of the repository:\n' + '\n'.join(broken)
+
+
+@pytest.mark.parametrize('page', ENTRY_PAGES)
+def test_each_docs_page_says_how_it_is_made(page):
+  opening = '\n'.join(read_text(f'docs/{page}').split('\n')[:OPENING_LINES])
+  regenerated = re.search(r'Regenerate[sd]?\b[^`]*`[^`]+`', opening)
+  assert regenerated or 'Hand-written' in opening, (
+      f'docs/{page} must say within its first {OPENING_LINES} lines how it is regenerated ("Regenerate: `command`") '
+      'or that it is hand-written')
+
+
+def test_readme_gives_the_two_fresh_machine_commands():
+  text = read_text(README)
+  assert 'pip install -r requirements.txt && python main.py --config=configs/toy1d.py:quick --workdir=runs/quick' in text
+  assert 'pip install -r requirements.txt && python -m pytest' in text

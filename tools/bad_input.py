@@ -35,8 +35,8 @@ flags.DEFINE_string('only', '', 'Run only the cases whose name contains this.')
 flags.DEFINE_integer('timeout', 300, 'Seconds per case.')
 
 TOY, DIGITS = 'configs/toy1d.py:smoke', 'configs/digits.py:smoke'
-MORE = '--config.train.num_steps=40'  # a resumed train run that is accepted trains on: visible as a change
-SHORT_EVAL = ("--config.eval.schedules=('linear',)", '--config.eval.num_steps=(5,)', '--config.eval.seeds=1',
+MORE = '--config.train.num_train_steps=40'  # a resumed train run that is accepted trains on: visible as a change
+SHORT_EVAL = ("--config.eval.schedules=('linear',)", '--config.eval.step_counts=(5,)', '--config.eval.seeds=1',
               '--config.eval.likelihood=False', '--config.eval.checkpoints=last')
 
 
@@ -91,7 +91,7 @@ FIELDS = [
     ('model.mlp.width', '0'), ('model.mlp.depth', '-1'), ('model.mlp.embedding_dim', '0'),
     ('model.mlp.embedding_scale', 'nan'), ('model.dtype', 'float16'), ('model.exact_score', 'maybe'),
     ('loss.weighting', 'foo'),
-    ('schedule.num_steps', '0'), ('schedule.cost', 'foo'), ('schedule.predictor', 'foo'),
+    ('schedule.num_levels', '0'), ('schedule.cost', 'foo'), ('schedule.cost_solver', 'foo'),
     ('schedule.hutchinson_probes', '0'), ('schedule.cost_batch_size', '0'), ('schedule.init', 'foo'),
     ('schedule.gamma', '0.0'), ('schedule.gamma', 'nan'), ('schedule.cost_fraction', '1.5'),
     ('schedule.cost_fraction', 'nan'), ('schedule.measure_every', '0'), ('schedule.rate_pass', 'foo'),
@@ -99,22 +99,22 @@ FIELDS = [
     ('optim.optimizer', 'sgd'), ('optim.learning_rate', '0.0'), ('optim.learning_rate', 'inf'),
     ('optim.learning_rate', 'nan'), ('optim.warmup_steps', '-1'), ('optim.weight_decay', '-1.0'),
     ('optim.grad_clip', '-1.0'), ('optim.grad_clip', 'nan'), ('optim.ema_decay', '1.0'),
-    ('train.batch_size', 'abc'), ('train.batch_size', '0'), ('train.num_steps', '1e3'),
+    ('train.batch_size', 'abc'), ('train.batch_size', '0'), ('train.num_train_steps', '1e3'),
     ('train.log_every', '0'), ('train.checkpoint_every', '0'), ('train.keep_checkpoints', '0'),
-    ('train.sample_every', '0'), ('train.coordinator_address', 'localhost'),
-    ('train.num_processes', '-1'), ('train.initialization_timeout', '0'), ('train.on_nonfinite', 'ignore'),
+    ('train.sample_every', '0'), ('distributed.coordinator_address', 'localhost'),
+    ('distributed.num_processes', '-1'), ('distributed.initialization_timeout', '0'), ('train.on_nonfinite', 'ignore'),
     ('train.allow_changes_on_resume', 'maybe'),
 ]
 FIELDS_FIT = [
-    ('fit.num_steps', '0'), ('fit.method', 'foo'), ('fit.grid', '2'), ('fit.iterations', '0'),
+    ('fit.ladder_steps', '0'), ('fit.method', 'foo'), ('fit.grid', '2'), ('fit.grid_passes', '0'),
     ('fit.num_samples', '0'), ('fit.samples', 'foo'), ('fit.name', '../x'),
-    ('fit.refine_steps', '(10,5)', '--config.fit.refine=True'), ('fit.refine_substeps', '0'),
-    ('fit.dp_elbo.grid', '1', '--config.fit.method=dp_elbo'), ('fit.ays.num_steps', '()'),
-    ('fit.ays.nodes', '1'), ('fit.ddss.learning_rate', 'inf'), ('fit.ddss.num_steps', '(0,)'),
+    ('fit.refine_step_counts', '(10,5)', '--config.fit.refine=True'), ('fit.refine_substeps', '0'),
+    ('fit.dp_elbo.grid', '1', '--config.fit.method=dp_elbo'), ('fit.ays.step_counts', '()'),
+    ('fit.ays.nodes', '1'), ('fit.ddss.learning_rate', 'inf'), ('fit.ddss.step_counts', '(0,)'),
     ('fit.trajectory.grid', '1'),
 ]
 FIELDS_EVAL = [
-    ('eval.sampler', 'bogus'), ('eval.num_steps', '(0,)'), ('eval.num_steps', '(5.5,)'),
+    ('eval.sampler', 'bogus'), ('eval.step_counts', '(0,)'), ('eval.step_counts', '(5.5,)'),
     ('eval.nfe', '(5,)'), ('eval.checkpoints', 'latest'), ('eval.checkpoints', '7'), ('eval.seeds', '0'),
     ('eval.schedules', "('nosuch',)"), ('eval.schedules', '()'), ('eval.num_samples', '0'),
     ('eval.num_samples', '64'), ('eval.batch_size', '0'), ('eval.langevin_snr', 'inf', '--config.eval.sampler=pc'),
@@ -140,14 +140,14 @@ def cases() -> list:
       _c('moved field schedule.fit_grid', 'fit.grid', '--config.schedule.fit_grid=3'),
       _c('remote workdir without support', '--workdir', new=True, config=TOY, mode='train'),
       _c('workdir is a file', '--workdir', setup=_a_file),
-      _c('process_id out of range', 'process_id', '--config.train.coordinator_address=localhost:1234',
-         '--config.train.num_processes=2', '--config.train.process_id=5'),
+      _c('process_id out of range', 'process_id', '--config.distributed.coordinator_address=localhost:1234',
+         '--config.distributed.num_processes=2', '--config.distributed.process_id=5'),
       _c('damaged config.json', 'config.json', MORE, setup=lambda w: _truncate(os.path.join(w, 'config.json'))),
       _c('damaged eval_history.json', 'eval_history.json', MORE,
          setup=lambda w: _truncate(os.path.join(w, 'eval_history.json'))),
       _c('damaged schedules/mine.json', 'mine.json', "--config.eval.schedules=('mine',)",
-         '--config.eval.num_steps=(5,)', mode='eval', setup=_stored_schedule),
-      _c('resume below the checkpoint', 'train.num_steps', '--config.train.num_steps=10'),
+         '--config.eval.step_counts=(5,)', mode='eval', setup=_stored_schedule),
+      _c('resume below the checkpoint', 'train.num_train_steps', '--config.train.num_train_steps=10'),
       _c('resume with grad_clip=0', 'optim.grad_clip', '--config.optim.grad_clip=0.0', MORE),
       _c('eval with grad_clip=0', '', '--config.optim.grad_clip=0.0', *SHORT_EVAL, mode='eval', run=True),
       _c('sample with grad_clip=0', '', '--config.optim.grad_clip=0.0', '--config.eval.num_samples=64',
@@ -163,7 +163,7 @@ def cases() -> list:
          '--config.model.unet.channels=32', *SHORT_EVAL, base='digits', mode='eval',
          setup=lambda w: _remove(os.path.join(w, 'config.json'))),
       _c('eval: unknown schedule name', 'nosuch', "--config.eval.schedules=('linear','nosuch')",
-         '--config.eval.num_steps=(5,)', mode='eval'),
+         '--config.eval.step_counts=(5,)', mode='eval'),
       _c('sample: fitted', 'fitted', "--config.eval.schedules=('fitted',)", mode='sample'),
       _c('new workdir, sigma_max=inf', 'sde.sigma_max', '--config.sde.sigma_max=inf', new=True),
   ]

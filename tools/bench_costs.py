@@ -3,7 +3,7 @@
     python -m tools.bench_costs --config=configs/digits.py --out=bench_costs.json [--costs=corrector,heun] [--batch=8]
 
 For each estimator (``corrector``: one ``jax.jvp`` of the score; ``identity``, ``euler``, ``heun``: the
-predictor-optimised coefficient of :mod:`schedule.predictor`, nested derivatives of the network, with
+predictor-optimised coefficient of :mod:`schedule.cost_solver`, nested derivatives of the network, with
 ``config.schedule.hutchinson_probes`` probes), on one chunk of ``--batch`` examples (``vmap``, as one chunk of
 ``config.schedule.cost_batch_size`` in a fit): lowering + XLA compile time, the median run time per example after
 compilation, the compiled chunk's ``memory_analysis()`` (temporaries per example: what sets
@@ -43,7 +43,7 @@ def _rate_fn(config, name, batch):
   sch = config.schedule.copy_and_resolve_references()
   sch.cost, sch.cost_batch_size = ('corrector' if name == 'corrector' else 'predictor'), batch
   if name != 'corrector':
-    sch.predictor = name
+    sch.cost_solver = name
   return costs.make_rate_fn(sch), costs.order(sch)
 
 
@@ -60,7 +60,7 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
   x = jax.random.normal(jax.random.PRNGKey(2), (batch,) + shape)
   t = jax.random.uniform(jax.random.PRNGKey(3), (batch,), minval=0.2, maxval=0.8)
   key = jax.random.PRNGKey(4)
-  evaluations = int(config.fit.grid) * int(config.fit.num_samples) * int(config.fit.iterations)
+  evaluations = int(config.fit.grid) * int(config.fit.num_samples) * int(config.fit.grid_passes)
   result = {'machine': machine_info(),
             'settings': {'batch': batch, 'repeats': repeats, 'data_shape': list(shape),
                          'num_params': int(sum(np.size(p) for p in jax.tree.leaves(params))),

@@ -139,7 +139,7 @@ def _update_period(config, batch, draws=16, seed=0):
   the statistics (:func:`schedule.online.simulate_counts`: levels uniform over the T+1 points, method.md
   section 5; the update fires when every level holds ``min_count`` samples or ``update_every`` steps passed)."""
   sch = config.schedule
-  _, steps = online.simulate_counts(sch.num_steps + 1, batch, sch.min_count, sch.update_every, draws, seed)
+  _, steps = online.simulate_counts(sch.num_levels + 1, batch, sch.min_count, sch.update_every, draws, seed)
   return float(np.mean(steps))
 
 
@@ -218,7 +218,7 @@ def _grouped_update_period(config, measured, draws=16, seed=0):
   """:func:`_update_period` when ``measured`` examples feed the statistics on every m-th step only
   (the update is checked on measuring steps, so the period is a multiple of m)."""
   sch, every = config.schedule, config.schedule.measure_every
-  _, steps = online.simulate_counts(sch.num_steps + 1, measured, sch.min_count,
+  _, steps = online.simulate_counts(sch.num_levels + 1, measured, sch.min_count,
                                     math.ceil(sch.update_every / every), draws, seed)
   return float(every * np.mean(steps))
 
@@ -327,7 +327,7 @@ def bench_cost_estimator(config, path, model, params, batch, args):
   """Per-sample jvp rate vs two-evaluation finite differences, on the training batch at its own levels."""
   loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
                                 config.loss.weighting)
-  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
+  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t
   keys = jax.random.split(jax.random.PRNGKey(0), batch.shape[0])
   _, _, x, t, _ = jax.jit(lambda p, x0: loss_fn(p, x0, jnp.asarray(ts, jnp.float32), keys, keys[0], train=False))(
       params, jnp.asarray(batch))
@@ -473,7 +473,7 @@ def run(config, args) -> dict:
             'settings': {'repeats': args.repeats, 'steps': args.steps, 'warmup': args.warmup,
                          'num_devices': len(devices), 'batch_size': int(batch.shape[0]),
                          'num_params': int(sum(np.size(p) for p in jax.tree.leaves(model.params))),
-                         'schedule_num_steps': config.schedule.num_steps,
+                         'schedule_num_steps': config.schedule.num_levels,
                          'update_every': config.schedule.update_every, 'min_count': config.schedule.min_count,
                          'rate_pass': config.schedule.rate_pass,
                          'measure_every': config.schedule.measure_every,

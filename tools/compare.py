@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from configs import validate
 from ddm.targets import make_target
 from eval import plots, toy
 from ddm import files
@@ -51,7 +52,7 @@ def compare_toy(workdirs, names, out, metrics):
   histories = {name: files.read_json(files.as_path(w) / report.HISTORY_FILE, report.HISTORY_FIX)
                for name, w in zip(names, workdirs)}
   plots.plot_histories(out, histories, metrics)
-  stored = files.read_json(files.as_path(workdirs[0]) / checkpoints.CONFIG_FILE, checkpoints.CONFIG_FIX)
+  stored = validate.upgrade(files.read_json(files.as_path(workdirs[0]) / checkpoints.CONFIG_FILE, checkpoints.CONFIG_FIX))
   target = make_target(ml_collections.ConfigDict(stored).data)
   samples = {name: _load_samples(files.as_path(w) / 'samples.npz') for name, w in zip(names, workdirs)}
   plots.plot_densities(out.replace('.png', '_density.png'), samples, toy.density_curve(target))

@@ -83,7 +83,7 @@ def measure_spread(config, workdir, levels: int, per_level: int, key):
     path, shape = make_path(config.sde), data.data_shape(config)
     model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
     params = model.params
-    ts = np.asarray(baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t)
+    ts = np.asarray(baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t)
     source = ('exact score of the toy target' if config.model.exact_score
               else 'initial network (no checkpoint)')
   index = np.unique(np.linspace(0, len(ts) - 1, levels).round().astype(int))
@@ -131,7 +131,7 @@ def run(config, workdir, fractions, bound: float, levels: int = 24, per_level: i
   p = costs.order(sch)
   if not cv >= 0:
     raise ValueError(f'--cv={cv}; need >= 0 (0: measure it)')
-  num_levels = sch.num_steps + 1
+  num_levels = sch.num_levels + 1
   if cv:
     index, kappa = np.array([0, num_levels - 1]), np.full((2, 2), np.nan)
     cv, source = np.full(2, float(cv)), f'assumed per-example coefficient of variation {cv:g} (--cv)'

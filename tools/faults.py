@@ -29,7 +29,7 @@ def _main_py(workdir, steps, *extra, signal_at=None, sig=signal.SIGTERM, timeout
   """Runs ``main.py`` on the toy smoke config; with ``signal_at``, sends ``sig`` once that step is logged
   (``'kill'``: SIGKILL). Returns ``(exit status, stderr)``."""
   cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={workdir}',
-         f'--config.train.num_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
+         f'--config.train.num_train_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
          '--config.train.log_every=10', f'--config.train.sample_every={steps}', *extra]
   proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
   lines = []
@@ -133,7 +133,7 @@ class Scenarios:
   def diverge(self):
     workdir = self._fresh_copy('diverge')
     before = _final(workdir)
-    rc, log = _main_py(workdir, self.steps, f'--config.train.num_steps={2 * self.steps}',
+    rc, log = _main_py(workdir, self.steps, f'--config.train.num_train_steps={2 * self.steps}',
                        '--config.optim.learning_rate=1e38')
     stopped = _message(log, 'not finite at step')
     after = _final(workdir)
@@ -144,7 +144,7 @@ class Scenarios:
     workdir = self._dir('second_writer')
     steps = self.steps
     first = subprocess.Popen([sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={workdir}',
-                              f'--config.train.num_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
+                              f'--config.train.num_train_steps={steps}', f'--config.train.checkpoint_every={steps // 4}',
                               '--config.train.log_every=10', f'--config.train.sample_every={steps}'],
                              cwd=REPO, stderr=subprocess.PIPE, text=True)
     for line in first.stderr:
@@ -184,7 +184,7 @@ class Scenarios:
     with open(os.path.join(workdir, 'schedules', 'mine.json'), 'w') as f:
       json.dump({'kind': 'ladders', 'method': 'dp_elbo', 'cost': 'corrector',
                  'ladders': {'5': [0.0, 0.2, float('nan'), 0.6, 0.8, 1.0]}}, f)
-    return self._refused(workdir, "--config.eval.schedules=('mine',)", '--config.eval.num_steps=(5,)',
+    return self._refused(workdir, "--config.eval.schedules=('mine',)", '--config.eval.step_counts=(5,)',
                          expect='not a usable schedule', mode='eval')
 
   def empty_eval_schedules(self):
@@ -197,7 +197,7 @@ class Scenarios:
 
   def changed_seed(self):
     workdir = self._fresh_copy('changed_seed')
-    return self._refused(workdir, f'--config.train.num_steps={2 * self.steps}', '--config.seed=1',
+    return self._refused(workdir, f'--config.train.num_train_steps={2 * self.steps}', '--config.seed=1',
                          expect='config.seed: 0 -> 1')
 
   def unwritable_checkpoints(self):

@@ -3,7 +3,7 @@
     python -m tools.local_cluster --num_processes=2 --devices_per_process=1 -- \\
         --config=configs/toy1d.py --workdir=runs/toy1d_2proc
 
-Each process gets ``--config.train.coordinator_address=localhost:<free port>``, its ``num_processes`` and
+Each process gets ``--config.distributed.coordinator_address=localhost:<free port>``, its ``num_processes`` and
 ``process_id``, and ``devices_per_process`` CPU devices (``XLA_FLAGS``); collectives run over gloo. Output
 lines are prefixed ``[p<i>]``. When one process fails the others are given ``--grace`` seconds (JAX's own
 heartbeat stops them) and are then killed, so a failed job never hangs. Exit status: the first non-zero
@@ -30,8 +30,8 @@ def free_port() -> int:
 
 def process_command(args, num_processes: int, process_id: int, port: int) -> list:
   return [sys.executable, os.path.join(ROOT, 'main.py'), *args,
-          f'--config.train.coordinator_address=localhost:{port}', f'--config.train.num_processes={num_processes}',
-          f'--config.train.process_id={process_id}']
+          f'--config.distributed.coordinator_address=localhost:{port}', f'--config.distributed.num_processes={num_processes}',
+          f'--config.distributed.process_id={process_id}']
 
 
 def process_env(devices_per_process: int, base=None) -> dict:

@@ -31,12 +31,12 @@ CONFIG_FIX = ('restore it from a backup, or move it away: the next training run 
               'the check that the config matches the checkpoints is skipped)')
 CHECKPOINTS, DAMAGED = 'checkpoints', 'damaged_checkpoints'
 # Settings whose change makes an old checkpoint meaningless or unloadable: never accepted on a resume.
-LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_steps')
+LOAD_KEYS = ('data', 'sde', 'model', 'loss', 'schedule.num_levels')
 # ... and those that only the optimizer state depends on: refused when training resumes, free for eval/sample.
 OPTIMIZER_KEYS = ('optim.optimizer',)
 OPTIMIZER_STATE = 'opt_state'  # the part of a checkpoint only training reads
 # Settings that change what a resumed run computes: refused on resume unless config.train.allow_changes_on_resume.
-RESUME_KEYS = ('seed', 'schedule.init', 'schedule.learn', 'schedule.cost', 'schedule.predictor',
+RESUME_KEYS = ('seed', 'schedule.init', 'schedule.learn', 'schedule.cost', 'schedule.cost_solver',
                'schedule.hutchinson_probes', 'schedule.gamma', 'schedule.cost_fraction', 'schedule.min_count',
                'schedule.update_every', 'schedule.measure_every')
 # Fields added after runs were stored: a config.json without one ran with this value.
@@ -103,11 +103,12 @@ def stored_config(workdir):
   return files.read_json(filename, CONFIG_FIX) if filename.exists() else None
 
 
-def check_compatible(workdir, config, resume: bool = False):
+def check_compatible(workdir, config, resume: bool = False, stored=None):
   """Raises ``ValueError`` naming every setting that differs from the run stored in ``workdir``: the
   ``LOAD_KEYS`` always, and with ``resume`` (training) the ``RESUME_KEYS`` unless
-  ``config.train.allow_changes_on_resume``."""
-  old = stored_config(workdir)
+  ``config.train.allow_changes_on_resume``. ``stored``: the run's ``config.json`` under today's field names
+  (``modes.workdir.stored_config``: a run stored before a rename still matches); None reads it as it is."""
+  old = stored_config(workdir) if stored is None else stored
   if old is None:
     return
   new = _as_dict(config)
@@ -307,7 +308,7 @@ def _clipped(tree) -> bool:
 
 # field -> (its value read off a checkpoint's tree of arrays (None: cannot tell), whether it is the optimizer's)
 INFERRED = {
-    'schedule.num_steps': (lambda t: t['schedule'].shape[0] - 1 if 'schedule' in t else None, False),
+    'schedule.num_levels': (lambda t: t['schedule'].shape[0] - 1 if 'schedule' in t else None, False),
     'model.mlp.width': (lambda t: _mlp(t)['Dense_0']['kernel'].shape[1] if _mlp(t) else None, False),
     'model.mlp.embedding_dim': (lambda t: _mlp(t)['Dense_0']['kernel'].shape[0] if _mlp(t) else None, False),
     'model.mlp.depth': (lambda t: (len(_dense(_mlp(t))) - 2) // 2 if _mlp(t) else None, False),
@@ -350,10 +351,11 @@ def _config_differences(old, config, read_only) -> list:
   return differ
 
 
-def diagnose(workdir, config, error: Mismatch, read_only: bool = False) -> files.InputError:
+def diagnose(workdir, config, error: Mismatch, read_only: bool = False, stored=None) -> files.InputError:
   """What to tell the user about :class:`Mismatch`: the settings that differ from the run's (``config.json``,
-  else read off the checkpoint's arrays) and the flags that would restore the checkpoint. Never "damaged"."""
-  old = stored_config(workdir)
+  else read off the checkpoint's arrays) and the flags that would restore the checkpoint. Never "damaged".
+  ``stored`` as for :func:`check_compatible`."""
+  old = stored_config(workdir) if stored is None else stored
   if old is not None:
     differ, source = _config_differences(old, config, read_only), f'{CONFIG_FILE} of the run'
   else:

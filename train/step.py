@@ -168,5 +168,5 @@ def unreplicate(tree):
 
 
 def initial_state(config, path, model: model_lib.Model) -> state_lib.TrainState:
-  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_steps).t
+  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t
   return state_lib.create(model.params, ts, config.optim)

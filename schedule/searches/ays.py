@@ -158,7 +158,7 @@ def _times(path, ratios):
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
-  """``config.fit.method = 'ays'`` (module docstring) for every K of ``fit_cfg.ays.num_steps``.
+  """``config.fit.method = 'ays'`` (module docstring) for every K of ``fit_cfg.ays.step_counts``.
 
   Uses ``fit_cfg.ays``: ``num_samples``, ``nodes``, ``candidates``, ``passes``, ``init``. Denoiser evaluations:
   ``2 nodes num_samples`` per interval evaluation (``network_evaluations``).
@@ -175,7 +175,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   fit_interval = make_interval_klub(problem, Draws(problem, key_fit, cfg.num_samples, cfg.nodes))
   check_interval = make_interval_klub(problem, Draws(problem, key_check, cfg.num_samples, cfg.nodes))
   ladders, inits, evaluations, reports = {}, {}, 0, {}
-  for k in sorted(int(k) for k in cfg.num_steps):
+  for k in sorted(int(k) for k in cfg.step_counts):
     if k % 2 == 0 and k // 2 in ladders:
       init = subdivide(path.ratio(ladders[k // 2]))
     else:

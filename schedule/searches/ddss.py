@@ -1,12 +1,12 @@
 """DDSS, Differentiable Diffusion Sampler Search (Watson et al. 2022, method.md section 8), in the form that
 fits this project: ``config.fit.method = 'ddss'``.
 
-For each K in ``config.fit.ddss.num_steps`` the K step times are parameters, and optionally
+For each K in ``config.fit.ddss.step_counts`` the K step times are parameters, and optionally
 (``ddss.learn_coefficients``) the coefficients of a generalised Gaussian sampler step; a batch of samples is
 drawn from fixed noise through the whole K-step chain, a differentiable sample-quality loss of that batch
 is back-propagated through every step (each step under ``jax.checkpoint``: only the states between steps
 are stored, every step's internals are recomputed in the backward pass), and Adam updates the parameters
-for ``ddss.num_iterations`` steps.
+for ``ddss.adam_steps`` steps.
 
 Times. Logits ``theta: f[K]`` give positive increments of ``u = log(sigma / alpha)`` that sum to the path's
 whole range:
@@ -254,7 +254,7 @@ def optimise(chain: Callable, loss_fn: Callable, path: Path, num_steps: int, x_i
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem, key, loss_fn: Optional[Callable] = None, loss_name: str = 'custom'):
-  """``config.fit.method = 'ddss'``: one optimised schedule per K in ``config.fit.ddss.num_steps``.
+  """``config.fit.method = 'ddss'``: one optimised schedule per K in ``config.fit.ddss.step_counts``.
 
   Args:
     fit_cfg: ``config.fit``; uses ``fit_cfg.ddss`` (``num_steps``, ``learning_rate``, ``num_iterations``,
@@ -288,18 +288,18 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem, key, loss_fn: Optional[Callable
   shape = (batch,) + tuple(problem.data_shape)
   stratified = problem.target is not None and int(np.prod(problem.data_shape)) == 1
   ladders, history, heldout, coefficients, evaluations = {}, {}, {}, {}, 0
-  for k in sorted({int(k) for k in cfg.num_steps}):
+  for k in sorted({int(k) for k in cfg.step_counts}):
     key_k = jax.random.fold_in(key_noise, k)
     key_x, key_heldout, key_sampler = jax.random.split(key_k, 3)
     x_init = prior_noise(problem.path, key_x, shape, stratified)
     heldout_init = prior_noise(problem.path, key_heldout, shape, stratified, jitter=True)
     ts, coeff, hist, held = optimise(chain, loss_fn, problem.path, k, x_init, key_sampler,
-                                     learning_rate=float(cfg.learning_rate), num_iterations=int(cfg.num_iterations),
+                                     learning_rate=float(cfg.learning_rate), num_iterations=int(cfg.adam_steps),
                                      learn_coefficients=bool(cfg.learn_coefficients), heldout_init=heldout_init)
     ladders[k], history[k], heldout[k] = ts, hist.tolist(), held
     if cfg.learn_coefficients:
       coefficients[k] = coeff.tolist()
-    evaluations += (int(cfg.num_iterations) + 3) * batch * evaluations_per_sample(
+    evaluations += (int(cfg.adam_steps) + 3) * batch * evaluations_per_sample(
         sampler, k, eval_cfg.langevin_steps)
   meta = dict(loss_history=history, heldout_loss=heldout, loss=loss_name, sampler=sampler,
               time_s=time.perf_counter() - start, network_evaluations=int(evaluations))

@@ -222,9 +222,9 @@ def prior_nats(path: Path, x0) -> float:
 
 
 def requested_steps(num_steps: int, eval_cfg, num_intervals: int) -> list:
-  """Every K from 1 to ``num_steps`` (``config.fit.num_steps``), each of ``eval_cfg.num_steps`` and the K that reaches
+  """Every K from 1 to ``num_steps`` (``config.fit.ladder_steps``), each of ``eval_cfg.step_counts`` and the K that reaches
   each of ``eval_cfg.nfe`` with ``eval_cfg.sampler`` (``eval_cfg``: ``config.eval``), capped at the grid."""
-  ks = set(range(1, int(num_steps) + 1)) | {int(k) for k in eval_cfg.num_steps}
+  ks = set(range(1, int(num_steps) + 1)) | {int(k) for k in eval_cfg.step_counts}
   # an NFE the sampler cannot make exactly adds no K: eval leaves its column out too
   ks |= {k for k in samplers.steps_for_each_nfe(eval_cfg.sampler, eval_cfg.nfe, eval_cfg.langevin_steps).values()
          if isinstance(k, int)}
@@ -253,7 +253,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem, key):
   Uses ``fit_cfg.dp_elbo.grid`` (N) and ``fit_cfg.num_samples`` data examples (B) per grid time:
   ``(N+1) B`` denoiser evaluations (``network_evaluations``), in batches of at least
   ``cost_cfg.cost_batch_size`` examples (:func:`column_errors`); the K of :func:`requested_steps` from
-  ``fit_cfg.num_steps`` and ``eval_cfg`` (``config.eval``).
+  ``fit_cfg.ladder_steps`` and ``eval_cfg`` (``config.eval``).
   Returns:
     ``Result(Ladders({K: f64[K+1]}), meta)`` for every K of :func:`requested_steps`; meta ``neg_elbo``,
     its Monte Carlo ``neg_elbo_stderr`` (the prior term's own error excluded; it is tiny) and
@@ -267,7 +267,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem, key):
   errors, x0 = column_errors(problem, grid, key, b, cost_cfg.cost_batch_size)
   snrs = snr(path, grid)
   cost = cost_matrix(snrs, errors.mean(axis=1))
-  ks = requested_steps(fit_cfg.num_steps, eval_cfg, n)
+  ks = requested_steps(fit_cfg.ladder_steps, eval_cfg, n)
   totals, paths = dynamic_programme(cost, max(ks))
   dim = int(np.prod(x0.shape[1:]))
   recon, prior = reconstruction_nats(path, dim), prior_nats(path, x0)

@@ -14,14 +14,14 @@
    approximation, measured here as the ``dp`` row).
 3. Gradient refinement (in the spirit of LD3, Tong et al. 2025): the free points are the log noise levels of
    ``ts[1..K-1]``, written as the cumulative sum of a softmax of K increments between the two fixed ends, so any
-   parameter value is a strictly increasing ladder; Adam (``fit.fewstep.iterations`` steps of
+   parameter value is a strictly increasing ladder; Adam (``fit.fewstep.adam_steps`` steps of
    ``fit.fewstep.learning_rate``) descends ``J`` with ``jax.value_and_grad`` through the solver's ``lax.scan``.
    The best iterate on the fit noises is kept.
 4. Check. On fresh noises with their own teacher, ``J`` of the refined ladder, of its start, of the dp ladder and
    of every hand-made ladder is reported (``objective``, ``start``, ``dp``, ``baselines``); the refined ladder is
    stored only if it is not worse there than its start (else the start is, and ``kept`` says so).
 
-Stored per K: the K of ``config.eval.num_steps``, or the K at which the solver makes each NFE of
+Stored per K: the K of ``config.eval.step_counts``, or the K at which the solver makes each NFE of
 ``config.eval.nfe`` (an NFE it cannot make is skipped).
 """
 import time
@@ -51,10 +51,10 @@ def solver_name(fit_cfg, eval_cfg) -> str:
 
 
 def steps_wanted(eval_cfg, sampler: str) -> list:
-  """The K to store: ``config.eval.num_steps``, or the K at which ``sampler`` makes each reachable NFE of
+  """The K to store: ``config.eval.step_counts``, or the K at which ``sampler`` makes each reachable NFE of
   ``config.eval.nfe``."""
   if not len(eval_cfg.nfe):
-    return sorted({int(k) for k in eval_cfg.num_steps})
+    return sorted({int(k) for k in eval_cfg.step_counts})
   counts = samplers.steps_for_each_nfe(sampler, eval_cfg.nfe, eval_cfg.langevin_steps)
   return sorted({k for k in counts.values() if isinstance(k, int)})
 
@@ -159,7 +159,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     finite = {name: v for name, v in scores.items() if np.isfinite(v)}
     first = min(finite, key=finite.get) if finite else 'log_linear'
     evaluations += k * len(candidates)
-    ts, value, history = (refine(fit_objective, candidates[first], path, cfg.iterations, cfg.learning_rate)
+    ts, value, history = (refine(fit_objective, candidates[first], path, cfg.adam_steps, cfg.learning_rate)
                           if k > 1 else (candidates[first], scores[first], [scores[first]]))
     evaluations += k * (len(history) - 1) if k > 1 else 0
     ladders[k], starts[k] = ts, (first, candidates[first])
@@ -184,6 +184,6 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
   meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, dp=dp, baselines=hand_made,
               kept=kept, grid=n, num_noises=m, teacher=f'{TEACHER}, {len(fine) - 1} steps',
-              iterations=int(cfg.iterations), time_s=time.perf_counter() - start_time,
+              iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
               network_evaluations=int(evaluations * m))
   return Result(Ladders(ladders, 'fewstep', 'fewstep'), meta=meta)

@@ -1,7 +1,7 @@
 """The score-optimal schedule of a score: Algorithm 1 on a fine grid (method.md sections 3-4).
 
 ``config.fit.method = 'score_optimal'``; the cost whose rate is equalised is ``config.schedule.cost``
-('corrector': ``delta`` of ``L_c``; 'predictor': ``E[kappa]^(1/p)`` of ``L_p``, :mod:`schedule.predictor`).
+('corrector': ``delta`` of ``L_c``; 'predictor': ``E[kappa]^(1/p)`` of ``L_p``, :mod:`schedule.cost_solver`).
 """
 import time
 
@@ -16,8 +16,8 @@ from schedule.store import Ladders
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
-  """Algorithm 1 on ``fit_cfg.grid`` points, ``fit_cfg.iterations`` passes, ``fit_cfg.num_samples`` draws of
-  ``p_t`` per point, from ``cost_cfg.init``'s ``fit_cfg.num_steps``-step ladder.
+  """Algorithm 1 on ``fit_cfg.grid`` points, ``fit_cfg.grid_passes`` passes, ``fit_cfg.num_samples`` draws of
+  ``p_t`` per point, from ``cost_cfg.init``'s ``fit_cfg.ladder_steps``-step ladder.
 
   Args:
     fit_cfg: ``config.fit``. cost_cfg: ``config.schedule`` (cost, predictor, hutchinson_probes, cost_batch_size,
@@ -42,18 +42,18 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
         rate_fn, problem.score_fn, problem.path, problem.sample_pt, grid, k, fit_cfg.num_samples,
         costs.order(cost_cfg)))
   key_refine = jax.random.fold_in(key, 0x2EF1E)   # the fit's own draws stay those of every earlier result
-  keys = iter(jax.random.split(key, fit_cfg.iterations))
-  init = baselines.make_baseline(cost_cfg.init, problem.path, fit_cfg.num_steps).t
-  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.num_steps, fit_cfg.grid,
-                   fit_cfg.iterations)
-  meta = dict(rate_evaluations=int(fit_cfg.iterations * fit_cfg.grid * fit_cfg.num_samples))
+  keys = iter(jax.random.split(key, fit_cfg.grid_passes))
+  init = baselines.make_baseline(cost_cfg.init, problem.path, fit_cfg.ladder_steps).t
+  _, lam = fit.fit(lambda grid: rate_on_grid(grid, next(keys)), init, fit_cfg.ladder_steps, fit_cfg.grid,
+                   fit_cfg.grid_passes)
+  meta = dict(rate_evaluations=int(fit_cfg.grid_passes * fit_cfg.grid * fit_cfg.num_samples))
   if not fit_cfg.refine:
     return Result(lam, meta=dict(time_s=time.perf_counter() - start, **meta))
   # Finite-step refinement per K (schedule/searches/refine.py); the unrefined ladders are kept in meta.
   step_cost = refine_lib.make_step_cost(problem, cost_cfg.cost, eval_cfg, fit_cfg.num_samples,
                                         fit_cfg.refine_substeps, key_refine)
   ladders, spread_before, spread_after = {}, {}, {}
-  for k in sorted(int(k) for k in fit_cfg.refine_steps):
+  for k in sorted(int(k) for k in fit_cfg.refine_step_counts):
     start_ts = np.asarray(lam.steps(k), np.float64)
     before = refine_lib.ladder_costs(step_cost, start_ts)
     ladders[k], after = refine_lib.refine(step_cost, problem.path, start_ts, before)
@@ -66,7 +66,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
 
 def check_predictor_cost(problem: Problem, key, num_probes: int = 8):
   """The predictor cost needs second derivatives of the score in x: a network (``problem.model``) is probed
-  with perturbed parameters (:func:`schedule.predictor.check_model`), any other non-exact score at draws of
+  with perturbed parameters (:func:`schedule.cost_solver.check_model`), any other non-exact score at draws of
   ``p_t``; the closed-form scores of toy targets are smooth and pass."""
   if problem.model is not None:
     predictor.check_model(problem.model, problem.path, problem.data_shape, key)

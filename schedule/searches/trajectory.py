@@ -161,7 +161,7 @@ def continuous_search(fn, u, passes: int, evaluations: int = 12):
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
-  """``config.fit.method = 'trajectory'`` (module docstring) for every K of ``fit_cfg.trajectory.num_steps``.
+  """``config.fit.method = 'trajectory'`` (module docstring) for every K of ``fit_cfg.trajectory.step_counts``.
 
   Uses ``fit_cfg.trajectory``: ``grid`` (N), ``teacher_substeps``, ``num_noises`` (M), ``passes``; the sampler
   of ``eval_cfg`` (an ODE sampler: 'euler' or 'heun'). Score evaluations: the teacher's
@@ -175,7 +175,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   start = time.perf_counter()
   cfg = fit_cfg.trajectory
   n, substeps, m, passes = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises), int(cfg.passes)
-  ks = sorted(int(k) for k in cfg.num_steps)
+  ks = sorted(int(k) for k in cfg.step_counts)
   path, shape = problem.path, tuple(problem.data_shape)
   solver = Solver(problem, eval_cfg)
   grid = dp_grid(path, n)

@@ -244,7 +244,7 @@ def test_heun_with_the_score_optimal_ladder_at_five_steps():
   from modes import fit_schedule as run
   config = toy1d.get_config()
   config.data.target = 'bimodal'
-  config.fit.update(grid=256, num_samples=256, num_steps=5)
+  config.fit.update(grid=256, num_samples=256, ladder_steps=5)
   path, target = paths.make_path(config.sde), targets.make_target(config.data)
   ts, _ = run.fit_exact(config, path, target, jax.random.PRNGKey(0))
   x1 = samplers.prior_sample(path, jax.random.PRNGKey(1), (20_000, 1))

@@ -60,7 +60,7 @@ def test_eval_and_sample_modes_with_the_exact_score(tmp_path):
   fit_run.fit_schedule(config, str(tmp_path))  # stored as 'corrector': a row of the table ('fitted')
   search = config.copy_and_resolve_references()   # a search's ladders at the K it ran for (here K = 5 only)
   search.fit.method = 'trajectory'
-  search.fit.trajectory.update(num_steps=(5,), grid=16, teacher_substeps=4, num_noises=64, passes=1)
+  search.fit.trajectory.update(step_counts=(5,), grid=16, teacher_substeps=4, num_noises=64, passes=1)
   fit_run.fit_schedule(search, str(tmp_path))
   record = eval_run.evaluate(config, str(tmp_path))
   results = record['results']
@@ -138,8 +138,8 @@ def test_bold_only_when_better_than_the_runner_up_by_more_than_the_spread():
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(nfe=(9,)), r'config\.eval\.nfe=\(9,\) and config\.eval\.num_steps=\(5, 10\) are both set'),
-    (dict(nfe=(10,), num_steps=()), r"NFE 10 is not reachable by config\.eval\.sampler='heun'.*9, 11"),
+    (dict(nfe=(9,)), r'config\.eval\.nfe=\(9,\) and config\.eval\.step_counts=\(5, 10\) are both set'),
+    (dict(nfe=(10,), step_counts=()), r"NFE 10 is not reachable by config\.eval\.sampler='heun'.*9, 11"),
     (dict(seeds=0), r'config\.eval\.seeds=0; need an integer >= 1'),
     (dict(num_samples=0), r'config\.eval\.num_samples=0 is smaller than config\.eval\.batch_size=128'),
     (dict(num_samples=100), r'config\.eval\.num_samples=100 is smaller than config\.eval\.batch_size=128'),
@@ -158,7 +158,7 @@ def test_bad_evaluation_settings_are_refused_before_any_compute(tmp_path, change
 
 def test_equal_nfe_columns_derive_k_per_sampler():
   config = toy1d.get_config('smoke')
-  config.eval.update(num_steps=(), nfe=(9, 19))
+  config.eval.update(step_counts=(), nfe=(9, 19))
   assert workdir_lib.step_counts(config.eval) == [(5, 9), (10, 19)]
   config.eval.update(sampler='euler')
   assert workdir_lib.step_counts(config.eval) == [(9, 9), (19, 19)]

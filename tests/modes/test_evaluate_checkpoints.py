@@ -12,7 +12,7 @@ from tests.configs import smoke
 def _config(**overrides):
   """An evaluation job that follows training: every new checkpoint ('new'; --mode=eval's default is 'last')."""
   return smoke(**dict(dict(train__checkpoint_every=5, train__keep_checkpoints=3, eval__schedules=('linear', 'learned'),
-                           eval__num_steps=(5,), eval__likelihood=False, eval__checkpoints='new'), **overrides))
+                           eval__step_counts=(5,), eval__likelihood=False, eval__checkpoints='new'), **overrides))
 
 
 @pytest.fixture(scope='module')

@@ -25,7 +25,7 @@ CONFIG = 'configs/toy1d.py:smoke'
 
 
 def _args(workdir, num_steps, **fields):
-  fields = {'train.num_steps': num_steps, 'train.checkpoint_every': 10, 'train.keep_checkpoints': 10,
+  fields = {'train.num_train_steps': num_steps, 'train.checkpoint_every': 10, 'train.keep_checkpoints': 10,
             'train.sample_every': num_steps, 'train.log_every': 5, **fields}
   return [f'--config={CONFIG}', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
 
@@ -86,7 +86,7 @@ def test_two_processes_train_resume_and_restore_like_one(tmp_path):
   _one_process(two, 40, devices=2)
   _assert_same(_state(one, 40), _state(two, 40))
   # Evaluation on 2 processes: each draws its share of the samples, process 0 alone writes the record.
-  codes, out = _processes(two, 40, 2, 1, **{'eval.schedules': "('linear',)", 'eval.num_steps': '(5,)',
+  codes, out = _processes(two, 40, 2, 1, **{'eval.schedules': "('linear',)", 'eval.step_counts': '(5,)',
                                             'eval.likelihood': False, 'eval.checkpoints': 'last'},
                           extra=['--mode=eval'])
   assert codes == [0, 0], out[-3000:]
@@ -132,9 +132,11 @@ def test_a_killed_process_and_the_job_resumes_from_the_last_checkpoint(tmp_path)
   _assert_same(_state(one, 400), _state(killed, 400))
 
 
-def _config(**train):
+def _config(batch_size=None, **distributed):
   config = toy1d.get_config('smoke')
-  config.train.update(train)
+  config.distributed.update(distributed)
+  if batch_size is not None:
+    config.train.batch_size = batch_size
   return config
 
 
@@ -143,14 +145,14 @@ def test_bad_multiprocess_settings_are_named_before_jax_starts():
   assert distributed_problems(_config(coordinator_address='localhost:1234', num_processes=4, process_id=3)) == []
   problems = ' | '.join(distributed_problems(_config(coordinator_address='localhost:1234', num_processes=3,
                                                      process_id=3, batch_size=64)))
-  assert 'config.train.process_id=3 is out of range for config.train.num_processes=3' in problems
-  assert 'config.train.batch_size=64 is not divisible by config.train.num_processes=3' in problems
+  assert 'config.distributed.process_id=3 is out of range for config.distributed.num_processes=3' in problems
+  assert 'config.train.batch_size=64 is not divisible by config.distributed.num_processes=3' in problems
   problems = ' | '.join(distributed_problems(_config(coordinator_address='localhost', num_processes=2, process_id=0)))
-  assert "config.train.coordinator_address='localhost'; need host:port" in problems
+  assert "config.distributed.coordinator_address='localhost'; need host:port" in problems
   problems = ' | '.join(distributed_problems(_config(num_processes=2, process_id=1)))
-  assert "set config.train.coordinator_address='host:port' of process 0" in problems
+  assert "set config.distributed.coordinator_address='host:port' of process 0" in problems
   problems = ' | '.join(distributed_problems(_config(coordinator_address='localhost:1234')))
-  assert 'needs config.train.num_processes >= 1 and config.train.process_id in [0, num_processes)' in problems
+  assert 'needs config.distributed.num_processes >= 1 and config.distributed.process_id in [0, num_processes)' in problems
   with pytest.raises(ValueError, match='process_id=5 is out of range'):
     distributed.initialize(_config(coordinator_address='localhost:1234', num_processes=2, process_id=5))
 
@@ -160,12 +162,12 @@ def test_an_unreachable_coordinator_times_out_with_a_message_not_a_hang(tmp_path
   start = time.monotonic()
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'main.py'), *_args(tmp_path / 'w', 5),
-       f'--config.train.coordinator_address=localhost:{port}', '--config.train.num_processes=2',
-       '--config.train.process_id=1', '--config.train.initialization_timeout=2'],
+       f'--config.distributed.coordinator_address=localhost:{port}', '--config.distributed.num_processes=2',
+       '--config.distributed.process_id=1', '--config.distributed.initialization_timeout=2'],
       env=local_cluster.process_env(1), cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and time.monotonic() - start < 60
-  assert f"config.train.coordinator_address='localhost:{port}': no coordinator answered within " \
-         'config.train.initialization_timeout=2 s' in result.stderr
+  assert f"config.distributed.coordinator_address='localhost:{port}': no coordinator answered within " \
+         'config.distributed.initialization_timeout=2 s' in result.stderr
   assert not (tmp_path / 'w').exists()                          # the workdir is untouched
 
 
@@ -174,33 +176,33 @@ def test_process_0_without_its_peers_stops_with_a_message_not_an_abort(tmp_path)
   start = time.monotonic()
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'main.py'), *_args(tmp_path / 'w', 5),
-       f'--config.train.coordinator_address=localhost:{port}', '--config.train.num_processes=2',
-       '--config.train.process_id=0', '--config.train.initialization_timeout=2'],
+       f'--config.distributed.coordinator_address=localhost:{port}', '--config.distributed.num_processes=2',
+       '--config.distributed.process_id=0', '--config.distributed.initialization_timeout=2'],
       env=local_cluster.process_env(1), cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 1 and time.monotonic() - start < distributed.JAX_GRACE  # ours, before JAX's abort
   assert f'the multi-process job at localhost:{port} did not assemble within ' \
-         'config.train.initialization_timeout=2 s (this is process 0 of 2)' in result.stderr
+         'config.distributed.initialization_timeout=2 s (this is process 0 of 2)' in result.stderr
   assert 'Check failed' not in result.stderr and not (tmp_path / 'w').exists()
 
 
 def test_the_process_count_and_index_from_the_environment():
-  train = _config(distributed=True).train
-  assert distributed.from_environment(train, {}) == (None, None)       # left to JAX's cluster detection
-  assert distributed.from_environment(train, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (4, 3)
-  explicit = _config(coordinator_address='h:1', num_processes=2, process_id=1).train
-  assert distributed.from_environment(explicit, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (2, 1)
-  with pytest.raises(ValueError, match=r'JAX_PROCESS_ID / config.train.process_id=4 is out of range .* < 4'):
-    distributed.from_environment(train, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '4'})
+  train = _config(enabled=True)
+  assert distributed.from_environment(train.distributed, train.train.batch_size, {}) == (None, None)       # left to JAX's cluster detection
+  assert distributed.from_environment(train.distributed, train.train.batch_size, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (4, 3)
+  explicit = _config(coordinator_address='h:1', num_processes=2, process_id=1)
+  assert distributed.from_environment(explicit.distributed, explicit.train.batch_size, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '3'}) == (2, 1)
+  with pytest.raises(ValueError, match=r'JAX_PROCESS_ID / config.distributed.process_id=4 is out of range .* < 4'):
+    distributed.from_environment(train.distributed, train.train.batch_size, {'JAX_NUM_PROCESSES': '4', 'JAX_PROCESS_ID': '4'})
   with pytest.raises(ValueError, match=r"JAX_NUM_PROCESSES='two'; need an integer >= 1"):
-    distributed.from_environment(train, {'JAX_NUM_PROCESSES': 'two'})
+    distributed.from_environment(train.distributed, train.train.batch_size, {'JAX_NUM_PROCESSES': 'two'})
   with pytest.raises(ValueError, match='batch_size=.* is not divisible by JAX_NUM_PROCESSES=7'):
-    distributed.from_environment(train, {'JAX_NUM_PROCESSES': '7'})
+    distributed.from_environment(train.distributed, train.train.batch_size, {'JAX_NUM_PROCESSES': '7'})
 
 
 def test_the_watchdog_speaks_only_when_the_wait_outlasts_the_timeout(capsys):
   codes = []
   distributed.watchdog('h:1', 2, 0, 0.05, exit_fn=codes.append).join()
-  assert codes == [1] and 'did not assemble within config.train.initialization_timeout=0.05 s' in capsys.readouterr().err
+  assert codes == [1] and 'did not assemble within config.distributed.initialization_timeout=0.05 s' in capsys.readouterr().err
   timer = distributed.watchdog('h:1', 2, 0, 5, exit_fn=codes.append)
   timer.cancel()
   timer.join()

@@ -23,9 +23,9 @@ from tests.configs import smoke
 def test_a_local_epath_workdir_through_every_mode(tmp_path):
   workdir = epath.Path(tmp_path) / 'run'
   config = smoke(train__checkpoint_every=10, eval__schedules=('linear', 'learned', 'corrector'),
-                 eval__num_steps=(5,), eval__likelihood=False)
+                 eval__step_counts=(5,), eval__likelihood=False)
   state = train_mode.train_and_evaluate(config, workdir)
-  assert int(state.step) == config.train.num_steps
+  assert int(state.step) == config.train.num_train_steps
   fit_run.fit_schedule(config, workdir)
   record = eval_run.evaluate(config, workdir)
   x = sample_run.sample(config, workdir)
@@ -33,7 +33,7 @@ def test_a_local_epath_workdir_through_every_mode(tmp_path):
   assert np.isfinite(np.asarray(x)).all()
   for name in ('log.txt', 'config.json', 'schedule.json', 'eval.json', 'eval.md', 'schedules/corrector.json',
                'fits/corrector.json', 'fits/corrector_schedule.png',
-               f'eval/{config.train.num_steps}_heun.json', 'checkpoints'):
+               f'eval/{config.train.num_train_steps}_heun.json', 'checkpoints'):
     assert (workdir / name).exists(), name
   assert any(p.name.startswith('samples_') and p.name.endswith('.npz') for p in workdir.iterdir())
 

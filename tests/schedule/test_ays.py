@@ -46,7 +46,7 @@ def test_the_interval_klub_matches_its_closed_form_on_a_gaussian():
 
 @pytest.mark.parametrize('target', ['bimodal', 'cantor'])
 def test_the_search_lowers_the_klub_below_its_start_and_every_hand_made_ladder(target):
-  config, path, problem = _setup(target, num_steps=(5, 10), num_samples=256, passes=2)
+  config, path, problem = _setup(target, step_counts=(5, 10), num_samples=256, passes=2)
   result = ays.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   fresh = ays.make_interval_klub(problem, ays.Draws(problem, jax.random.PRNGKey(9), 1024, 8))
   for k, ts in result.schedule.ladders.items():
@@ -60,7 +60,7 @@ def test_the_search_lowers_the_klub_below_its_start_and_every_hand_made_ladder(t
 
 
 def test_k3_agrees_with_a_brute_force_grid_search_of_the_closed_form_klub():
-  config, path, problem = _setup('gaussian', num_steps=(3,), num_samples=4096, candidates=32, passes=4,
+  config, path, problem = _setup('gaussian', step_counts=(3,), num_samples=4096, candidates=32, passes=4,
                                  init='log_linear')
   result = ays.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(1))
   found = np.asarray(path.sigma(result.schedule.ladders[3]), np.float64)
@@ -93,8 +93,8 @@ def test_subdivision_inserts_log_midpoints_and_local_search_keeps_the_ends():
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(num_steps=()), 'config.fit.ays.num_steps=(); need a non-empty, strictly increasing list'),
-    (dict(num_steps=(10, 10)), 'config.fit.ays.num_steps=(10, 10); need'),
+    (dict(step_counts=()), 'config.fit.ays.step_counts=(); need a non-empty, strictly increasing list'),
+    (dict(step_counts=(10, 10)), 'config.fit.ays.step_counts=(10, 10); need'),
     (dict(nodes=1), 'config.fit.ays.nodes=1; need an integer >= 2'),
     (dict(candidates=1), 'config.fit.ays.candidates=1; need an integer >= 2'),
     (dict(passes=0), 'config.fit.ays.passes=0; need an integer >= 1'),
@@ -112,8 +112,8 @@ def test_fit_schedule_stores_the_ays_ladders(tmp_path):
   from modes import fit_schedule as run
   from schedule import store
   config = toy1d.get_config('smoke')
-  config.data.target, config.fit.method, config.fit.num_steps = 'bimodal', 'ays', 4
-  config.fit.ays.update(num_steps=(2, 4), num_samples=64, passes=1, candidates=4)
+  config.data.target, config.fit.method, config.fit.ladder_steps = 'bimodal', 'ays', 4
+  config.fit.ays.update(step_counts=(2, 4), num_samples=64, passes=1, candidates=4)
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'ays' and record['name'] == 'ays' and record['num_steps'] == 4
   assert record['klub'][4] < record['klub_init'][4]

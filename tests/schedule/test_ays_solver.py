@@ -107,7 +107,7 @@ def test_ays_under_its_own_sampler_does_not_get_worse_as_k_grows(target):
   """The exact score: AYS's K = 5, 10, 20 ladders (coarse to fine, as configs/base.py), sampled with the sampler
   the fit records, 3 seeds of 20,000 samples: W1 and histogram KL do not rise with K beyond the two spreads
   (the old search recorded no sampler, and the docs evaluated its ladders under Euler-Maruyama, where they did)."""
-  config, path, data, problem = _setup(target, num_steps=(5, 10, 20), num_samples=128, passes=3)
+  config, path, data, problem = _setup(target, step_counts=(5, 10, 20), num_samples=128, passes=3)
   result = ays.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   assert result.meta['sampler'] == ays.SAMPLER == 'ancestral'
   sample = jax.jit(samplers.make_sampler(result.meta['sampler'], path, problem.score_fn))
@@ -126,7 +126,7 @@ def test_ays_under_its_own_sampler_does_not_get_worse_as_k_grows(target):
 
 
 def test_the_record_says_how_the_search_ended_and_how_long_its_longest_step_is():
-  config, path, data, problem = _setup('bimodal', num_steps=(5,), num_samples=64, passes=1)
+  config, path, data, problem = _setup('bimodal', step_counts=(5,), num_samples=64, passes=1)
   result = ays.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   r = np.asarray(path.ratio(result.schedule.steps(5)), np.float64)
   assert result.meta['min_step_ratio'][5] == pytest.approx(np.min(r[:-1] / r[1:]))

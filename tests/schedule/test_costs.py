@@ -58,10 +58,10 @@ def test_make_rate_fn_binds_the_schedule_settings():
   corrector = costs.corrector_rate(g.score_fn(PATH), PATH, x, t)
   np.testing.assert_allclose(costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1)), corrector)
   np.testing.assert_allclose(costs.make_rate_fn('corrector')(g.score_fn(PATH), PATH, x, t), corrector)
-  sch.update(cost='predictor', predictor='identity', cost_batch_size=3)
+  sch.update(cost='predictor', cost_solver='identity', cost_batch_size=3)
   np.testing.assert_allclose(costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1)), corrector,
                              rtol=1e-5)
-  sch.predictor = 'euler'
+  sch.cost_solver = 'euler'
   euler = costs.make_rate_fn(sch)(g.score_fn(PATH), PATH, x, t, jax.random.PRNGKey(1))
   assert euler.shape == (10,) and np.all(np.isfinite(euler)) and np.all(euler > 0)
 

@@ -89,7 +89,7 @@ def test_quantile_w2_loss_is_the_exact_distance_at_stratified_noise():
 def _toy_config(target='bimodal', **ddss_settings):
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.fit.ddss.update(num_steps=(5,), num_iterations=40, batch_size=128, learning_rate=0.05)
+  config.fit.ddss.update(step_counts=(5,), adam_steps=40, batch_size=128, learning_rate=0.05)
   config.fit.ddss.update(**ddss_settings)
   return config
 
@@ -143,7 +143,7 @@ def test_ddss_takes_the_loss_as_an_argument_for_images():
                     / (512 * 511))
   assert float(loss_fn(x)) == pytest.approx(expected, rel=1e-4) and float(loss_fn(x)) >= 0
   config = toy1d.get_config('smoke')
-  config.fit.ddss.update(num_steps=(4,), num_iterations=25, batch_size=64, learning_rate=0.05)
+  config.fit.ddss.update(step_counts=(4,), adam_steps=25, batch_size=64, learning_rate=0.05)
   result = ddss.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0), loss_fn=loss_fn, loss_name='kid_stand_in')
   history = result.meta['loss_history'][4]
   assert result.meta['loss'] == 'kid_stand_in' and 0 <= history[-1] < 0.5 * history[0]

@@ -114,13 +114,13 @@ def test_grid_uniform_in_log_ratio_with_exact_ends(sde):
 def test_search_elbo_is_the_sum_of_the_chosen_terms():
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.fit.update(num_samples=64, num_steps=6)
+  config.fit.update(num_samples=64, ladder_steps=6)
   config.fit.dp_elbo.grid = 40
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
   key = jax.random.PRNGKey(3)
   result = dp_elbo.search(config.fit, config.schedule, config.eval, problem, key)
-  assert sorted(result.schedule.ladders) == [1, 2, 3, 4, 5, 6, 10]               # 1..num_steps and eval.num_steps (5, 10)
+  assert sorted(result.schedule.ladders) == [1, 2, 3, 4, 5, 6, 10]               # 1..num_steps and eval.step_counts (5, 10)
   assert result.meta['network_evaluations'] == 41 * 64 and result.meta['time_s'] > 0
   grid = dp_elbo.dp_grid(path, 40)
   errors, x0 = dp_elbo.column_errors(problem, grid, key, 64, config.schedule.cost_batch_size)
@@ -154,9 +154,9 @@ def test_large_k_approaches_the_true_negative_log_likelihood(target):
   NLL ``E[-log p_0(x0)]``, from above (it is a bound), within its discretisation and Monte Carlo error."""
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.fit.update(num_samples=1024, num_steps=5)
+  config.fit.update(num_samples=1024, ladder_steps=5)
   config.fit.dp_elbo.grid = 1000
-  config.eval.num_steps = (10, 20, 100, 1000)
+  config.eval.step_counts = (10, 20, 100, 1000)
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
   result = dp_elbo.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
@@ -177,7 +177,7 @@ def test_fit_schedule_with_dp_elbo_stores_ladders(tmp_path):
   from schedule import store
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.fit.update(method='dp_elbo', num_steps=8)
+  config.fit.update(method='dp_elbo', ladder_steps=8)
   config.fit.dp_elbo.grid = 32
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'dp_elbo' and record['name'] == 'dp_elbo' and len(record['t']) == 9
@@ -190,7 +190,7 @@ def test_fit_schedule_with_dp_elbo_stores_ladders(tmp_path):
 
 def test_fit_schedule_refuses_more_steps_than_the_grid(tmp_path):
   config = toy1d.get_config('smoke')
-  config.fit.update(method='dp_elbo', num_steps=65)
+  config.fit.update(method='dp_elbo', ladder_steps=65)
   config.fit.dp_elbo.grid = 64
   with pytest.raises(ValueError, match='larger than the dp_elbo grid'):
     run.fit_schedule(config, str(tmp_path / 'run'))

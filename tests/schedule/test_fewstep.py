@@ -76,9 +76,9 @@ def test_refinement_finds_the_brute_force_ladder(k):
 
 def _config(sampler):
   config = base.get_config()
-  config.eval.num_steps = (4, 6)
+  config.eval.step_counts = (4, 6)
   config.fit.sampler = sampler
-  config.fit.fewstep.update(grid=16, teacher_substeps=4, num_noises=128, iterations=60)
+  config.fit.fewstep.update(grid=16, teacher_substeps=4, num_noises=128, adam_steps=60)
   return config
 
 
@@ -98,7 +98,7 @@ def test_search_beats_the_dp_and_every_hand_made_ladder_for_its_solver(sampler):
 
 
 def test_steps_wanted_follow_the_solver():
-  eval_cfg = ml_collections.ConfigDict(dict(num_steps=(), nfe=(4, 5, 6, 9), langevin_steps=1, sampler='heun'))
+  eval_cfg = ml_collections.ConfigDict(dict(step_counts=(), nfe=(4, 5, 6, 9), langevin_steps=1, sampler='heun'))
   assert fewstep.steps_wanted(eval_cfg, 'heun') == [3, 5]               # NFE 5 and 9: 2K - 1
   assert fewstep.steps_wanted(eval_cfg, 'unipc') == [4, 5, 6, 9]
   assert samplers.nfe('ipndm', 4) == 4

@@ -75,7 +75,7 @@ def _gaussian_ladder(c, d, num_steps, sigma_min=0.002, sigma_max=80.0):
 @pytest.mark.parametrize('c, d', [(0.5, 1), (1.0, 4)])
 def test_gaussian_length_and_ladder_match_closed_form(num_steps, c, d):
   config = _config(target='gaussian', std=c, dim=d)
-  config.fit.num_steps = num_steps
+  config.fit.ladder_steps = num_steps
   path = paths.make_path(config.sde)
   ts, lam = run.fit_exact(config, path, targets.make_target(config.data), jax.random.PRNGKey(0))
   ladder, total = _gaussian_ladder(c, d, num_steps)
@@ -103,7 +103,7 @@ def test_ladder_does_not_depend_on_time_parametrisation():
   for param in ('geometric', 'linear'):
     config = _config(target='bimodal')
     config.sde.parametrisation = param
-    config.fit.num_steps = 20
+    config.fit.ladder_steps = 20
     path = paths.make_path(config.sde)
     ts, _ = run.fit_exact(config, path, targets.make_target(config.data), jax.random.PRNGKey(0))
     ladders.append(np.asarray(path.sigma(ts)))
@@ -123,7 +123,7 @@ def _independent_step_costs(path, target, ts, key, per_step=64, num_samples=512)
 @pytest.mark.parametrize('target', ['bimodal', 'cantor'])
 def test_fitted_schedule_has_equal_step_costs(target):
   config = _config(target=target)
-  config.fit.num_steps = 10
+  config.fit.ladder_steps = 10
   path = paths.make_path(config.sde)
   g = targets.make_target(config.data)
   ts, _ = run.fit_exact(config, path, g, jax.random.PRNGKey(0))

@@ -39,7 +39,7 @@ def test_fit_schedule_with_the_predictor_cost(tmp_path, predictor):
   """The exact score's predictor-optimised schedule; 'identity' is the corrector's (method.md section 2)."""
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
-  config.schedule.update(cost='predictor', predictor=predictor)
+  config.schedule.update(cost='predictor', cost_solver=predictor)
   config.fit.update(grid=64, num_samples=16)
   record = run.fit_schedule(config, str(tmp_path / predictor))
   assert record['name'] == 'predictor' and record['cost'] == 'predictor' and len(record['t']) == 17
@@ -60,18 +60,18 @@ _bad = smoke  # tests/configs.py
     (dict(schedule__init='karras'), "config.schedule.init='karras' is not a known baseline schedule; allowed: cosine"),
     (dict(data__target='gmm', data__weights=[0.2, 0.2]), 'config.data.weights must be positive and sum to 1'),
     (dict(data__target='gmm', data__means=[0.0, 1.0, 2.0]), 'must be non-empty lists of the same length'),
-    (dict(schedule__num_steps=0), 'config.schedule.num_steps=0; need an integer >= 1'),
+    (dict(schedule__num_levels=0), 'config.schedule.num_levels=0; need an integer >= 1'),
     (dict(sde__sigma_min=80.0, sde__sigma_max=1.0), 'need 0 < sigma_min < sigma_max'),
     (dict(schedule__cost='bogus'), "config.schedule.cost='bogus' is not a known cost; allowed: corrector"),
     (dict(data__dataset='digits'), "--mode=fit_schedule needs a trained checkpoint in --workdir="),
     (dict(fit__method='watson'), "config.fit.method='watson'; allowed: score_optimal, trajectory, ays, dp_elbo, ddss"),
     (dict(fit__samples='prior'), "config.fit.samples='prior'; allowed: data, model"),
-    (dict(schedule__cost='predictor', schedule__predictor='rk4'),
-     "config.schedule.predictor='rk4'; allowed: identity, euler, heun"),
+    (dict(schedule__cost='predictor', schedule__cost_solver='rk4'),
+     "config.schedule.cost_solver='rk4'; allowed: identity, euler, heun"),
     (dict(schedule__cost='predictor', schedule__hutchinson_probes=0), 'config.schedule.hutchinson_probes=0; need >= 1'),
     (dict(schedule__cost='predictor', schedule__cost_batch_size=0), 'config.schedule.cost_batch_size=0; need >= 1'),
-    (dict(fit__method='dp_elbo', fit__num_steps=100, fit__dp_elbo__grid=50),
-     'config.fit.num_steps=100 is larger than the dp_elbo grid config.fit.dp_elbo.grid=50'),
+    (dict(fit__method='dp_elbo', fit__ladder_steps=100, fit__dp_elbo__grid=50),
+     'config.fit.ladder_steps=100 is larger than the dp_elbo grid config.fit.dp_elbo.grid=50'),
 ])
 def test_bad_input_stops_with_a_clear_message(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
@@ -100,14 +100,15 @@ def test_unknown_mode_and_option_from_the_command_line(tmp_path):
 def test_fields_moved_to_config_fit_answer_with_their_new_names():
   from configs import validate
   assert 'config.schedule.fit_grid moved to config.fit.grid' in validate.unknown_field('schedule.fit_grid')
-  assert '--config.fit.ddss.num_iterations' in validate.unknown_field('schedule.ddss.num_iterations')
+  assert '--config.fit.ddss.adam_steps' in validate.unknown_field('schedule.ddss.adam_steps')
   assert '--config.fit.dp_elbo.grid' in validate.unknown_field('schedule.dp_grid')
-  assert validate.unknown_field('fit.grid') is None and validate.unknown_field('schedule.num_steps') is None
+  assert validate.unknown_field('fit.grid') is None and validate.unknown_field('schedule.num_levels') is None
 
 
 @pytest.mark.parametrize('flag, message', [
     ('--config.schedule.method=dp_elbo', 'config.schedule.method moved to config.fit.method'),
-    ('--config.schedule.num_steps=10', "the K of --mode=fit_schedule is --config.fit.num_steps"),
+    ('--config.fit.num_steps=10', 'config.fit.num_steps moved to config.fit.ladder_steps; give --config.fit.ladder_steps'),
+    ('--config.schedule.num_steps=10', 'config.schedule.num_steps moved to config.schedule.num_levels'),
 ])
 def test_old_fit_fields_stop_from_the_command_line(tmp_path, flag, message):
   cmd = [sys.executable, 'main.py', '--config=configs/toy1d.py:smoke', f'--workdir={tmp_path / "run"}',

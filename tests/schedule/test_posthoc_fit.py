@@ -23,7 +23,7 @@ K = 10
 def _config(target='bimodal', **overrides):
   config = toy1d.get_config('smoke')
   config.data.target = target
-  config.fit.num_steps = K  # the fit's K; the training T stays the smoke config's 16
+  config.fit.ladder_steps = K  # the fit's K; the training T stays the smoke config's 16
   config.fit.grid = 512
   config.fit.num_samples = 1024
   config.eval.batch_size = config.eval.num_samples = 4096  # model-sample trajectories in few batches
@@ -32,7 +32,7 @@ def _config(target='bimodal', **overrides):
 
 def _sigmas(config, problem, seed=0):
   lam = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(seed)).schedule
-  return np.asarray(problem.path.sigma(lam.steps(config.fit.num_steps)))
+  return np.asarray(problem.path.sigma(lam.steps(config.fit.ladder_steps)))
 
 
 def _relative(a, b):
@@ -59,8 +59,8 @@ def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path, cost
   model samples: the pool is a 256-step sampler's trajectories, not p_t exactly, and the heavy-tailed L_p
   coefficient weighs the tails where they differ, so that case is held to 3%."""
   workdir = str(tmp_path / 'exact')
-  train = _config(model__exact_score=True, train__num_steps=2, train__checkpoint_every=2, train__sample_every=2)
-  train.schedule.num_steps = 16
+  train = _config(model__exact_score=True, train__num_train_steps=2, train__checkpoint_every=2, train__sample_every=2)
+  train.schedule.num_levels = 16
   train_mode.train_and_evaluate(train, workdir)
   config = _config(model__exact_score=True, schedule__cost=cost)
   reference = _sigmas(config, run.exact_problem(config, make_path(config.sde)))
@@ -77,9 +77,9 @@ def test_checkpoint_of_an_exact_score_reproduces_the_exact_ladder(tmp_path, cost
 def trained(tmp_path_factory):
   """A smoke-sized toy run (bimodal target), trained long enough for its score to take shape (~20 s)."""
   workdir = str(tmp_path_factory.mktemp('trained'))
-  config = _config(train__num_steps=6000, train__checkpoint_every=6000, train__sample_every=6000,
+  config = _config(train__num_train_steps=6000, train__checkpoint_every=6000, train__sample_every=6000,
                    train__log_every=500)
-  config.schedule.num_steps = 16
+  config.schedule.num_levels = 16
   train_mode.train_and_evaluate(config, workdir)
   return workdir
 
@@ -108,7 +108,7 @@ def test_trained_toy_model_lands_close_to_the_exact_ladder(trained, cost):
 
 
 def test_fit_schedule_mode_on_a_checkpoint_with_model_samples(trained):
-  config = _config(schedule__cost='predictor', fit__samples='model', fit__num_steps=7,
+  config = _config(schedule__cost='predictor', fit__samples='model', fit__ladder_steps=7,
                    fit__grid=128, fit__num_samples=64)
   learned = open(f'{trained}/schedule.json', 'rb').read()   # the training run's own record and plots
   plots = {name: open(os.path.join(trained, name), 'rb').read() for name in ('schedule.png', 'costs.png')}

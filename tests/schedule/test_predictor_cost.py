@@ -221,7 +221,7 @@ def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monke
   from modes import fit_schedule as run
   from schedule.searches import score_optimal
   config = toy1d.get_config('smoke')
-  config.schedule.update(cost='predictor', predictor='euler', cost_batch_size=16, num_samples=16)
+  config.schedule.update(cost='predictor', cost_solver='euler', cost_batch_size=16, num_samples=16)
   problem = run.exact_problem(config, make_path(config.sde))
   calls, check = [], costs.check_chunk_memory
   quarter = lambda compiled: compiled.memory_analysis().temp_size_in_bytes // 4  # a quarter of what the chunk needs

@@ -18,7 +18,7 @@ C = 1.0
 def _setup(target, cost='corrector', sampler='heun', **fit):
   config = toy1d.get_config()
   config.data.target, config.data.std = target, (C if target == 'gaussian' else config.data.std)
-  config.schedule.cost, config.schedule.predictor, config.eval.sampler = cost, 'heun', sampler
+  config.schedule.cost, config.schedule.cost_solver, config.eval.sampler = cost, 'heun', sampler
   config.fit.update(refine=True, **fit)
   path = make_path(config.sde)
   return config, path, problem_lib.exact(make_target(config.data), path)
@@ -44,7 +44,7 @@ def test_the_local_error_of_one_step_matches_its_closed_form_on_a_gaussian(sampl
                                                        pytest.param('bimodal', 'predictor', 8192, (5,),
                                                                     marks=pytest.mark.slow)])
 def test_refined_ladders_have_equal_finite_costs_on_fresh_draws(target, cost, samples, ks):
-  config, path, problem = _setup(target, cost, 'euler', refine_steps=ks, num_samples=samples, grid=256,
+  config, path, problem = _setup(target, cost, 'euler', refine_step_counts=ks, num_samples=samples, grid=256,
                                  iterations=2, refine_substeps=8)
   result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   fresh = refine.make_step_cost(problem, cost, config.eval, 4 * samples, 8, jax.random.PRNGKey(5))
@@ -70,7 +70,7 @@ def test_at_large_k_the_refined_ladder_approaches_the_score_optimal_one():
   """Finite L_c = delta dt^2 (1 + O(dt)): the refined ladder tends to the local-rate one as K grows. Measured
   max relative difference in sigma: 6.6% at K = 200 (the issue hoped for 2%: the O(dt) term of a cost weighted
   at the step's clean end shifts every point by a fraction of its step), and it shrinks with K."""
-  config, path, problem = _setup('cantor', refine_steps=(50, 200), num_samples=4096)
+  config, path, problem = _setup('cantor', refine_step_counts=(50, 200), num_samples=4096)
   result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   gap = {}
   for k in (50, 200):
@@ -83,8 +83,8 @@ def test_fit_schedule_stores_the_refined_ladders(tmp_path):
   from modes import fit_schedule as run
   from schedule import store
   config = toy1d.get_config('smoke')
-  config.data.target, config.fit.num_steps = 'bimodal', 5
-  config.fit.update(refine=True, refine_steps=(3, 5))
+  config.data.target, config.fit.ladder_steps = 'bimodal', 5
+  config.fit.update(refine=True, refine_step_counts=(3, 5))
   record = run.fit_schedule(config, str(tmp_path))
   assert record['name'] == 'corrector_refined' and record['num_steps'] == 5
   stored = store.load(str(tmp_path), 'corrector_refined')
@@ -93,8 +93,8 @@ def test_fit_schedule_stores_the_refined_ladders(tmp_path):
 
 @pytest.mark.parametrize('overrides, message', [
     (dict(method='dp_elbo'), "config.fit.refine=True refines a score-optimal ladder; config.fit.method='dp_elbo'"),
-    (dict(refine_steps=()), 'config.fit.refine_steps=(); need a non-empty, strictly increasing list'),
-    (dict(refine_steps=(10, 5)), 'config.fit.refine_steps=(10, 5); need'),
+    (dict(refine_step_counts=()), 'config.fit.refine_step_counts=(); need a non-empty, strictly increasing list'),
+    (dict(refine_step_counts=(10, 5)), 'config.fit.refine_step_counts=(10, 5); need'),
     (dict(refine_substeps=0), 'config.fit.refine_substeps=0; need an integer >= 1'),
 ])
 def test_bad_settings_are_named(overrides, message):

@@ -39,7 +39,7 @@ def _heun_two_steps(c, big, r, r_last):
 
 
 def test_k2_agrees_with_a_brute_force_search_of_the_closed_form_flow():
-  config, path, problem = _setup('gaussian', num_steps=(2,), grid=64, num_noises=256, passes=2)
+  config, path, problem = _setup('gaussian', step_counts=(2,), grid=64, num_noises=256, passes=2)
   result = trajectory.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(3))
   (ts,) = result.schedule.ladders.values()
   found = float(path.sigma(ts[1]))
@@ -54,7 +54,7 @@ def test_k2_agrees_with_a_brute_force_search_of_the_closed_form_flow():
 
 @pytest.mark.parametrize('target', ['bimodal', 'cantor'])
 def test_closer_to_the_teacher_than_every_hand_made_ladder_on_fresh_noises(target):
-  config, path, problem = _setup(target, num_steps=(5, 10), num_noises=1024)
+  config, path, problem = _setup(target, step_counts=(5, 10), num_noises=1024)
   result = trajectory.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   # fresh noises and their own teacher, drawn here (not the search's)
   solver = trajectory.Solver(problem, config.eval)
@@ -70,7 +70,7 @@ def test_closer_to_the_teacher_than_every_hand_made_ladder_on_fresh_noises(targe
 
 
 def test_k_distinct_steps_with_fixed_ends_and_the_reported_figures():
-  config, path, problem = _setup('bimodal', num_steps=(3, 6), grid=24, num_noises=128, passes=1)
+  config, path, problem = _setup('bimodal', step_counts=(3, 6), grid=24, num_noises=128, passes=1)
   result = trajectory.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
   assert sorted(result.schedule.ladders) == [3, 6]
   for k, ts in result.schedule.ladders.items():
@@ -108,10 +108,10 @@ def test_coordinate_search_finds_the_minimum_of_a_separable_objective():
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(num_steps=()), 'config.fit.trajectory.num_steps=(); need a non-empty, strictly increasing list'),
-    (dict(num_steps=(10, 5)), 'config.fit.trajectory.num_steps=(10, 5); need a non-empty, strictly increasing'),
-    (dict(num_steps=(0, 5)), 'config.fit.trajectory.num_steps=(0, 5); need'),
-    (dict(num_steps=(5, 100)), 'has K = 100 larger than the grid config.fit.trajectory.grid=64'),
+    (dict(step_counts=()), 'config.fit.trajectory.step_counts=(); need a non-empty, strictly increasing list'),
+    (dict(step_counts=(10, 5)), 'config.fit.trajectory.step_counts=(10, 5); need a non-empty, strictly increasing'),
+    (dict(step_counts=(0, 5)), 'config.fit.trajectory.step_counts=(0, 5); need'),
+    (dict(step_counts=(5, 100)), 'has K = 100 larger than the grid config.fit.trajectory.grid=64'),
     (dict(grid=1), 'config.fit.trajectory.grid=1; need an integer >= 2'),
     (dict(num_noises=0), 'config.fit.trajectory.num_noises=0; need an integer >= 1'),
     (dict(passes=-1), 'config.fit.trajectory.passes=-1; need an integer >= 0'),
@@ -134,8 +134,8 @@ def test_fit_schedule_stores_the_ladders_for_eval_by_name(tmp_path):
   from modes import fit_schedule as run
   from schedule import store
   config = toy1d.get_config('smoke')
-  config.data.target, config.fit.method, config.fit.num_steps = 'bimodal', 'trajectory', 6
-  config.fit.trajectory.update(num_steps=(3, 6), grid=16, teacher_substeps=4, num_noises=64, passes=1)
+  config.data.target, config.fit.method, config.fit.ladder_steps = 'bimodal', 'trajectory', 6
+  config.fit.trajectory.update(step_counts=(3, 6), grid=16, teacher_substeps=4, num_noises=64, passes=1)
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'trajectory' and record['name'] == 'trajectory' and record['num_steps'] == 6
   stored = store.load(str(tmp_path), 'trajectory')

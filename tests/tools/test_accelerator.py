@@ -52,7 +52,7 @@ def test_a_spent_budget_skips_parts_and_says_so():
 def test_the_default_is_cifar10_at_full_batch_on_fake_data_of_its_shape():
   config = accelerator.default_config()
   assert config.data.dataset == 'fake' and tuple(config.data.fake_shape) == (32, 32, 3)
-  assert config.train.batch_size == 128 and config.model.unet.channels == 128 and config.schedule.num_steps == 1000
+  assert config.train.batch_size == 128 and config.model.unet.channels == 128 and config.schedule.num_levels == 1000
   image = accelerator.on_fake_data(digits.get_config())
   assert image.data.dataset == 'fake' and tuple(image.data.fake_shape) == (8, 8, 1)
   assert accelerator.on_fake_data(toy1d.get_config()).data.dataset == 'toy'

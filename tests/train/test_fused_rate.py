@@ -15,7 +15,7 @@ from train import data, model as model_lib, step as step_lib
 def _setup(config):
   path, shape = make_path(config.sde), data.data_shape(config)
   model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
-  ts = jnp.asarray(baselines.make_baseline('linear', path, config.schedule.num_steps).t)
+  ts = jnp.asarray(baselines.make_baseline('linear', path, config.schedule.num_levels).t)
   return path, shape, model, ts
 
 

@@ -41,7 +41,7 @@ def test_digits_smoke_run_writes_samples_and_resumes(tmp_path):
   state = train_mode.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 20 and int(state.num_updates) > 0
   assert (tmp_path / 'samples' / '20.png').exists() and (tmp_path / 'schedule.json').exists()
-  config.train.num_steps = 25
+  config.train.num_train_steps = 25
   assert int(train_mode.train_and_evaluate(config, str(tmp_path)).step) == 25
   for name in ('learned', 'cosine'):
     config.eval.schedules = (name,)

@@ -47,7 +47,7 @@ def test_two_devices_match_one():
 
 def test_resume_is_bit_for_bit(tmp_path):
   full = train_mode.train_and_evaluate(_smoke(), str(tmp_path / 'full'))
-  train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path / 'split'))
+  train_mode.train_and_evaluate(_smoke(train__num_train_steps=10), str(tmp_path / 'split'))
   resumed = train_mode.train_and_evaluate(_smoke(), str(tmp_path / 'split'))
   assert int(resumed.step) == int(full.step) == 20
   for a, b in zip(jax.tree.leaves(state_lib.to_host_dict(full)), jax.tree.leaves(state_lib.to_host_dict(resumed))):
@@ -69,7 +69,7 @@ def test_checkpoint_round_trip_keeps_schedule_and_statistics(tmp_path):
 
 @pytest.mark.parametrize('parametrisation', ['linear', 'geometric'])
 def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametrisation):
-  config = _smoke(sde__parametrisation=parametrisation, model__exact_score=True, data__target='bimodal', schedule__num_steps=200,
+  config = _smoke(sde__parametrisation=parametrisation, model__exact_score=True, data__target='bimodal', schedule__num_levels=200,
                   schedule__gamma=0.5, schedule__min_count=128, schedule__update_every=10_000,
                   train__batch_size=512)
   path, shape = make_path(config.sde), data.data_shape(config)
@@ -88,7 +88,7 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
         ladders.append(np.asarray(path.sigma(ts)))
   state = jax.device_get(step_lib.unreplicate(p_state))
   assert int(state.num_updates) > 10 and int(state.num_skipped) == 0
-  config.fit.update(grid=2048, num_samples=1024, num_steps=200)  # an accurate reference, K = T
+  config.fit.update(grid=2048, num_samples=1024, ladder_steps=200)  # an accurate reference, K = T
   fitted_ts, _ = schedule_run.fit_exact(config, path, make_target(config.data), jax.random.PRNGKey(0))
   np.testing.assert_allclose(np.mean(ladders, axis=0), path.sigma(fitted_ts), rtol=0.05)
 
@@ -164,7 +164,7 @@ def test_bad_training_input(tmp_path, overrides, message):
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
-  train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(tmp_path))
+  train_mode.train_and_evaluate(_smoke(train__num_train_steps=10), str(tmp_path))
   before = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(f)}
   with pytest.raises(ValueError, match=r'(?s)incompatible config.*config.model.mlp.width: 32 -> 64'):
     train_mode.train_and_evaluate(_smoke(model__mlp=dict(width=64, depth=2, embedding_dim=16)), str(tmp_path))

@@ -103,14 +103,14 @@ def test_offline_smoke_run_trains_on_two_devices(prepared, tmp_path):
   assert config.data.dataset == 'mnist5k' and config.model.unet.channels == 16     # smoke after offline
   assert jax.local_device_count() == 2
   config.data.tfds_data_dir = prepared
-  config.train.update(num_steps=4, log_every=2, checkpoint_every=2, sample_every=2)
+  config.train.update(num_train_steps=4, log_every=2, checkpoint_every=2, sample_every=2)
   state = train_mode.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 4 and np.isfinite(np.asarray(state.cost_sum)).all()
   assert (tmp_path / 'schedule.json').exists() and (tmp_path / 'checkpoints' / '4').exists()
   # one sample grid per sampling step, none overwritten
   assert sorted(p.name for p in (tmp_path / 'samples').iterdir()) == ['2.png', '4.png']
   full = mnist.get_config('offline')
-  assert full.data.dataset == 'mnist5k' and full.train.num_steps == 2000 and full.schedule.num_steps == 200
+  assert full.data.dataset == 'mnist5k' and full.train.num_train_steps == 2000 and full.schedule.num_levels == 200
   with pytest.raises(ValueError, match=r"unknown config option\(s\) \['ofline'\]; allowed: smoke, offline"):
     mnist.get_config('ofline')
 

@@ -65,7 +65,7 @@ def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(trained, tmp_pat
   workdir = _copy(trained, tmp_path)
   # 1e38 is finite, but the parameters it makes overflow the network: the loss is not finite by step 22.
   with pytest.raises(SystemExit, match=r'not finite at step 2\d .*step 20 in .*holds a finite state') as e:
-    train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=40), str(workdir))
+    train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_train_steps=40), str(workdir))
   assert 'config.train.on_nonfinite=skip' in str(e.value)
   mngr = checkpoints.manager(str(workdir), 3)
   assert mngr.all_steps() == [10, 20]  # nothing rotated out, nothing new
@@ -74,7 +74,7 @@ def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(trained, tmp_pat
 
 def test_skip_drops_nonfinite_steps_and_finishes_with_a_finite_state(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  final = train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_steps=30,
+  final = train_mode.train_and_evaluate(_smoke(optim__learning_rate=1e38, train__num_train_steps=30,
                                          train__on_nonfinite='skip'), str(workdir))
   assert int(final.step) == 30
   assert not checkpoints.nonfinite_leaves(state_lib.to_host_dict(final))
@@ -106,19 +106,19 @@ def test_a_second_training_process_is_refused_and_changes_nothing(trained, tmp_p
     assert holder.stdout.readline().strip() == 'held'
     before = _hashes(workdir)
     with pytest.raises(ValueError, match=rf'in use by another training process \(pid {holder.pid} on '):
-      train_mode.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
+      train_mode.train_and_evaluate(_smoke(train__num_train_steps=30), str(workdir))
     assert _hashes(workdir) == before
   finally:
     holder.kill()
     holder.wait()
   # The holder died without cleaning up: its file is left, the lock is free, and a new run takes it over.
   assert os.path.exists(workdir / lock.LOCK_FILE)
-  assert int(train_mode.train_and_evaluate(_smoke(train__num_steps=25), str(workdir)).step) == 25
+  assert int(train_mode.train_and_evaluate(_smoke(train__num_train_steps=25), str(workdir)).step) == 25
   assert not os.path.exists(workdir / lock.LOCK_FILE)  # released on exit
 
 
 def test_sigterm_saves_the_current_step_and_resumes_bit_for_bit(tmp_path):
-  overrides = dict(train__num_steps=300, train__checkpoint_every=100_000, train__sample_every=100_000,
+  overrides = dict(train__num_train_steps=300, train__checkpoint_every=100_000, train__sample_every=100_000,
                    train__log_every=10)
   flags = [f'--config.train.{k.split("__")[1]}={v}' for k, v in overrides.items()]
   workdir = tmp_path / 'interrupted'
@@ -207,7 +207,7 @@ def test_a_truncated_json_file_is_named_with_the_fix(trained, tmp_path, name):
   open(workdir / name, 'w').write(text[:len(text) // 2])
   before = _hashes(workdir)
   with pytest.raises(files.InputError, match=rf'{name} is damaged \(JSONDecodeError.*\); (restore|move)'):
-    train_mode.train_and_evaluate(_smoke(train__num_steps=30), str(workdir))
+    train_mode.train_and_evaluate(_smoke(train__num_train_steps=30), str(workdir))
   assert _hashes(workdir) == before
 
 
@@ -344,7 +344,7 @@ def test_the_inception_download_is_checked_against_its_published_hash(tmp_path, 
 # --- Issue 40: a checkpoint of another config is diagnosed, never "damaged"; refusals change nothing ---------
 
 def _short_eval(**overrides):
-  return _smoke(**dict(dict(eval__schedules=('linear',), eval__num_steps=(5,), eval__seeds=1,
+  return _smoke(**dict(dict(eval__schedules=('linear',), eval__step_counts=(5,), eval__seeds=1,
                             eval__likelihood=False), **overrides))
 
 
@@ -371,7 +371,7 @@ def test_resuming_with_another_grad_clip_names_it_and_never_says_damaged(trained
   before = _hashes(workdir)
   with pytest.raises(files.InputError, match=r'config.optim.grad_clip: 1.0 in the run, 0.0 now\. It is not damaged; '
                      r'to use it, rerun with --config.optim.grad_clip=1.0') as e:
-    train_mode.train_and_evaluate(_smoke(optim__grad_clip=0.0, train__num_steps=30), str(workdir))
+    train_mode.train_and_evaluate(_smoke(optim__grad_clip=0.0, train__num_train_steps=30), str(workdir))
   assert 'is damaged' not in str(e.value) and 'Move' not in str(e.value)
   assert _hashes(workdir) == before  # log.txt included: what the refused run logged is taken back
 
@@ -396,7 +396,7 @@ def test_without_config_json_the_differing_setting_is_read_off_the_checkpoint(tr
   with pytest.raises(files.InputError, match=r'written with other settings \(the shapes of its arrays\): '
                      r'config.model.mlp.width: 32 in the run, 64 now\. It is not damaged; to use it, rerun with '
                      r'--config.model.mlp.width=32;') as e:
-    runner(_short_eval(model__mlp__width=64, train__num_steps=30), str(workdir))
+    runner(_short_eval(model__mlp__width=64, train__num_train_steps=30), str(workdir))
   assert 'grad_clip' not in str(e.value)
   assert _hashes(workdir) == before
 
@@ -404,9 +404,9 @@ def test_without_config_json_the_differing_setting_is_read_off_the_checkpoint(tr
 def test_resuming_at_or_below_the_checkpoints_step_changes_nothing(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   before = _hashes(workdir)
-  with pytest.raises(files.InputError, match=r'config.train.num_steps=10 is below the step of the newest checkpoint '
+  with pytest.raises(files.InputError, match=r'config.train.num_train_steps=10 is below the step of the newest checkpoint '
                      r'in .* \(20\); nothing was changed'):
-    train_mode.train_and_evaluate(_smoke(train__num_steps=10), str(workdir))
+    train_mode.train_and_evaluate(_smoke(train__num_train_steps=10), str(workdir))
   assert int(train_mode.train_and_evaluate(_smoke(), str(workdir)).step) == 20  # complete: nothing to do
   assert _hashes(workdir) == before
 
