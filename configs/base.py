@@ -87,7 +87,7 @@ def get_config():
                                          # 'corrector' and no dropout; else separate), 'fused' (a jvp in t inside
                                          # the loss's network pass: one tangent propagation) or 'separate' (a second
                                          # jvp pass after the update). Fused: 24% vs 53% of a digits step with a
-                                         # rate on every example (README, Performance).
+                                         # rate on every example (docs/performance.md).
   schedule.min_count = 8                 # Update once every level holds this many cost samples...
   schedule.update_every = 200            # ...or at the latest every this many training steps.
 
@@ -190,7 +190,7 @@ def get_config():
   eval_.batch_size = 1024                # Sampling batch size.
   eval_.langevin_snr = 0.16              # pc: signal-to-noise ratio of the Langevin corrector (score_sde).
   eval_.langevin_steps = 1               # pc: corrector steps per noise level.
-  eval_.inception_path = ''              # Images: Inception-v3 FID weights (.npz, see README); '' or missing ->
+  eval_.inception_path = ''              # Images: Inception-v3 FID weights (.npz, docs/data.md); '' or missing ->
                                          # the offline classifier feature distance (never called FID).
   eval_.classifier_steps = 2000          # Offline feature classifier: training steps (cached in the workdir).
   eval_.likelihood = True                # Negative log-likelihood (bits/dim) through the probability-flow ODE.

@@ -21,7 +21,7 @@ def apply_offline(config):
   attention at 14x14 costs 22% of the step here); batch 64 and 2,000 steps at a 2e-3 learning rate with a 0.999
   EMA (as digits: the full config's 2e-4 and 0.9999 suit 200,000 steps); T = 200 training levels re-fitted
   every 100 steps from 8 rates per step (the full config: T = 1000 every 1,000 steps, which 2,000 steps of
-  batch 64 could not fill to ``min_count``). ``--mode=eval`` defaults to the README's table: Heun at K = 5, 10,
+  batch 64 could not fill to ``min_count``). ``--mode=eval`` defaults to the table of docs/results.md: Heun at K = 5, 10,
   20, 50, 3 seeds of 128 samples (the sample-size floor under the table says what 128 real digits score), no
   likelihood.
   """

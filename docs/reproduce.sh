@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the evaluation tables and figures under docs/ that the README shows.
+# Regenerates the evaluation tables and figures under docs/ (docs/results.md, docs/searches.md, docs/training_runs.md).
 #
 #   bash docs/reproduce.sh toy [RUNS]      # Cantor and bimodal: exact score and trained model (~1 h, 2 CPU cores)
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
@@ -16,7 +16,7 @@
 #
 # Each workdir gets every schedule search of --mode=fit_schedule (score-optimal with L_c and with the Heun
 # predictor's L_p, Watson et al.'s ELBO dynamic programme, DDSS) and then --mode=eval, whose eval.md, eval.json
-# and figure are copied to docs/<run>_eval_<sampler>.* . Every table is the evaluation protocol of the README:
+# and figure are copied to docs/<run>_eval_<sampler>.* . Every table follows the evaluation protocol (docs/protocol.md):
 # EDM-convention samplers, NFE per column, mean ± std over config.eval.seeds (3) seeds, the sample-size floor.
 # Heun is evaluated at K = 5, 10, 20 (NFE 9, 19, 39); on the exact-score runs Euler and ancestral sampling are
 # evaluated at the same NFE (config.eval.nfe: K = 9, 19, 39). Run again, it resumes: training continues from
@@ -246,8 +246,8 @@ case "$WHAT" in
       evals "$RUNS/${target}_exact" "${target}_exact" heun "${exact[@]}" "${steps[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" euler "${exact[@]}" "${nfe[@]}"
       evals "$RUNS/${target}_exact" "${target}_exact" ancestral "${exact[@]}" "${nfe[@]}"
-      # A trained MLP whose schedule was learned online (the README's *_learned run), and the same MLP trained
-      # on the fixed linear schedule: the README's learned-against-linear table and docs/<target>_compare*.png.
+      # A trained MLP whose schedule was learned online (docs/training_runs.md's *_learned run), and the same MLP trained
+      # on the fixed linear schedule: docs/training_runs.md's learned-against-linear table and docs/<target>_compare*.png.
       python main.py "${toy[@]}" --workdir="$RUNS/${target}_learned"
       fits "$RUNS/${target}_learned" "${toy[@]}"
       evals "$RUNS/${target}_learned" "${target}_learned" heun "${toy[@]}" "${steps[@]}"

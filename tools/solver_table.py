@@ -85,7 +85,8 @@ def verdict(a, b, lower: bool) -> str:
 
 def search_table(records: dict, metric: str, search: str) -> list:
   """Markdown lines: per solver and NFE, the ladder ``search`` (``fewstep_<solver>`` is read as the one made for
-  that solver) against the solver's best hand-made ladder: ``value (ratio x, W/L/t)``."""
+  that solver) against the solver's best hand-made ladder: ``value (ratio x, W/L/t)``. Solvers without the
+  ladder are left out; no lines at all when no solver has it."""
   lower = next(iter(records.values()))['metrics'][metric] != 'max'
   nfes = sorted({n for r in records.values() for n in by_nfe(r, metric)})
   lines = ['| solver | ' + ' | '.join(f'NFE {n}' for n in nfes) + ' |', '|---|' + '---|' * len(nfes)]
@@ -100,24 +101,92 @@ def search_table(records: dict, metric: str, search: str) -> list:
         continue
       ratio = own[n][0] / b[1][0] if b[1][0] else math.inf
       cells.append(f'{own[n][0]:.3g} ({ratio:.2f}x {b[0]}, {verdict(own[n], b[1], lower)})')
-    lines.append(f'| {sampler} | ' + ' | '.join(cells) + ' |')
-  return lines
+    if any(c != '-' for c in cells):
+      lines.append(f'| {sampler} | ' + ' | '.join(cells) + ' |')
+  return lines if len(lines) > 2 else []
+
+
+def best_pairs(records: dict, metric: str) -> list:
+  """Markdown lines: per NFE, the best solver with its best hand-made ladder against the best solver with the
+  ladder the default search made for it (``fewstep_<solver>``), their ratio and the verdict; no lines when no
+  solver has a fewstep ladder. Choosing the best solver per column favours neither side: both sides are
+  chosen the same way."""
+  lower = next(iter(records.values()))['metrics'][metric] != 'max'
+  nfes = sorted({n for r in records.values() for n in by_nfe(r, metric)})
+  hand, searched_best = {}, {}
+  for n in nfes:
+    hand_cells, own_cells = {}, {}
+    for sampler in [s for s in SOLVERS if s in records]:
+      b = best(by_nfe(records[sampler], metric).get(n, {}), lower)
+      if b is not None:
+        hand_cells[f'{sampler} + {b[0]}'] = b[1]
+      own = searched(records[sampler], f'fewstep_{sampler}', metric)
+      if n in own:
+        own_cells[f'{sampler} + fewstep'] = own[n]
+    hand[n], searched_best[n] = best(hand_cells, lower), best(own_cells, lower)
+  if not any(searched_best.values()):
+    return []
+  cell = lambda b: '-' if b is None else f'{b[1][0]:.3g} ± {b[1][1]:.2g} ({b[0]})'
+  lines = ['| | ' + ' | '.join(f'NFE {n}' for n in nfes) + ' |', '|---|' + '---|' * len(nfes),
+           '| best hand-made pair | ' + ' | '.join(cell(hand[n]) for n in nfes) + ' |',
+           '| best fewstep pair | ' + ' | '.join(cell(searched_best[n]) for n in nfes) + ' |']
+  ratios = []
+  for n in nfes:
+    h, f = hand[n], searched_best[n]
+    ratios.append('-' if h is None or f is None or not h[1][0] else
+                  f'{f[1][0] / h[1][0]:.2f}x, {verdict(f[1], h[1], lower)}')
+  return lines + ['| fewstep / hand-made | ' + ' | '.join(ratios) + ' |']
+
+
+def target_check(records: dict, metric: str, gain=0.8, few: int = 6, most: int = 20) -> str:
+  """One line: does each solver's fewstep ladder meet the target (``metric`` at most ``gain`` times the
+  solver's best hand-made ladder at NFE <= ``few``, and not worse beyond the spreads at NFE <= ``most``;
+  ``gain=None``: only the second)?"""
+  lower = next(iter(records.values()))['metrics'][metric] != 'max'
+  met, misses = 0, []
+  for sampler in [s for s in SOLVERS if s in records]:
+    own = searched(records[sampler], f'fewstep_{sampler}', metric)
+    hand = by_nfe(records[sampler], metric)
+    for n in sorted(own):
+      b = best(hand.get(n, {}), lower)
+      if b is None or n > most:
+        continue
+      ratio = own[n][0] / b[1][0] if b[1][0] else math.inf
+      ok = verdict(own[n], b[1], lower) != 'L' and (gain is None or n > few or
+                                                     (ratio <= gain if lower else ratio >= 1 / gain))
+      met += ok
+      if not ok:
+        misses.append(f'{sampler} NFE {n} ({ratio:.2f}x)')
+  if not met and not misses:
+    return ''
+  goal = (f'{100 * (1 - gain):.0f}% better at NFE <= {few}, ' if gain else '') + \
+      f'not worse beyond the spreads up to NFE {most}'
+  return (f'Target ({goal}): met in {met} of {met + len(misses)} cells' + (f'; missed: {", ".join(misses)}.' if misses else '.'))
 
 
 def fewstep_report(runs: dict) -> str:
   out = ['# The default few-step search against the hand-made ladders, GITS and AYS', '',
-         'Written by `bash docs/reproduce.sh solvers` (`python -m tools.solver_table --fewstep`). Each cell: the',
-         'searched ladder walked by the solver of its row (fewstep: the ladder made for that solver), its mean over',
-         'seeds, its ratio to the best hand-made ladder of that solver and NFE, and the verdict: W (better beyond',
-         'the two spreads added), L (worse beyond them), t (within).', '']
+         'Written by `bash docs/reproduce.sh solvers` (`python -m tools.solver_table --fewstep`; the rows of the',
+         'trained MLPs, digits and MNIST-5k by `learned_solvers`, `digits_solvers` and `mnist_solvers`). Per run and',
+         'metric: first the best solver with its best hand-made ladder against the best solver with the ladder the',
+         'default search made for it, per NFE; then each searched ladder walked by the solver of its row (fewstep:',
+         'the ladder made for that solver), its mean over seeds, its ratio to the best hand-made ladder of that',
+         'solver and NFE, and the verdict: W (better beyond the two spreads added), L (worse beyond them), t',
+         '(within). Tables with no such ladder evaluated are left out.', '']
   for run, records in sorted(runs.items()):
     metrics = next(iter(records.values()))['metrics']
     for metric in metrics:
       if metric == 'log_likelihood':
         continue
+      pairs = best_pairs(records, metric)
+      if pairs:
+        out += [f'## {run}, {metric}: the best pairs', ''] + pairs + ['']
+        check = target_check(records, metric, gain=None if metric == 'kl' else 0.8)
+        out += [check, ''] if check else []
       for title, search in (('fewstep (the default search)', 'fewstep_<solver>'), ('GITS dynamic programme', 'gits'),
                             ('AYS (made for ancestral sampling)', 'ays')):
-        out += [f'## {run}, {metric}: {title}', ''] + search_table(records, metric, search) + ['']
+        lines = search_table(records, metric, search)
+        out += [f'### {run}, {metric}: {title}', ''] + lines + [''] if lines else []
   return '\n'.join(out)
 
 

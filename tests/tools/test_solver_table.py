@@ -45,4 +45,10 @@ def test_fewstep_table_reads_each_solvers_own_ladder(tmp_path):
   rows = {line.split('|')[1].strip(): line for line in section.splitlines() if line.startswith('| ')}
   assert '0.05 (0.50x edm_rho7, W)' in rows['unipc']                       # its own ladder, not ipndm's
   assert '0.11 (1.10x edm_rho7, t)' in rows['ipndm']                       # within the spreads: a tie
-  assert 'GITS dynamic programme' in text and '| unipc | - |' in text      # no gits ladder evaluated: empty
+  assert 'GITS dynamic programme' not in text                               # no gits ladder evaluated: no table
+  pairs = text.split('the best pairs')[1].split('###')[0]
+  rows = {line.split('|')[1].strip(): line for line in pairs.splitlines() if line.startswith('| ')}
+  assert '0.1 ± 0.01 (unipc + edm_rho7)' in rows['best hand-made pair']   # 0.10 ties 0.10: the first
+  assert '0.05 ± 0.01 (unipc + fewstep)' in rows['best fewstep pair']
+  assert '0.50x, W' in rows['fewstep / hand-made']
+  assert 'met in 1 of 2 cells; missed: ipndm NFE 4 (1.10x)' in text       # 20% better at NFE <= 6: unipc only
