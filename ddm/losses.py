@@ -9,7 +9,7 @@ WEIGHTINGS = ('precond', 'uniform')
 
 
 def make_loss_fn(denoise, path: Path, precond: str, sigma_data: float, weighting: str, denoise_and_score=None):
-  """Returns ``loss_fn(params, x0, ts, keys, key_dropout, train=True, measure=0) -> (loss f32[B], level i32[B],
+  """Returns ``loss_fn(params, x0, ts, keys, key_dropout, train=True, num_measured=0) -> (loss f32[B], level i32[B],
   x_t, t, score_dt)``.
 
   Discrete-time training: each example's time is one of the schedule's points ``ts: f32[T+1]``, drawn
@@ -23,7 +23,7 @@ def make_loss_fn(denoise, path: Path, precond: str, sigma_data: float, weighting
   ``keys``: one PRNG key per example (level and noise), so an example's draw does not depend on how the
   batch is split across devices. ``x_t: f32[B, *S]`` and ``t: f32[B]`` are returned for the cost estimate.
 
-  ``measure = n > 0`` (needs ``denoise_and_score(params, x, t, train, rng) -> (D, s)``) also returns
+  ``num_measured = n > 0`` (needs ``denoise_and_score(params, x, t, train, rng) -> (D, s)``) also returns
   ``score_dt = d/dt s(x_t, t)`` at fixed ``x_t`` for the first n examples, f32[n, *S], from the same network
   pass that gives their loss: one ``jax.jvp`` in t (tangent 1 for t, 0 for x), its primal ``D`` used by the
   loss and its tangent cut from the gradient (``stop_gradient``). So the corrector's rate ``sigma^2
@@ -34,7 +34,7 @@ def make_loss_fn(denoise, path: Path, precond: str, sigma_data: float, weighting
     raise ValueError(f'config.loss.weighting={weighting!r}; allowed: {", ".join(WEIGHTINGS)}')
   coefficients = PRECONDS.get(precond, 'config.model.precond')
 
-  def loss_fn(params, x0, ts, keys, key_dropout, train=True, measure=0):
+  def loss_fn(params, x0, ts, keys, key_dropout, train=True, num_measured=0):
     def draw(key):
       key_level, key_eps = jax.random.split(key)
       return jax.random.randint(key_level, (), 0, ts.shape[0]), jax.random.normal(key_eps, x0.shape[1:])
@@ -43,11 +43,12 @@ def make_loss_fn(denoise, path: Path, precond: str, sigma_data: float, weighting
     t = ts[level]
     x_t = path.marginal_sample(x0, t, eps)
     score_dt = None
-    if measure:
+    n = num_measured
+    if n:
       (measured, _), (_, score_dt) = jax.jvp(
-          lambda tt: denoise_and_score(params, x_t[:measure], tt, train=train, rng=key_dropout),
-          (t[:measure],), (jnp.ones_like(t[:measure]),))
-      rest = denoise(params, x_t[measure:], t[measure:], train=train, rng=key_dropout)
+          lambda tt: denoise_and_score(params, x_t[:n], tt, train=train, rng=key_dropout),
+          (t[:n],), (jnp.ones_like(t[:n]),))
+      rest = denoise(params, x_t[n:], t[n:], train=train, rng=key_dropout)
       denoised, score_dt = jnp.concatenate([measured, rest]), jax.lax.stop_gradient(score_dt)
     else:
       denoised = denoise(params, x_t, t, train=train, rng=key_dropout)

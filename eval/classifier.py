@@ -48,8 +48,8 @@ class Classifier(nn.Module):
     return nn.Dense(NUM_CLASSES)(features), features
 
 
-def _check_dataset(config):
-  name = config.data.dataset
+def _check_dataset(data_cfg):
+  name = data_cfg.dataset
   if name not in DATASETS:
     raise ValueError(f'config.data.dataset={name!r} has no labels to train the fd_classifier feature '
                      f'classifier on; allowed: {", ".join(DATASETS)} (provide Inception weights through '
@@ -84,11 +84,11 @@ def _tfds_split(name: str, split: str, data_dir: str):
   return np.stack(images), np.asarray(labels, np.int32)
 
 
-def load_labelled(config):
-  """``(x_train, y_train, x_test, y_test)``: images f32[N, H, W, C] in [-1, 1] (as train/data.py scales
-  them) and labels i32[N]. digits: a fixed 80/20 split of scikit-learn's 1797 images; TFDS datasets (mnist5k
-included, :mod:`train.mnist5k`): their train and test splits."""
-  name = _check_dataset(config)
+def load_labelled(data_cfg):
+  """``(x_train, y_train, x_test, y_test)`` of ``data_cfg`` (``config.data``): images f32[N, H, W, C] in [-1, 1]
+  (as train/data.py scales them) and labels i32[N]. digits: a fixed 80/20 split of scikit-learn's 1797 images;
+  TFDS datasets (mnist5k included, :mod:`train.mnist5k`): their train and test splits."""
+  name = _check_dataset(data_cfg)
   if name == 'digits':
     from sklearn.datasets import load_digits
     digits = load_digits()
@@ -99,7 +99,7 @@ included, :mod:`train.mnist5k`): their train and test splits."""
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
   to_float = lambda u8: u8.astype(np.float32) / np.float32(255 / 2) - 1.0
-  tfds_name, data_dir = data_lib.tfds_location(config)
+  tfds_name, data_dir = data_lib.tfds_location(data_cfg)
   x_train, y_train = _tfds_split(tfds_name, 'train', data_dir)
   x_test, y_test = _tfds_split(tfds_name, 'test', data_dir)
   if x_train.shape[1:] != data_lib.IMAGE_SHAPES[name]:
@@ -107,10 +107,11 @@ included, :mod:`train.mnist5k`): their train and test splits."""
   return to_float(x_train), y_train, to_float(x_test), y_test
 
 
-def train_classifier(config, x_train, y_train, x_test, y_test, steps: int):
-  """Adam on the cross-entropy for ``steps`` steps of ``BATCH_SIZE`` examples; returns (params, test accuracy)."""
+def train_classifier(seed: int, x_train, y_train, x_test, y_test, steps: int):
+  """Adam on the cross-entropy for ``steps`` steps of ``BATCH_SIZE`` examples, initialised and shuffled from
+  ``seed``'s 'classifier' stream; returns (params, test accuracy)."""
   model = Classifier()
-  key = streams.key(config.seed, 'classifier')
+  key = streams.key(seed, 'classifier')
   params = model.init(key, jnp.zeros((1,) + x_train.shape[1:]))['params']
   tx = optax.adam(LEARNING_RATE)
   opt_state = tx.init(params)
@@ -124,7 +125,7 @@ def train_classifier(config, x_train, y_train, x_test, y_test, steps: int):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  rng = np.random.default_rng((config.seed, streams.STREAMS['classifier']))
+  rng = np.random.default_rng((seed, streams.STREAMS['classifier']))
   batch = min(BATCH_SIZE, len(x_train))
   order, pos = rng.permutation(len(x_train)), 0
   for _ in range(int(steps)):
@@ -140,9 +141,9 @@ def train_classifier(config, x_train, y_train, x_test, y_test, steps: int):
   return params, correct / len(x_test)
 
 
-def _cache_key(config, shape) -> dict:
-  return {'dataset': config.data.dataset, 'steps': int(config.eval.classifier_steps), 'seed': int(config.seed),
-          'image_shape': list(shape), 'architecture': ARCHITECTURE}
+def _cache_key(dataset: str, steps: int, seed: int, shape) -> dict:
+  return {'dataset': dataset, 'steps': int(steps), 'seed': int(seed), 'image_shape': list(shape),
+          'architecture': ARCHITECTURE}
 
 
 def _save(folder, params, info):
@@ -168,17 +169,18 @@ def _load(folder, key: dict):
     return None
 
 
-def get_feature_fn(config, workdir):
+def get_feature_fn(data_cfg, steps: int, seed: int, workdir):
   """``(features, info)``: the jitted ``features(x: f32[B, *S] in [-1, 1]) -> f32[B, 128]`` of the classifier
-  trained on ``config.data.dataset`` for ``config.eval.classifier_steps`` steps, and the info dict
+  trained on ``data_cfg.dataset`` (``config.data``) for ``steps`` steps (``config.eval.classifier_steps``) from
+  ``seed`` (``config.seed``), and the info dict
   ``{dataset, steps, seed, image_shape, architecture, test_accuracy, feature_dim, train_seconds, cached}``.
 
   The classifier is trained once and cached in ``<workdir>/classifier/`` (``workdir`` None or '': no cache).
   Raises ValueError for datasets without labels (toy, fake), naming config.data.dataset and the allowed ones.
   """
-  name = _check_dataset(config)
+  name = _check_dataset(data_cfg)
   shape = tuple(data_lib.IMAGE_SHAPES[name])
-  key = _cache_key(config, shape)
+  key = _cache_key(name, steps, seed, shape)
   folder = files.as_path(workdir) / CACHE_FOLDER if workdir else None
   cached = _load(folder, key) if folder else None
   if cached is not None:
@@ -186,8 +188,8 @@ def get_feature_fn(config, workdir):
     info = dict(info, cached=True)
   else:
     start = time.time()
-    x_train, y_train, x_test, y_test = load_labelled(config)
-    params, accuracy = train_classifier(config, x_train, y_train, x_test, y_test, config.eval.classifier_steps)
+    x_train, y_train, x_test, y_test = load_labelled(data_cfg)
+    params, accuracy = train_classifier(seed, x_train, y_train, x_test, y_test, steps)
     info = dict(key, test_accuracy=float(accuracy), feature_dim=FEATURE_DIM, num_train=int(len(x_train)),
                 num_test=int(len(x_test)), train_seconds=round(time.time() - start, 2))
     if folder:

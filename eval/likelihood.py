@@ -44,12 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddm import chunked
 from ddm.paths import Path, per_example
+from ddm.targets import make_target
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]  # (x: f32[B, *S], t: f32[B]) -> f32[B, *S]
 
 EXACT_MAX_DIM = 4  # per-example dimensions up to this get the exact divergence (one jvp per dimension)
+DEQUANTIZE_LEVELS = {'digits': 17}  # intensity levels of the data in [-1, 1] (8-bit images: 256)
 
 
 def log_lambda_grid(path: Path, num_steps: int, dtype=jnp.float32):
@@ -144,3 +147,24 @@ def log_likelihood(score_fn: ScoreFn, path: Path, x0, key, num_steps: int, probe
   (y1, integral), _ = jax.lax.scan(step, (x0 * jnp.exp(-log_n0), jnp.zeros((batch,), dtype)),
                                    jnp.arange(int(num_steps)))
   return prior_log_prob(path, jnp.exp(log_n1) * y1, data_var) + integral + dim * (log_n1 - log_n0)
+
+
+def data_likelihood(eval_cfg, data_cfg, path: Path, score_fn: ScoreFn, x, key) -> dict:
+  """Mean negative log-likelihood of the data examples ``x: f32[N, *S]`` of ``data_cfg`` (``config.data``) through
+  the probability-flow ODE (``eval_cfg``: ``config.eval``'s likelihood steps, Hutchinson probes and batch size):
+  ``{'nll_nats'}`` on toy targets (with the exact ``E[-log p0]`` beside it), ``{'bits_per_dim'}`` on 8-bit images
+  (uniformly dequantised, ``DEQUANTIZE_LEVELS``)."""
+  dim = int(np.prod(x.shape[1:]))
+  key_deq, key_ode = jax.random.split(key)
+  levels = DEQUANTIZE_LEVELS.get(data_cfg.dataset, 256)
+  if data_cfg.dataset != 'toy':  # uniform dequantisation over one intensity bin of width 2 / (levels - 1)
+    x = x + jax.random.uniform(key_deq, x.shape) * (2.0 / (levels - 1))
+  fn = jax.jit(lambda xb, k: log_likelihood(score_fn, path, xb, k, eval_cfg.likelihood_steps,
+                                            probes=eval_cfg.hutchinson_probes))
+  ll = chunked.host_map(fn, np.asarray(x), eval_cfg.batch_size, key_ode)
+  if data_cfg.dataset == 'toy':
+    target = make_target(data_cfg)
+    return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob_data(x)))}
+  # P(bin) = p(x) (2 / (levels - 1))^d, so -log2 P / d = -log p / (d ln 2) + log2((levels - 1) / 2).
+  offset = np.log2((levels - 1) / 2.0)
+  return {'bits_per_dim': float(np.mean(-ll / (dim * np.log(2.0)) + offset))}

@@ -13,6 +13,7 @@ The learned schedule at K steps is read off the learned length function (method.
 ``t_k = Lambda^{-1}(k Lambda / K)``, never by sub-sampling the training grid; schedules stored by
 ``--mode=fit_schedule`` are read off theirs (or their stored K-step ladders).
 """
+import functools
 import json
 import os
 import time
@@ -23,124 +24,16 @@ from absl import logging
 from etils import epath
 
 from configs.validate import checkpoint_steps, validate
-from ddm import chunked, files, streams
-from ddm.targets import make_target
-from eval import frechet, plots, report, sampling, toy
-from eval import likelihood as likelihood_lib
+from ddm import files, streams
+from eval import likelihood as likelihood_lib, metrics as metrics_lib, plots, sampling, tables, toy
 from modes import logs, progress, workdir as workdir_lib
-from schedule import store
+from schedule import schedules as schedules_lib, store
 from train import checkpoints, data
 from train.writers import MetricWriter
 
-TOY_METRICS = {'log_likelihood': 'max', 'kl': 'min', 'w1': 'min'}  # which way is better
-STATS_FOLDER = 'eval_stats'     # cached reference statistics of the data, per feature space
-REFERENCE_EXAMPLES = 50_000     # data examples behind the reference statistics (all of them if fewer)
 GRID_PER_SCHEDULE = 16          # images per schedule in eval_samples.png
 EVAL_DIR = 'eval'               # <workdir>/eval/<step>_<sampler>.{json,md,png} and the TensorBoard events
 RECORD_FIX = 'move it away to evaluate that checkpoint again (the other records are kept)'
-
-
-def image_features(config, workdir):
-  """``(metric name, features(x) -> f32[B, F], info)``: Inception pool3 (FID) when its weights are present,
-  else the offline classifier's features (``fd_classifier``), labelled as such in every output. ``info`` is
-  what a table must say of its feature network: for the classifier its held-out accuracy and split sizes."""
-  weights = config.eval.inception_path
-  if weights and epath.Path(weights).exists():
-    from eval import inception  # only with weights: the network definition is large
-    return 'fid', inception.feature_fn(inception.load_params(weights)), {'network': 'inception_v3', 'weights': weights}
-  logging.warning('no Inception weights at config.eval.inception_path=%r: reporting the Frechet distance in '
-                  "the features of the project's own classifier (fd_classifier), not FID", weights)
-  from eval import classifier  # trains on first use
-  features, info = classifier.get_feature_fn(config, workdir)
-  logging.info('offline feature classifier: %s', info)
-  return 'fd_classifier', features, {'network': 'classifier', **{k: info[k] for k in (
-      'dataset', 'test_accuracy', 'num_train', 'num_test', 'steps') if k in info}}
-
-
-def reference_statistics(config, workdir, metric, features):
-  """``(mu, cov)`` of the data's features, computed once and cached in ``<workdir>/eval_stats/``."""
-  cache = files.as_path(workdir) / STATS_FOLDER / f'{metric}_{config.data.dataset}.npz'
-  if cache.exists():
-    with cache.open('rb') as fh, np.load(fh) as f:
-      return f['mu'], f['cov']
-  x = data.example_pool(config, REFERENCE_EXAMPLES)
-  mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
-  if jax.process_index() != 0:
-    return mu, cov
-  cache.parent.mkdir(parents=True, exist_ok=True)
-  tmp = cache.with_name(cache.name + '.tmp.npz')
-  with tmp.open('wb') as f:
-    np.savez(f, mu=mu, cov=cov, num_examples=len(x))
-  tmp.replace(cache)
-  return mu, cov
-
-
-def image_floor(config, metric, cell_metrics, key) -> dict:
-  """The sample-size floor of an image metric: ``cell_metrics`` of ``n`` training images (drawn without
-  replacement from the reference pool, one draw per seed) against the reference statistics: what a sampler that
-  reproduced the data exactly would score at this n. Returns ``{}`` when the pool has fewer than 2n images."""
-  n, pool = int(config.eval.num_samples), data.example_pool(config, REFERENCE_EXAMPLES)
-  if len(pool) < 2 * n:
-    return {}
-  rows = [cell_metrics(pool[np.asarray(jax.random.choice(jax.random.fold_in(key, s), len(pool), (n,), replace=False))])
-          for s in range(int(config.eval.seeds))]
-  floor = report.summarise(rows)
-  floor['of'] = f'{n} training images, without replacement, of the {len(pool)} behind the reference statistics'
-  return {k: v for k, v in floor.items() if k.startswith(metric) or k in ('of', 'per_seed')}
-
-
-def likelihood(config, path, model, params, key):
-  """Mean negative log-likelihood of ``config.eval.likelihood_samples`` data examples through the
-  probability-flow ODE: ``{'nll_nats'}`` on toy targets (with the exact ``E[-log p0]`` beside it),
-  ``{'bits_per_dim'}`` on 8-bit images (uniformly dequantised)."""
-  x = data.example_pool(config, config.eval.likelihood_samples)
-  dim = int(np.prod(x.shape[1:]))
-  key_deq, key_ode = jax.random.split(key)
-  levels = DEQUANTIZE_LEVELS.get(config.data.dataset, 256)
-  if config.data.dataset != 'toy':  # uniform dequantisation over one intensity bin of width 2 / (levels - 1)
-    x = x + jax.random.uniform(key_deq, x.shape) * (2.0 / (levels - 1))
-  score_fn = model.score_fn(params, path)
-  fn = jax.jit(lambda xb, k: likelihood_lib.log_likelihood(score_fn, path, xb, k, config.eval.likelihood_steps,
-                                                probes=config.eval.hutchinson_probes))
-  ll = chunked.host_map(fn, np.asarray(x), config.eval.batch_size, key_ode)
-  if config.data.dataset == 'toy':
-    target = make_target(config.data)
-    return {'nll_nats': float(-ll.mean()), 'exact_nll_nats': float(-np.mean(target.log_prob_data(x)))}
-  # P(bin) = p(x) (2 / (levels - 1))^d, so -log2 P / d = -log p / (d ln 2) + log2((levels - 1) / 2).
-  offset = np.log2((levels - 1) / 2.0)
-  return {'bits_per_dim': float(np.mean(-ll / (dim * np.log(2.0)) + offset))}
-
-
-DEQUANTIZE_LEVELS = {'digits': 17}  # intensity levels of the data in [-1, 1] (8-bit images: 256)
-
-
-def toy_floor(target, n: int, seeds: int, key) -> dict:
-  """The sample-size floor: the toy metrics of ``n`` exact ``p_0`` samples against the truth, over ``seeds``
-  independent draws (what a perfect sampler scores at this n)."""
-  return report.summarise([toy.metrics(target, np.asarray(target.sample_p0(jax.random.fold_in(key, s), n)))
-                   for s in range(seeds)])
-
-
-def metric_fn(config, workdir):
-  """``(metrics {name: 'min'|'max'}, cell_metrics(x f32[n, *S]) -> {name: value, nonfinite_fraction}, target,
-  feature_info)``: the exact toy metrics against the target, or the Frechet distance in image features (FID or
-  fd_classifier) against the data's cached statistics, with what :func:`image_features` says of the network
-  (``{}`` on toy targets). A non-finite sample set is never fed to the feature network: a NaN image must not
-  become a finite distance."""
-  if config.data.dataset == 'toy':
-    target = make_target(config.data)
-    return dict(TOY_METRICS), lambda x: toy.metrics(target, x), target, {}
-  metric, features, info = image_features(config, workdir)
-  mu_ref, cov_ref = reference_statistics(config, workdir, metric, features)
-
-  def cell_metrics(x):
-    bad = toy.nonfinite_fraction(x)
-    if bad:
-      return {metric: float('nan'), 'nonfinite_fraction': bad}
-    mu, cov = frechet.statistics(chunked.host_map(features, x, config.eval.batch_size))
-    return {metric: float(frechet.frechet_distance(mu, cov, mu_ref, cov_ref)), 'nonfinite_fraction': 0.0}
-
-  return {metric: 'min'}, cell_metrics, None, info
 
 
 def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
@@ -169,7 +62,7 @@ def sample_cells(config, schedules, columns, draw, params, cell_metrics, shape):
       if s == 0 and k == columns[0][0]:
         figures[name] = x[:, 0] if is_toy else x[:GRID_PER_SCHEDULE]
     timings[f'{name}/{k}'] = time.time() - start
-    row = dict(report.summarise(per_seed), nfe=evaluations)
+    row = dict(tables.summarise(per_seed), nfe=evaluations)
     results.setdefault(name, {})[str(k)] = row
     done += evaluations
     eta = (time.time() - started) / done * (work - done)
@@ -195,7 +88,7 @@ def evaluate(config, workdir):
   steps = checkpoints_to_evaluate(config, workdir)
   # what can refuse the run from the workdir's files alone, before log.txt is opened there
   checkpoints.check_compatible(workdir, config, stored=workdir_lib.stored_config(workdir))
-  workdir_lib.check_schedule_names(config, workdir)
+  schedules_lib.check_names(config.eval.schedules, workdir)
   with logs.to_workdir(workdir, logging.get_verbosity()):
     if not steps:  # the stored record becomes the workdir's latest table again (this sampler's, not another's)
       stem = os.fspath(record_file(workdir, workdir_lib.checkpoint_steps(config, workdir)[-1], config))[:-5]
@@ -219,8 +112,8 @@ def record_file(workdir, step: int, config) -> epath.Path:
 def settings(config, workdir) -> dict:
   """What makes two evaluations of a checkpoint the same one (JSON-comparable)."""
   names = list(config.eval.schedules)
-  if workdir_lib.FITTED in names:  # 'fitted' means the schedules stored now: a new fit is a new evaluation
-    names += [f'{workdir_lib.FITTED}:{n}' for n in store.names(workdir)]
+  if schedules_lib.FITTED in names:  # 'fitted' means the schedules stored now: a new fit is a new evaluation
+    names += [f'{schedules_lib.FITTED}:{n}' for n in store.names(workdir)]
   return {'sampler': config.eval.sampler, 'schedules': names,
           'num_samples': int(config.eval.num_samples), 'seeds': int(config.eval.seeds),
           'columns': [list(c) for c in workdir_lib.step_counts(config.eval)]}
@@ -261,15 +154,18 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   path, model, state = workdir_lib.restore(config, workdir, step)
   names = workdir_lib.schedule_names(config, workdir, state)
   # every name resolves (or stops with a clear message) before any sampling
-  schedules = {name: workdir_lib.schedule(name, path, state, workdir) for name in names}
+  learned = workdir_lib.learned_length(state)
+  schedules = {name: schedules_lib.resolve(name, path, workdir, learned) for name in names}
   other_solver = {name: s.sampler for name, s in schedules.items()
                   if getattr(s, 'sampler', '') and s.sampler != config.eval.sampler}
   for name, made_for in other_solver.items():
     logging.warning('schedule %r was searched for config.fit.sampler=%r and is evaluated with config.eval.sampler=%r',
                     name, made_for, config.eval.sampler)
-  metrics, cell_metrics, target, feature_info = metric_fn(config, workdir)
-  results, figures, timings = sample_cells(config, schedules, columns, sampling.make_draw(config, path, model),
-                                           state.ema_params, cell_metrics, data.data_shape(config))
+  examples = functools.partial(data.example_pool, config.data, config.train.batch_size, config.seed)
+  metrics, cell_metrics, target, feature_info = metrics_lib.metric_fn(config.eval, config.data, config.seed, workdir,
+                                                                      examples)
+  results, figures, timings = sample_cells(config, schedules, columns, sampling.make_draw(config.eval, path, model),
+                                           state.ema_params, cell_metrics, data.data_shape(config.data))
   seeds, n = int(config.eval.seeds), int(config.eval.num_samples)
   record = {'step': int(state.step), 'sampler': config.eval.sampler, 'num_samples': n, 'seeds': seeds,
             'columns': [{'num_steps': k, 'nfe': e} for k, e in columns], 'by_nfe': bool(len(config.eval.nfe)),
@@ -277,18 +173,17 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
             'searched_for_another_solver': other_solver,
             'metrics': metrics, 'settings': settings(config, workdir),
             'spread': 'standard deviation over seeds (ddof=1)', 'results': results, 'sampling_seconds': timings}
-  if target is not None:
-    record['floor'] = toy_floor(target, n, seeds, streams.key(config.seed, 'floor'))
-  else:
-    record['floor'] = image_floor(config, next(iter(metrics)), cell_metrics, streams.key(config.seed, 'floor'))
+  record['floor'] = metrics_lib.floor(config.eval, metrics, cell_metrics, target, examples,
+                                      streams.key(config.seed, 'floor'))
   if feature_info:
     record['feature_network'] = feature_info
   if metrics.get('fd_classifier'):
     record['note'] = ("fd_classifier: Frechet distance in the features of the project's own classifier "
                       '(no Inception weights); not comparable with FID')
   if config.eval.likelihood:
-    record['likelihood'] = likelihood(config, path, model, state.ema_params,
-                                      streams.key(config.seed, 'likelihood'))
+    record['likelihood'] = likelihood_lib.data_likelihood(
+        config.eval, config.data, path, model.score(state.ema_params, path),
+        examples(config.eval.likelihood_samples), streams.key(config.seed, 'likelihood'))
     logging.info('likelihood: %s', record['likelihood'])
   stem = os.fspath(record_file(workdir, record['step'], config))[:-len('.json')]  # + '.json', '.md', '.png'
   if jax.process_index() != 0:  # every process drew its share of the samples; one writes the record
@@ -296,7 +191,7 @@ def evaluate_checkpoint(config, workdir, step=None) -> dict:
   epath.Path(stem).parent.mkdir(parents=True, exist_ok=True)
   _keep_earlier(stem)
   files.write_json(record, stem + '.json')
-  files.write_text(report.markdown_report(record), stem + '.md')
+  files.write_text(tables.markdown_report(record), stem + '.md')
   k0 = columns[0][0]
   if target is not None:
     plots.plot_densities(stem + '.png', {f'{n_}, K={k0}': v for n_, v in figures.items()},

@@ -4,22 +4,21 @@ The score is the exact one of a toy target (a workdir with no checkpoint, or ``c
 or the trained model of the workdir's last checkpoint (any config, images included), as the paper does for
 pre-trained models (method.md section 4). Every search (:data:`schedule.searches.SEARCHES`) sees the same
 :class:`schedule.searches.Problem`; its result is stored in ``<workdir>/schedules/<name>.json``
-(:mod:`schedule.store`), so ``--mode=eval`` and ``--mode=sample`` can use it by name.
+(:func:`schedule.schedules.save`), so ``--mode=eval`` and ``--mode=sample`` can use it by name.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from configs.validate import validate
-from ddm import files, samplers, streams
-from ddm.paths import make_path, per_example
+from ddm import files, streams
+from ddm.paths import make_path
 from ddm.registry import BASELINES
 from ddm.targets import make_target
-from eval import frechet, plots
+from eval import frechet, plots, sampling
 from modes import logs, workdir as workdir_lib
-from schedule import baselines, fit, searches, store
+from schedule import baselines, schedules, searches, store
 from schedule.searches import ddss, problem as problem_lib
 from schedule.searches.problem import Problem
 from train import data
@@ -30,69 +29,19 @@ DATA_POOL = 4096  # Data examples held in memory to draw x0 from (forward-proces
 def checkpoint_problem(config, workdir) -> Problem:
   """The trained model of ``workdir``'s last checkpoint; ``p_t`` from the data through the forward process
   (``config.fit.samples='data'``) or from the model's own reverse process (``'model'``, no data read:
-  :func:`with_model_samples`)."""
+  :func:`eval.sampling.with_model_samples`)."""
   path, model, state = workdir_lib.restore(config, workdir)
   params = state.ema_params
-  score_fn = model.score_fn(params, path)
+  score_fn = model.score(params, path)
   denoise_fn = lambda x, t: model.denoise(params, x, t)
   if config.fit.samples == 'model':
-    shape = tuple(data.data_shape(config))
+    shape = tuple(data.data_shape(config.data))
     problem = Problem(path, shape, score_fn, denoise_fn, None, None, model=model, params=params)
-    return with_model_samples(config, problem, streams.key(config.seed, 'model_samples'))
-  pool = jnp.asarray(data.example_pool(config, DATA_POOL))
+    return sampling.with_model_samples(config.eval, problem, streams.key(config.seed, 'model_samples'))
+  pool = jnp.asarray(data.example_pool(config.data, config.train.batch_size, config.seed, DATA_POOL))
   sample_x0 = lambda key, n: pool[jax.random.randint(key, (n,), 0, pool.shape[0])]
   return Problem(path, tuple(pool.shape[1:]), score_fn, denoise_fn, sample_x0,
                  problem_lib.forward_sampler(path, sample_x0), model=model, params=params)
-
-
-MODEL_POOL_STEPS = 256      # Steps of the fine (log-linear) schedule the model's reverse process is run on.
-MODEL_POOL = 32768          # Trajectories kept: every grid time reuses them, so their count sets the Monte
-                            # Carlo error of the whole fit (4096 put a 10-step Cantor ladder 9% off, 32768 1%).
-MODEL_POOL_BYTES = 2**29    # Memory bound of the stored trajectories (the pool shrinks for large images)...
-MODEL_POOL_MIN = 64         # ...but holds at least this many trajectories.
-
-
-def with_model_samples(config, problem: Problem, key, pool_size: int = MODEL_POOL) -> Problem:
-  """``problem`` with ``sample_x0`` and ``sample_pt`` drawn from the model's own reverse process.
-
-  ``pool_size`` trajectories of ``config.eval.sampler`` (its Langevin settings included) are run from the prior
-  on a ``MODEL_POOL_STEPS``-step log-linear schedule and every state is kept (:func:`ddm.samplers.make_trajectory`).
-  A draw of ``p_t`` takes a random trajectory's state at the first fine point ``t_j >= t``, ``j >= 1``, and moves
-  it to ``t`` with one more interior step of the same sampler (the identity when ``t = t_j``; at ``t_0`` a step
-  from ``t_1``, so that ``p_{t_0}`` keeps its noise); ``sample_x0`` is the trajectory's end (the sampler's output,
-  whose last step is the denoiser). The pool shrinks so the states fit ``MODEL_POOL_BYTES``.
-  """
-  path, score_fn, shape = problem.path, problem.score_fn, tuple(problem.data_shape)
-  eval_cfg = config.eval
-  ts = baselines.make_baseline('log_linear', path, MODEL_POOL_STEPS).t
-  per_trajectory = (MODEL_POOL_STEPS + 1) * int(np.prod(shape)) * 4
-  n = int(min(pool_size, max(MODEL_POOL_MIN, MODEL_POOL_BYTES // per_trajectory)))
-  trajectory = jax.jit(samplers.make_trajectory(eval_cfg.sampler, path, score_fn, langevin_snr=eval_cfg.langevin_snr,
-                                                langevin_steps=eval_cfg.langevin_steps))
-  key_prior, key_walk = jax.random.split(key)
-  batch, chunks = int(eval_cfg.batch_size), []
-  for start in range(0, n, batch):
-    m = min(batch, n - start)
-    x1 = samplers.prior_sample(path, jax.random.fold_in(key_prior, start), (m,) + shape)
-    chunks.append(trajectory(jax.random.fold_in(key_walk, start), ts, x1))
-  states = jnp.concatenate(chunks, axis=1)                                   # [MODEL_POOL_STEPS + 1, n, *S]
-  x0 = states[0]                                                             # the samples (denoised last step)
-  step_fn = samplers.SAMPLERS.get(eval_cfg.sampler, 'config.eval.sampler').step
-  dynamics = samplers.Dynamics(path, score_fn, float(eval_cfg.langevin_snr), int(eval_cfg.langevin_steps))
-
-  def sample_x0(key, m):
-    return x0[jax.random.randint(key, (m,), 0, n)]
-
-  def sample_pt(key, t):
-    t = jnp.asarray(t, states.dtype)
-    key_i, key_step = jax.random.split(key)
-    j = jnp.clip(jnp.searchsorted(ts, t, side='left'), 1, MODEL_POOL_STEPS)      # states[0] is the sample
-    x = states[j, jax.random.randint(key_i, t.shape, 0, n)]
-    move = lambda xi, tj, ti, ki: step_fn(dynamics, xi[None], tj, ti, ki)[0]
-    moved = jax.vmap(move)(x, ts[j], t, jax.random.split(key_step, t.shape[0]))
-    return jnp.where(per_example(ts[j] == t, x), x, moved)
-
-  return problem._replace(sample_x0=sample_x0, sample_pt=sample_pt)
 
 
 def exact_problem(config, path) -> Problem:
@@ -120,7 +69,7 @@ def ddss_loss(config, workdir, problem: Problem, key) -> dict:
     target = problem.target if problem.target is not None else make_target(config.data)
     return dict(loss_name='w2_squared', loss_fn=ddss.quantile_w2_loss(target, batch))
   from eval import classifier  # trains on first use
-  features, _ = classifier.get_feature_fn(config, workdir)
+  features, _ = classifier.get_feature_fn(config.data, config.eval.classifier_steps, config.seed, workdir)
   x = problem.sample_x0(jax.random.split(key)[0], batch)
   return dict(loss_name='kid_classifier', loss_fn=frechet.kid_loss(features, jax.jit(features)(x)))
 
@@ -128,15 +77,9 @@ def ddss_loss(config, workdir, problem: Problem, key) -> dict:
 def search(config, workdir, problem: Problem, key):
   """``config.fit.method``'s search on ``problem``: a :class:`schedule.searches.Result`."""
   extra = ddss_loss(config, workdir, problem, key) if config.fit.method == 'ddss' else {}
+  if config.fit.method == 'score_optimal':
+    extra = dict(sigma_data=config.model.sigma_data)
   return searches.SEARCHES[config.fit.method](config.fit, config.schedule, config.eval, problem, key, **extra)
-
-
-def fit_exact(config, path, target, key):
-  """The score-optimal ``config.fit.ladder_steps``-step schedule of ``target``'s exact score on ``path``:
-  ``(ts f32[K+1], LengthFunction)``."""
-  lam = searches.score_optimal.search(config.fit, config.schedule, config.eval, problem_lib.exact(target, path),
-                                      key).schedule
-  return lam.steps(config.fit.ladder_steps), lam
 
 
 def fit_schedule(config, workdir):
@@ -157,8 +100,8 @@ def _fit_schedule(config, workdir, problem):
                           else store.default_name(fit_cfg.method, cost, fit_cfg.refine))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  stored = store.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
-  if isinstance(result.schedule, fit.LengthFunction):
+  stored = schedules.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
+  if isinstance(result.schedule, schedules.LengthFunction):
     lam = result.schedule
     ts = lam.steps(num_steps)
   else:
@@ -176,7 +119,7 @@ def _fit_schedule(config, workdir, problem):
   step_costs = {name: lam.step_costs(ts)}
   for base_name in BASELINES.names():
     base = baselines.make_baseline(base_name, path, len(ts) - 1, 'baseline')
-    ladders[base_name], step_costs[base_name] = base.sigma, lam.step_costs(base.t)
+    ladders[base_name], step_costs[base_name] = path.sigma(base), lam.step_costs(base)
   plots.plot_ladders(out / f'{name}_schedule.png', ladders, name)
   plots.plot_step_costs(out / f'{name}_costs.png', step_costs, name)
   logging.info('stored %s; %d-step schedule: length %.4f, energy %.4f (lower bound length^2 = %.4f)',
@@ -189,10 +132,11 @@ def _reference_length(config, problem, workdir):
   workdir already stores (``schedules/corrector.json``: a fit of this workdir's score, perhaps at an earlier
   checkpoint; only the reported costs use it), else a fit (minutes on an image model)."""
   if 'corrector' in store.names(workdir):
-    stored = store.load(workdir, 'corrector')
-    if isinstance(stored, fit.LengthFunction):
+    stored = schedules.stored(workdir, 'corrector')
+    if isinstance(stored, schedules.LengthFunction):
       return stored
   cost_cfg, fit_cfg = config.schedule.copy_and_resolve_references(), config.fit.copy_and_resolve_references()
   cost_cfg.cost, fit_cfg.refine = 'corrector', False
   return searches.score_optimal.search(fit_cfg, cost_cfg, config.eval, problem,
-                                       streams.key(config.seed, streams.SEARCH_REFERENCE)).schedule
+                                       streams.key(config.seed, streams.SEARCH_REFERENCE),
+                                       sigma_data=config.model.sigma_data).schedule

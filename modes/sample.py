@@ -10,7 +10,7 @@ from ddm import files, streams
 from ddm.targets import make_target
 from eval import plots, sampling, toy
 from modes import workdir as workdir_lib
-from schedule import store
+from schedule import schedules, store
 from train import data
 
 
@@ -22,15 +22,15 @@ def sample(config, workdir):
   validate(config, workdir, 'sample')
   k, evaluations = workdir_lib.step_counts(config.eval)[0]
   name = config.eval.schedules[0]
-  if name == workdir_lib.FITTED:  # checked before the checkpoint is read
+  if name == schedules.FITTED:  # checked before the checkpoint is read
     raise files.InputError("config.eval.schedules[0]='fitted' names a group; --mode=sample needs one schedule: "
                      f'learned, a baseline or a stored name ({", ".join(store.names(workdir)) or "none stored"})')
-  workdir_lib.check_schedule_names(config, workdir)
+  schedules.check_names(config.eval.schedules, workdir)
   path, model, state = workdir_lib.restore(config, workdir)
-  ts = np.asarray(workdir_lib.schedule(name, path, state, workdir).steps(k))
-  draw = sampling.make_draw(config, path, model)
+  ts = np.asarray(schedules.resolve(name, path, workdir, workdir_lib.learned_length(state)).steps(k))
+  draw = sampling.make_draw(config.eval, path, model)
   x = draw(state.ema_params, ts, streams.key(config.seed, 'sample'), config.eval.num_samples,
-           data.data_shape(config))
+           data.data_shape(config.data))
   stem = os.fspath(files.as_path(workdir) / f'samples_{name}_{k}')  # + '.npz', '.png'
   with epath.Path(stem + '.npz').open('wb') as f:
     np.savez(f, x=x, t=np.asarray(ts), sigma=np.asarray(path.sigma(ts)), nfe=evaluations)

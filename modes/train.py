@@ -1,25 +1,24 @@
 """``--mode=train``: trains (or resumes) a run while its schedule is learned online (method.md section 5).
 
-The step itself is :func:`train.step.make_train_step`, pmapped once over the local devices; this runner owns
+The step itself is :func:`train.step.make_train_step`, pmapped once over the local devices
+(:func:`train.step.make_train_steps` with :func:`train.step.pmapped`); this runner owns
 the workdir: what can refuse a run is checked before anything is written, the checkpoint is restored, and
 the loop logs, samples, checkpoints and stops on a signal or a non-finite step. Metrics are fetched from the
 device at logging steps only.
 """
 import contextlib
-import functools
 import signal
 import threading
 
 import jax
 import numpy as np
 from absl import logging
-from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from configs.validate import validate
 from ddm import files, streams
 from ddm.paths import make_path
-from modes import logs, progress, report as report_lib, workdir as workdir_lib
+from modes import logs, progress, train_report as report_lib, workdir as workdir_lib
 from train import checkpoints, data, lock, model as model_lib, step as step_lib
 from train.writers import MetricWriter
 
@@ -99,9 +98,9 @@ def _finished(config, workdir):
   if config.train.num_train_steps not in checkpoints.saved_steps(workdir):
     return None  # every process of a fresh or unfinished run decides the same, without a collective
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints, create=False)
-  path, shape = make_path(config.sde), data.data_shape(config)
-  template = step_lib.initial_state(config, path, model_lib.make_model(config, path, shape,
-                                                                       streams.key(config.seed, 'init')))
+  path = make_path(config.sde)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
+  template = step_lib.initial_state(config.schedule, config.optim, path, model)
   try:
     state = checkpoints.restore_latest(mngr, template, read_only=False)
   except checkpoints.Mismatch as e:
@@ -127,7 +126,7 @@ def train_and_evaluate(config, workdir: str):
   finished = _finished(config, workdir)
   if finished is not None:
     return finished
-  data.check_available(config)
+  data.check_available(config.data)
   writer_process = jax.process_index() == 0
   if writer_process:
     checkpoints.check_writable(workdir)
@@ -137,25 +136,25 @@ def train_and_evaluate(config, workdir: str):
 
 
 def _train(config, workdir, signals):
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  template = step_lib.initial_state(config, path, model)
+  template = step_lib.initial_state(config.schedule, config.optim, path, model)
   quarantine = workdir if jax.process_index() == 0 else ''  # one process moves damaged checkpoints aside
   try:
     state = checkpoints.restore_latest(mngr, template, quarantine=quarantine) or template
   except checkpoints.Mismatch as e:  # another config's checkpoint: say which settings, never "damaged"
     raise checkpoints.diagnose(workdir, config, e, stored=workdir_lib.stored_config(workdir)) from None
   start = int(state.step)
-  batches = data.make_train_iterator(config, start_step=start)
+  batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed, start_step=start)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   logging.info('%s at step %d of %d on %d devices (%d processes)', 'resuming' if start else 'starting',
                start, config.train.num_train_steps, jax.device_count(), jax.process_count())
 
-  p_steps = step_lib.make_train_steps(config, path, model, functools.partial(
-      jax.pmap, axis_name=step_lib.AXIS, donate_argnums=(0,)))
-  base_key = jax_utils.replicate(streams.key(config.seed, 'train'))
+  p_steps = step_lib.make_train_steps(config.model, config.loss, config.schedule, config.optim, path, model, shape,
+                                      wrap=step_lib.pmapped())
+  base_key = step_lib.replicate(streams.key(config.seed, 'train'))
   p_state = step_lib.replicate(state)
   writer = MetricWriter(workdir)
   writer.write_config(config, config.to_json_best_effort(indent=1))

@@ -1,29 +1,32 @@
-"""What the evaluation and fit runners read from a run's workdir: its checkpoint and its schedules by name.
+"""What the evaluation and fit runners read from a run's workdir: its checkpoint, and what of its schedules needs one.
 
-A schedule by name (``config.eval.schedules``) is 'learned' (read off the learned length function of the
-checkpoint, method.md section 3), a baseline, or one stored by ``--mode=fit_schedule``; each is a schedule of
-the interface of :mod:`schedule` (``steps(K) -> f[K+1]``, ``has(K)``).
+A schedule by name (``config.eval.schedules``) resolves by :func:`schedule.schedules.resolve`: 'learned' (the
+length function of the checkpoint, :func:`learned_length`, method.md section 3), a baseline, or one stored by
+``--mode=fit_schedule``.
 """
+from typing import Optional
+
 import jax
 from absl import logging
 
 from configs import validate
 from ddm import files, samplers, streams
 from ddm.paths import make_path
-from ddm.registry import BASELINES
-from schedule import fit, store
-from train import checkpoints, data, model as model_lib, step as step_lib
-
-LEARNED, FITTED = 'learned', 'fitted'
+from schedule import schedules, store
+from train import checkpoints, model as model_lib, step as step_lib
 
 
 def has_checkpoint(workdir) -> bool:
   return (files.as_path(workdir) / checkpoints.CHECKPOINTS).is_dir()
 
 
-def learned_length(state) -> fit.LengthFunction:
-  """``Lambda_hat`` through the learned schedule's points: ``[0, cumsum sqrt(L_i)]`` at ``state.schedule``."""
-  return fit.LengthFunction.from_step_costs(state.schedule, state.step_costs)
+def learned_length(state) -> Optional[schedules.LengthFunction]:
+  """``Lambda_hat`` through the learned schedule's points: ``[0, cumsum sqrt(L_i)]`` at ``state.schedule``; None
+  when the run has no learned schedule (no schedule update happened). What ``schedules.resolve`` takes as
+  ``learned``."""
+  if int(state.num_updates) == 0:
+    return None
+  return schedules.LengthFunction.from_step_costs(state.schedule, state.step_costs)
 
 
 def checkpoint_steps(config, workdir) -> list:
@@ -43,9 +46,9 @@ def stored_config(workdir):
 def restore(config, workdir, step=None):
   """``(path, model, state)`` from the checkpoint of ``step`` (default: the latest good one) in ``workdir``;
   a clear error when there is none."""
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
-  template = step_lib.initial_state(config, path, model)
+  path = make_path(config.sde)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
+  template = step_lib.initial_state(config.schedule, config.optim, path, model)
   state = None
   if has_checkpoint(workdir):
     stored = stored_config(workdir)
@@ -62,37 +65,14 @@ def restore(config, workdir, step=None):
   return path, model, jax.device_get(state)
 
 
-def schedule(name, path, state, workdir=None):
-  """The schedule ``name`` of this run: 'learned', a baseline, or one stored in ``workdir``."""
-  if name == LEARNED:
-    if int(state.num_updates) == 0:
-      raise files.InputError('the run has no learned schedule yet (no schedule update happened); '
-                       'train longer or evaluate baselines only')
-    return learned_length(state)
-  return store.named(name, path, workdir)
-
-
-def check_schedule_names(config, workdir):
-  """Every name of ``config.eval.schedules`` is 'learned', 'fitted', a baseline or stored in ``workdir``;
-  else one error listing what each can be, before any checkpoint is read or file written."""
-  stored = store.names(workdir)
-  known = (LEARNED, FITTED) + tuple(BASELINES.names()) + tuple(stored)
-  unknown = [n for n in config.eval.schedules if n not in known]
-  if unknown:
-    raise files.InputError(
-        f'config.eval.schedules names {", ".join(map(repr, unknown))}: neither learned, fitted, a baseline '
-        f'({", ".join(BASELINES.names())}) nor a schedule stored in {store.folder(workdir)} (stored: '
-        f'{", ".join(stored) or "none"}); fit one with --mode=fit_schedule --config.fit.name=<name>')
-
-
 def schedule_names(config, workdir, state) -> list:
   """``config.eval.schedules`` with 'fitted' expanded to every stored schedule; 'learned' is dropped (with a
   warning) when the run never updated its schedule, unless it is the only one asked for."""
   names = []
   for name in config.eval.schedules:
-    if name == FITTED:
+    if name == schedules.FITTED:
       names += [n for n in store.names(workdir) if n not in names]
-    elif name == LEARNED and int(state.num_updates) == 0 and len(config.eval.schedules) > 1:
+    elif name == schedules.LEARNED and int(state.num_updates) == 0 and len(config.eval.schedules) > 1:
       logging.warning('the run has no learned schedule (no schedule update happened): not evaluated')
     elif name not in names:
       names.append(name)

@@ -1,32 +1,14 @@
 """Hand-made schedules (method.md section 6), defined on EDM's noise level ``ratio = sigma / alpha``.
 
-Every baseline returns a :class:`Schedule` of ``T+1`` increasing times with ``t_0 = 0``, ``t_T = 1``, so
-the learned schedule and any baseline are interchangeable by name.
+Pure functions: every baseline returns the array of ``T+1`` increasing times with ``t_0 = 0``, ``t_T = 1``
+(its ``sigma`` and ``alpha`` are ``path.sigma(ts)``, ``path.alpha(ts)``). A baseline as a schedule of any length,
+interchangeable by name with the learned one, is :class:`schedule.schedules.Baseline`.
 """
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
 from ddm.paths import Path
 from ddm.registry import BASELINES
-
-
-class Schedule(NamedTuple):
-  """A discretisation schedule on a path: times ``t: f32[T+1]`` (ascending, data end first) and their
-  ``sigma``, ``alpha`` (each f32[T+1])."""
-  t: jax.Array
-  sigma: jax.Array
-  alpha: jax.Array
-
-  @classmethod
-  def on(cls, path: Path, t) -> 'Schedule':
-    t = jnp.asarray(t, float)
-    return cls(t, path.sigma(t), path.alpha(t))
-
-  @property
-  def num_steps(self) -> int:
-    return self.t.shape[0] - 1
 
 
 def _from_ratios(path: Path, ratios) -> jax.Array:
@@ -79,19 +61,7 @@ def log_linear(path: Path, num_steps: int) -> jax.Array:
   return _from_ratios(path, jnp.exp(lo + _u(num_steps) * (hi - lo)))
 
 
-def make_baseline(name: str, path: Path, num_steps: int, setting: str = 'config.schedule.init') -> Schedule:
-  """The ``num_steps``-step baseline schedule ``name`` on ``path``."""
-  return Schedule.on(path, BASELINES.get(name, setting)(path, num_steps))
-
-
-class Baseline(NamedTuple):
-  """A baseline as a schedule of any length (the interface of :mod:`schedule`): ``steps(K) -> f32[K+1]``."""
-  name: str
-  path: Path
-
-  def steps(self, num_steps: int):
-    return make_baseline(self.name, self.path, num_steps, 'config.eval.schedules').t
-
-  def has(self, num_steps: int) -> bool:
-    del num_steps
-    return True
+def make_baseline(name: str, path: Path, num_steps: int, setting: str = 'config.schedule.init') -> jax.Array:
+  """The ``num_steps``-step baseline schedule ``name`` on ``path``: its times ``ts: f32[K+1]``; an unknown name
+  is refused with a message naming ``setting`` and the baselines."""
+  return jnp.asarray(BASELINES.get(name, setting)(path, num_steps), float)

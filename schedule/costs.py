@@ -9,7 +9,7 @@ Rate functions, registered in ``COSTS`` under ``config.schedule.cost``, have the
 examples (sum it, average it per level). Its order ``p`` is :func:`order`; the rate whose square root the length
 integrates is ``E[kappa]^(1/p)`` (:func:`to_rate`), taken after the average. ``p = 1`` for 'corrector' (``kappa``
 is ``delta``). :func:`make_rate_fn` binds the settings of ``config.schedule``: 'corrector' (``L_c``) or
-'predictor' (``L_p`` of ``config.schedule.cost_solver``, :mod:`schedule.cost_solver`, evaluated in chunks of
+'predictor' (``L_p`` of ``config.schedule.cost_solver``, :mod:`schedule.predictor`, evaluated in chunks of
 ``config.schedule.cost_batch_size`` examples). The key drives Hutchinson probes (ignored by the corrector).
 """
 import functools
@@ -74,7 +74,7 @@ def corrector_cost(score_fn: ScoreFn, path: Path, x, t_next, t):
 
 @COSTS.register('predictor')
 def predictor_rate(score_fn: ScoreFn, path: Path, x, t, key=None, *, predictor: str = 'euler', probes: int = 1):
-  """Leading coefficient ``kappa = v^2 ||c_p||^2`` of ``L_p`` per example (:func:`schedule.cost_solver.predictor_rate`),
+  """Leading coefficient ``kappa = v^2 ||c_p||^2`` of ``L_p`` per example (:func:`schedule.predictor.predictor_rate`),
   ``L_p(t -> t - eps) = E[kappa] eps^(2p) + ...`` with ``p`` = 1, 2, 3 for 'identity', 'euler', 'heun'
   ('identity' gives :func:`corrector_rate`). f32[B]."""
   return predictor_lib.predictor_rate(score_fn, path, x, t, key, predictor=predictor, probes=probes)
@@ -93,7 +93,7 @@ def in_batches(rate_fn: Callable, batch_size: int) -> Callable:
 
 def order(schedule_config) -> int:
   """``p`` of the cost of ``config.schedule``: a short step's cost is ``O(eps^(2p))``. 1 for 'corrector';
-  :data:`schedule.cost_solver.ORDERS` of the predictor for 'predictor'."""
+  :data:`schedule.predictor.ORDERS` of the predictor for 'predictor'."""
   if schedule_config.cost == 'predictor':
     return predictor_lib.ORDERS[schedule_config.cost_solver]
   return 1
@@ -115,7 +115,7 @@ def make_rate_fn(schedule_config) -> Callable:
 
   'predictor' binds ``config.schedule.cost_solver`` and ``hutchinson_probes`` and runs in chunks of
   ``cost_batch_size`` examples. Whether a network is twice differentiable is checked by the callers that
-  hold it (:func:`schedule.cost_solver.check_model`). Average its output, then apply :func:`to_rate` with
+  hold it (:func:`schedule.predictor.check_model`). Average its output, then apply :func:`to_rate` with
   :func:`order`.
   """
   if isinstance(schedule_config, str):

@@ -1,9 +1,10 @@
-"""Algorithm 1 (UpdateSchedule), the length function and the score-optimal fit (method.md sections 3-4).
+"""Algorithm 1 (UpdateSchedule), the cumulative length and the score-optimal fit (method.md sections 3-4).
 
-Everything here is pure ``jnp`` and jit-able; schedules are increasing arrays ``ts: f32[T+1]`` with
-``ts[0] = 0`` (data end) and ``ts[T] = 1``.
+The mathematics only: everything here is pure ``jnp`` on arrays and jit-able; schedules are increasing arrays
+``ts: f32[T+1]`` with ``ts[0] = 0`` (data end) and ``ts[T] = 1``. The length function as a schedule (``steps(K)``)
+is :class:`schedule.schedules.LengthFunction`.
 """
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,20 +53,20 @@ def pchip_interpolate(x, y, xq):
   return h00 * y[k] + h10 * h * d[k] + h01 * y[k + 1] + h11 * h * d[k + 1]
 
 
-def _cumulative(increments):
+def cumulative(increments):
   """``[0, cumsum(increments)]`` with every increment floored at a tiny fraction of the mean."""
   floor = MIN_RELATIVE_INCREMENT * jnp.mean(increments)
   return jnp.concatenate([jnp.zeros(1, increments.dtype), jnp.cumsum(jnp.maximum(increments, floor))])
 
 
-def _equal_length_points(cum, ts, num_steps: int):
+def equal_length_points(cum, ts, num_steps: int):
   """``t_k = Lambda^{-1}(k Lambda / K)`` through the monotone cubic inverse, endpoints pinned."""
   targets = jnp.linspace(0.0, 1.0, num_steps + 1) * cum[-1]
   new = pchip_interpolate(cum, ts, targets)
   return new.at[0].set(ts[0]).at[-1].set(ts[-1])
 
 
-def update_schedule(ts, costs):
+def equal_cost_schedule(ts, costs):
   """Algorithm 1 (method.md section 4): ``t_i* = Lhat^{-1}(i Lhat / T)``, ``Lhat(t_i) = sum_{j<i} sqrt(L_j)``.
 
   Args:
@@ -73,7 +74,7 @@ def update_schedule(ts, costs):
   Returns:
     f32[T+1], strictly increasing, same endpoints.
   """
-  return _equal_length_points(_cumulative(jnp.sqrt(costs)), ts, ts.shape[0] - 1)
+  return equal_length_points(cumulative(jnp.sqrt(costs)), ts, ts.shape[0] - 1)
 
 
 def log_mean(a, b):
@@ -85,7 +86,6 @@ def log_mean(a, b):
   return jnp.where(lo <= 0, 0.0, jnp.where(close, 0.5 * (lo + hi), ratio))
 
 
-QUADRATURES = ('pchip_log', 'log_mean', 'trapezoid')
 SUBSTEPS = 16  # fine points per step for the 'pchip_log' rule
 
 
@@ -135,46 +135,13 @@ def valid_costs(costs):
   return jnp.all(jnp.isfinite(costs)) & jnp.all(costs >= 0) & (jnp.sum(costs) > 0)
 
 
-class LengthFunction(NamedTuple):
-  """The cumulative length ``Lambda(t) = int_0^t sqrt(delta)`` tabulated on a fine grid (method.md section 3).
-
-  Attributes: t: f32[N] increasing grid from 0 to 1; lam: f32[N] with ``lam[0] = 0``.
-  """
-  t: jax.Array
-  lam: jax.Array
-
-  @property
-  def total(self):
-    return self.lam[-1]
-
-  def __call__(self, t):
-    """``Lambda(t)``; the grid is fine, so linear interpolation between its points suffices."""
-    return jnp.interp(t, self.t, self.lam)
-
-  def steps(self, num_steps: int):
-    """The score-optimal ``K``-step schedule ``t_k = Lambda^{-1}(k Lambda / K)``: f32[K+1] (any K)."""
-    return _equal_length_points(self.lam, self.t, num_steps)
-
-  def has(self, num_steps: int) -> bool:
-    del num_steps
-    return True
-
-  @classmethod
-  def from_step_costs(cls, ts, costs) -> 'LengthFunction':
-    """``Lambda`` through a schedule's points from its incremental costs: ``[0, cumsum sqrt(L_i)]`` at ``ts``."""
-    return cls(jnp.asarray(ts), _cumulative(jnp.sqrt(jnp.asarray(costs))))
-
-  def step_costs(self, ts):
-    """Incremental costs ``(Lambda(t_{i+1}) - Lambda(t_i))^2`` of any schedule ``ts``: f32[T]."""
-    return jnp.diff(self(ts))**2
+def length_on_grid(grid, delta):
+  """``Lambda`` at the points of a fine grid (method.md section 3): ``[0, cumsum sqrt(L_i)]`` with the incremental
+  costs of :func:`costs_from_rates`; zero-rate pieces get a tiny floor. Args: grid, delta: f32[N]. Returns: f32[N]."""
+  return cumulative(jnp.sqrt(costs_from_rates(grid, delta)))
 
 
-def length_function(grid, delta) -> LengthFunction:
-  """Trapezoid rule for ``int sqrt(delta) dt`` on a fine grid; zero-rate pieces get a tiny floor."""
-  return LengthFunction(grid, _cumulative(jnp.sqrt(costs_from_rates(grid, delta))))
-
-
-def refine(ts, grid_size: int):
+def densify(ts, grid_size: int):
   """A ``grid_size``-point grid that follows the schedule ``ts``: its generator ``phi`` read at uniform ``u``."""
   u = jnp.linspace(0.0, 1.0, ts.shape[0])
   return jnp.interp(jnp.linspace(0.0, 1.0, grid_size), u, ts)
@@ -192,10 +159,11 @@ def fit(rate_fn: Callable[[jax.Array], jax.Array], ts_init, num_steps: int, grid
     rate_fn: ``grid f32[N] -> delta f32[N]`` (e.g. :func:`schedule.costs.rate_on_grid` partially applied).
     ts_init: f32[T0+1], the starting schedule; only its shape of point density matters.
   Returns:
-    ``(ts f32[num_steps+1], LengthFunction)``.
+    ``(ts f32[num_steps+1], grid f32[N], lam f32[N])``: the ladder and the length function's table
+    (``schedule.schedules.LengthFunction(grid, lam)`` answers any K).
   """
-  grid = refine(jnp.asarray(ts_init, float), grid_size)
+  grid = densify(jnp.asarray(ts_init, float), grid_size)
   for _ in range(iterations):
-    lam = length_function(grid, rate_fn(grid))
-    grid = lam.steps(grid_size - 1)
-  return lam.steps(num_steps), lam
+    table, lam = grid, length_on_grid(grid, rate_fn(grid))
+    grid = equal_length_points(lam, table, grid_size - 1)
+  return equal_length_points(lam, table, num_steps), table, lam

@@ -82,5 +82,5 @@ def update(path, ts, cost_sum, cost_count, gamma, p: int = 1):
   costs = step_costs(path, ts, costs_lib.to_rate(level_rates(ts, cost_sum, cost_count), p))
   ok = fit.valid_costs(costs) & jnp.any(cost_count > 0)
   safe_costs = jnp.where(ok, costs, jnp.ones_like(costs))
-  new = fit.blend(ts, fit.update_schedule(ts, safe_costs), gamma)
+  new = fit.blend(ts, fit.equal_cost_schedule(ts, safe_costs), gamma)
   return jnp.where(ok, new, ts), ok, costs

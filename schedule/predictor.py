@@ -243,4 +243,4 @@ def check_model(model, path: Path, data_shape, key=None, num_probes: int = 8):
   params = perturbed(model.params, k_params)
   x = jax.random.normal(k_x, (num_probes,) + tuple(data_shape))
   t = jax.random.uniform(k_t, (num_probes,), minval=0.2, maxval=0.8)
-  return require_twice_differentiable(model.score_fn(params, path), x, t, k_v, 'the network')
+  return require_twice_differentiable(model.score(params, path), x, t, k_v, 'the network')

@@ -6,18 +6,15 @@
 - ladders (searches that return one schedule per K: dp_elbo, ddss): ``{"kind": "ladders",
   "ladders": {"K": f[K+1]}, ...}``; only the stored K exist.
 Both carry ``"method"``, ``"cost"`` and any extra metadata the search adds (time, network evaluations).
-A stored schedule loads as a schedule of the interface of :mod:`schedule` (``steps(K)``, ``has(K)``): a
-:class:`schedule.fit.LengthFunction` or :class:`Ladders`.
+This module reads and writes the records only; a record as a schedule (``steps(K)``, ``has(K)``) is
+:func:`schedule.schedules.stored` (and :func:`schedule.schedules.save` writes one).
 
 Also the ``schedule.json`` record (:func:`schedule_record`) that every mode producing a schedule writes.
 """
-from typing import NamedTuple
-
 import numpy as np
 
 from ddm import files
-from ddm.registry import BASELINES
-from schedule import baselines, fit
+from schedule import fit
 
 FOLDER = 'schedules'
 
@@ -37,24 +34,6 @@ def default_name(method: str, cost: str, refine: bool = False) -> str:
   if method != 'score_optimal':
     return method
   return f'{cost}_refined' if refine else cost
-
-
-class Ladders(NamedTuple):
-  """Schedules stored for some K only (searches such as dp_elbo and ddss): ``steps(K) -> f[K+1]``."""
-  ladders: dict          # {K: f[K+1]}
-  name: str = ''
-  method: str = ''
-  sampler: str = ''      # the solver the ladders were searched for ('' when the search is not made for one)
-
-  def steps(self, num_steps: int) -> np.ndarray:
-    if int(num_steps) not in self.ladders:
-      raise files.InputError(f'fitted schedule {self.name!r} ({self.method}) holds K = '
-                       f'{", ".join(str(k) for k in sorted(self.ladders))} only, not K = {num_steps}; fit it with '
-                       f'config.fit.ladder_steps={num_steps} or evaluate those K')
-    return np.asarray(self.ladders[int(num_steps)], np.float64)
-
-  def has(self, num_steps: int) -> bool:
-    return int(num_steps) in self.ladders
 
 
 def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
@@ -77,18 +56,11 @@ def schedule_record(path, ts, incremental_costs, cost: str) -> dict:
   }
 
 
-def save_length(workdir, name: str, lam: fit.LengthFunction, method: str, cost: str, **meta) -> str:
-  """Stores a length function; returns the file name."""
-  record = dict(kind='length', method=method, cost=cost, t=np.asarray(lam.t, np.float64).tolist(),
-                lam=np.asarray(lam.lam, np.float64).tolist(), **meta)
+def save_length(workdir, name: str, t, lam, method: str, cost: str, **meta) -> str:
+  """Stores a length function's table (``t``, ``lam``: f[N]); returns the file name."""
+  record = dict(kind='length', method=method, cost=cost, t=np.asarray(t, np.float64).tolist(),
+                lam=np.asarray(lam, np.float64).tolist(), **meta)
   return _write(workdir, name, record)
-
-
-def save(workdir, name: str, schedule, method: str, cost: str, **meta) -> str:
-  """Stores a search's schedule (a length function or :class:`Ladders`); returns the file name."""
-  if isinstance(schedule, fit.LengthFunction):
-    return save_length(workdir, name, schedule, method, cost, **meta)
-  return save_ladders(workdir, name, schedule.ladders, method, cost, **meta)
 
 
 def save_ladders(workdir, name: str, ladders: dict, method: str, cost: str, **meta) -> str:
@@ -112,23 +84,20 @@ def names(workdir) -> list:
   return sorted(f.name[:-5] for f in folder(workdir).iterdir() if f.name.endswith('.json'))
 
 
-def load(workdir, name: str):
-  """The stored schedule ``name``; a clear error listing what is stored when it is not there."""
+def read_record(workdir, name: str) -> dict:
+  """The stored record ``name``, checked (:func:`check_record`); a clear error listing what is stored when it is
+  not there, or saying how to replace it when it is not usable."""
   fname = filename(workdir, name)
   if not fname.exists():
     stored = names(workdir)
-    raise files.InputError(f'config.eval.schedules names {name!r}, which is neither a baseline nor a schedule stored '
-                     f'in {folder(workdir)} (stored: {", ".join(stored) or "none"}); fit one with '
-                     f'--mode=fit_schedule and config.fit.name={name!r}')
+    raise files.InputError(f'no schedule {name!r} is stored in {folder(workdir)} (stored: {", ".join(stored) or "none"}); '
+                           f'fit one with --mode=fit_schedule and config.fit.name={name!r}')
   fix = f'delete it and fit it again: --mode=fit_schedule --config.fit.name={name}'
   record = files.read_json(fname, fix)
   problem = check_record(record)
   if problem:
     raise files.InputError(f'{fname} is not a usable schedule: {problem}; {fix}')
-  if record['kind'] == 'length':
-    return fit.LengthFunction(np.asarray(record['t']), np.asarray(record['lam']))
-  return Ladders({int(k): np.asarray(v, np.float64) for k, v in record['ladders'].items()}, name,
-                 record.get('method', ''), record.get('sampler', ''))
+  return record
 
 
 def check_ladder(ts) -> str:
@@ -169,12 +138,4 @@ def check_record(record) -> str:
     problem = check_ladder(ts)
     if problem:
       return f'its {k}-step ladder {problem}'
-  return
-
-
-def named(name: str, path, workdir=None):
-  """The schedule called ``name`` (``steps(K)``, ``has(K)``): a baseline, or one stored in ``workdir``."""
-  if name in BASELINES.names() or workdir is None:
-    BASELINES.get(name, 'config.eval.schedules')  # an unknown name: the message lists the baselines
-    return baselines.Baseline(name, path)
-  return load(workdir, name)
+  return ''

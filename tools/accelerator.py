@@ -55,7 +55,7 @@ def on_fake_data(config):
   """``config`` with an image data set replaced by the in-memory ``fake`` data of its shape (toy targets are
   kept: they are drawn in memory)."""
   if config.data.dataset not in ('toy', 'fake'):
-    shape = tuple(data.data_shape(config))
+    shape = tuple(data.data_shape(config.data))
     config.data.dataset, config.data.fake_shape = 'fake', shape
   return config
 

@@ -3,7 +3,7 @@
     python -m tools.bench_costs --config=configs/digits.py --out=bench_costs.json [--costs=corrector,heun] [--batch=8]
 
 For each estimator (``corrector``: one ``jax.jvp`` of the score; ``identity``, ``euler``, ``heun``: the
-predictor-optimised coefficient of :mod:`schedule.cost_solver`, nested derivatives of the network, with
+predictor-optimised coefficient of :mod:`schedule.predictor`, nested derivatives of the network, with
 ``config.schedule.hutchinson_probes`` probes), on one chunk of ``--batch`` examples (``vmap``, as one chunk of
 ``config.schedule.cost_batch_size`` in a fit): lowering + XLA compile time, the median run time per example after
 compilation, the compiled chunk's ``memory_analysis()`` (temporaries per example: what sets
@@ -54,8 +54,8 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
   if batch < 1:
     raise ValueError(f'--batch={batch}; need >= 1')
   validate(config, None, 'fit_schedule')
-  path, shape = make_path(config.sde), tuple(data.data_shape(config))
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+  path, shape = make_path(config.sde), tuple(data.data_shape(config.data))
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
   params = predictor.perturbed(model.params, jax.random.PRNGKey(1))
   x = jax.random.normal(jax.random.PRNGKey(2), (batch,) + shape)
   t = jax.random.uniform(jax.random.PRNGKey(3), (batch,), minval=0.2, maxval=0.8)
@@ -69,7 +69,7 @@ def run(config, costs_names, batch: int, repeats: int = 3, warmup: int = 1) -> d
             'estimators': {}}
   for name in costs_names:
     rate_fn, order = _rate_fn(config, name, batch)
-    jitted = jax.jit(lambda params, x, t, key, rate_fn=rate_fn: rate_fn(model.score_fn(params, path), path, x, t, key))
+    jitted = jax.jit(lambda params, x, t, key, rate_fn=rate_fn: rate_fn(model.score(params, path), path, x, t, key))
     compiled, lower_s, compile_s = compile_timed(jitted, params, x, t, key)
     median, _ = median_time(lambda: compiled(params, x, t, key), repeats, warmup)
     values = np.asarray(compiled(params, x, t, key))

@@ -5,8 +5,9 @@
 One config per call; prints a table and writes JSON. Every time is the median over ``--repeats`` timed runs
 after compilation and warm-up, each ended by ``block_until_ready``. Figures:
 
-* train: examples/s of ``train.step_lib.make_train_step`` exactly as the loop builds it (pmapped over the local
-  devices, ``donate_argnums=(0,)``, replicated state, batch sharded and already on the devices) with
+* train: examples/s of the loop's step built by the loop's own helpers (``train.step.make_train_steps`` wrapped
+  by ``train.step.pmapped``: pmapped over the local devices, state donated; the state and key replicated by
+  ``train.step.replicate``; the batch sharded and already on the devices) with
   ``schedule.learn`` True and False (False still measures the costs: only the schedule is kept), of the same
   step with the rate estimator and the update stubbed out (what the loop costs without the schedule
   machinery), and of a bare step written here (same network, loss, optimizer, EMA and batch, plain
@@ -35,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
-from flax import jax_utils
 from ml_collections import config_flags
 
 from configs.validate import validate
@@ -121,10 +121,10 @@ def _example_batch(config, shape):
   """The first batch of the config's input pipeline, or uniform [-1, 1] data of its shape if the data is
   not on this machine (step times do not depend on the values)."""
   try:
-    return next(data.make_train_iterator(config))['x'], None
+    return next(data.make_train_iterator(config.data, config.train.batch_size, config.seed))['x'], None
   except Exception as e:  # e.g. TFDS data not prepared
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (data.host_batch_size(config),) + tuple(shape)).astype(np.float32)
+    x = rng.uniform(-1, 1, (data.host_batch_size(config.train.batch_size),) + tuple(shape)).astype(np.float32)
     return x, f'{type(e).__name__}: {str(e)[:200]}'
 
 
@@ -182,19 +182,31 @@ class _Timed:
     return out
 
 
+def loop_steps(config, path, model, devices, **options):
+  """The loop's pmapped steps, built as ``modes/train.py`` builds them: :func:`train.step.make_train_steps` with
+  the loop's wrap :func:`train.step.pmapped` (on ``devices``, state donated); ``options``: the step builder's
+  ``rate_fn``, ``schedule_updates``."""
+  return step_lib.make_train_steps(config.model, config.loss, config.schedule, config.optim, path, model,
+                                   data.data_shape(config.data), wrap=step_lib.pmapped(devices), **options)
+
+
+def loop_inputs(config, path, model, batch, devices):
+  """``(state, base_key, batch)`` as the loop feeds its steps: the initial state and the 'train' key replicated by
+  :func:`train.step.replicate`, the batch sharded and already on ``devices``."""
+  p_state = step_lib.replicate(step_lib.initial_state(config.schedule, config.optim, path, model), devices)
+  base_key = step_lib.replicate(streams.key(config.seed, 'train'), devices)
+  x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, len(devices))['x'])   # on the devices
+  return p_state, base_key, {'x': x}
+
+
 def prepare_loop_step(config, path, model, batch, devices, args, stub=False):
-  """The loop's step as the loop builds it (pmapped on ``devices``, state donated, replicated state, the
-  batch sharded and already on the devices), compiled; with ``stub``, without the schedule machinery (the
-  :func:`zero_rate` estimator and no schedule updates, passed to the step builder)."""
-  n = len(devices)
-  step = (step_lib.make_train_step(config, path, model, rate_fn=zero_rate, schedule_updates=False) if stub
-          else step_lib.make_train_step(config, path, model))
-  p_step = jax.pmap(step, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
-  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
-  base_key = jax_utils.replicate(streams.key(config.seed, 'train'), devices)
-  x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, n)['x'])   # on the devices
-  compiled, lower_s, compile_s = compile_timed(p_step, p_state, {'x': x}, base_key)
-  return _Timed(compiled, p_state, ({'x': x}, base_key), args.steps, True, lower_s, compile_s)
+  """The loop's measuring step (:func:`loop_steps`, :func:`loop_inputs`), compiled; with ``stub``, without the
+  schedule machinery (the :func:`zero_rate` estimator and no schedule updates, passed to the step builder)."""
+  options = dict(rate_fn=zero_rate, schedule_updates=False) if stub else {}
+  p_step = loop_steps(config, path, model, devices, **options)[True]
+  p_state, base_key, x = loop_inputs(config, path, model, batch, devices)
+  compiled, lower_s, compile_s = compile_timed(p_step, p_state, x, base_key)
+  return _Timed(compiled, p_state, (x, base_key), args.steps, True, lower_s, compile_s)
 
 
 def prepare_grouped_step(config, path, model, batch, devices, args):
@@ -202,15 +214,12 @@ def prepare_grouped_step(config, path, model, batch, devices, args):
   the batch) every m-th step, the plain step between (:func:`train.step.make_train_steps`); windows of a
   whole number of m-step cycles, so every window holds the same share of measuring steps."""
   every = config.schedule.measure_every
-  wrap = functools.partial(jax.pmap, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
-  steps = step_lib.make_train_steps(config, path, model, wrap)
-  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
-  base_key = jax_utils.replicate(streams.key(config.seed, 'train'), devices)
-  x = jax.pmap(lambda v: v, devices=devices)(data.shard({'x': batch}, len(devices))['x'])
-  measuring, lower_s, compile_s = compile_timed(steps[True], p_state, {'x': x}, base_key)
-  plain, plain_lower_s, plain_compile_s = compile_timed(steps[False], p_state, {'x': x}, base_key)
+  steps = loop_steps(config, path, model, devices)
+  p_state, base_key, x = loop_inputs(config, path, model, batch, devices)
+  measuring, lower_s, compile_s = compile_timed(steps[True], p_state, x, base_key)
+  plain, plain_lower_s, plain_compile_s = compile_timed(steps[False], p_state, x, base_key)
   window = every * math.ceil(args.steps / every)
-  return _Timed(measuring, p_state, ({'x': x}, base_key), window, True, lower_s + plain_lower_s,
+  return _Timed(measuring, p_state, (x, base_key), window, True, lower_s + plain_lower_s,
                 compile_s + plain_compile_s, plain=plain, every=every)
 
 
@@ -245,7 +254,7 @@ def prepare_bare_step(config, path, model, batch, args):
   step = make_bare_step(config, path, model)
   # create() builds the same optimizer; its scalar counters share one buffer, so copy every leaf (donation).
   state = jax.tree.map(lambda a: jnp.array(a, copy=True),
-                       jax.device_put(step_lib.initial_state(config, path, model), device))
+                       jax.device_put(step_lib.initial_state(config.schedule, config.optim, path, model), device))
   x, key = jax.device_put(batch, device), jax.device_put(streams.key(config.seed, 'train'), device)
   compiled, lower_s, compile_s = compile_timed(step, state, x, key)
   return _Timed(compiled, state, (x, key), args.steps, False, lower_s, compile_s)
@@ -266,7 +275,7 @@ def bench_update(config, path, state, args):
   """The ``lax.cond`` branch (Algorithm 2, steps 3-4) alone, jitted, on device 0's copy of a trained state."""
   state = step_lib.unreplicate(state)
   state = state.replace(cost_sum=jnp.ones_like(state.cost_sum), cost_count=jnp.ones_like(state.cost_count))
-  update = jax.jit(functools.partial(step_lib.update_schedule, config.schedule, path))
+  update = jax.jit(functools.partial(step_lib.online_update, config.schedule, path))
   median, _ = median_time(lambda: update(state), args.repeats, args.warmup)
   return median
 
@@ -275,15 +284,15 @@ def _train_iterator(config):
   """``(batches, note)``: the config's pipeline, or, if its data is not on this machine, the same array
   pipeline over the in-memory 'fake' pool of the same shape (a proxy, named in ``note``)."""
   try:
-    batches = data.make_train_iterator(config)
+    batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
     next(batches)
     return batches, None
   except Exception as e:
     proxy = config.copy_and_resolve_references()
     with proxy.unlocked():
-      proxy.data.dataset, proxy.data.fake_shape = 'fake', tuple(data.data_shape(config))
-    return data.make_train_iterator(proxy), (f'proxy: the fake in-memory pool of the same shape, because '
-                                             f'{type(e).__name__}: {str(e)[:120]}')
+      proxy.data.dataset, proxy.data.fake_shape = 'fake', tuple(data.data_shape(config.data))
+    return data.make_train_iterator(proxy.data, proxy.train.batch_size, proxy.seed), (
+        f'proxy: the fake in-memory pool of the same shape, because {type(e).__name__}: {str(e)[:120]}')
 
 
 def bench_pipeline(config, args, n):
@@ -296,7 +305,7 @@ def bench_pipeline(config, args, n):
     return out['x']
 
   median, _ = median_time(run, args.repeats, 1)
-  return {'examples_per_s': data.host_batch_size(config) * args.pipeline_batches / median,
+  return {'examples_per_s': data.host_batch_size(config.train.batch_size) * args.pipeline_batches / median,
           'batches_per_run': args.pipeline_batches, 'note': note}
 
 
@@ -327,7 +336,7 @@ def bench_cost_estimator(config, path, model, params, batch, args):
   """Per-sample jvp rate vs two-evaluation finite differences, on the training batch at its own levels."""
   loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
                                 config.loss.weighting)
-  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t
+  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels)
   keys = jax.random.split(jax.random.PRNGKey(0), batch.shape[0])
   _, _, x, t, _ = jax.jit(lambda p, x0: loss_fn(p, x0, jnp.asarray(ts, jnp.float32), keys, keys[0], train=False))(
       params, jnp.asarray(batch))
@@ -340,15 +349,15 @@ def bench_cost_estimator(config, path, model, params, batch, args):
   t_plus, t_minus = t + h, t - h
 
   def jvp(params, x, t):
-    return costs.corrector_rate(model.score_fn(params, path), path, x, t)
+    return costs.corrector_rate(model.score(params, path), path, x, t)
 
   def central(params, x, t):
-    score_fn = model.score_fn(params, path)
+    score_fn = model.score(params, path)
     diff = (score_fn(x, t_plus) - score_fn(x, t_minus)) / per_example(t_plus - t_minus, x)
     return path.sigma(t)**2 * jnp.sum(diff**2, axis=tuple(range(1, x.ndim)))
 
   def forward(params, x, t):  # L_c(t + h -> t) / h^2
-    return costs.corrector_cost(model.score_fn(params, path), path, x, t_plus, t) / (t_plus - t)**2
+    return costs.corrector_cost(model.score(params, path), path, x, t_plus, t) / (t_plus - t)**2
 
   out, values = {}, {}
   for name, fn in (('jvp', jvp), ('fd_central', central), ('fd_forward', forward)):
@@ -376,11 +385,11 @@ def bench_sampling(config, path, model, params, shape, args):
 
   @jax.jit
   def scan_sample(params, key, ts, x_init):
-    return samplers.make_sampler(name, path, model.score_fn(params, path), **opts)(key, ts, x_init)
+    return samplers.make_sampler(name, path, model.score(params, path), **opts)(key, ts, x_init)
 
   def jitted(move):
     def one(params, x, t, t_next, key):
-      dynamics = samplers.Dynamics(path, model.score_fn(params, path), float(opts['langevin_snr']),
+      dynamics = samplers.Dynamics(path, model.score(params, path), float(opts['langevin_snr']),
                                int(opts['langevin_steps']))
       return move(dynamics, x, t, t_next, key)
     return jax.jit(one)
@@ -391,7 +400,7 @@ def bench_sampling(config, path, model, params, shape, args):
   key = jax.random.PRNGKey(2)
   out = {'sampler': name, 'batch': batch}
   for k in (int(s) for s in args.sample_steps):
-    ts_np = np.asarray(baselines.make_baseline(config.schedule.init, path, k).t, np.float32)
+    ts_np = np.asarray(baselines.make_baseline(config.schedule.init, path, k), np.float32)
     ts = jnp.asarray(ts_np)
     step_keys = [jax.random.fold_in(key, i) for i in range(k)]
 
@@ -417,12 +426,12 @@ def bench_sampling(config, path, model, params, shape, args):
   return out
 
 
-def _no_dropout_pair(config, path, shape, batch, devices, args) -> dict:
+def _no_dropout_pair(config, path, batch, devices, args) -> dict:
   """The fused learned step and the step without schedule machinery of ``config``'s network with dropout 0."""
   plain = config.copy_and_resolve_references()
   with plain.unlocked():
     plain.model.unet.dropout = 0.0
-  model = model_lib.make_model(plain, path, shape, streams.key(plain.seed, 'init'))
+  model = model_lib.make_model(plain.model, plain.data, path, streams.key(plain.seed, 'init'))
   return {'loop_learn_on_fused_no_dropout': prepare_loop_step(plain, path, model, batch, devices, args),
           'loop_no_schedule_machinery_no_dropout': prepare_loop_step(plain, path, model, batch, devices, args,
                                                                      stub=True)}
@@ -463,8 +472,8 @@ def overhead_spread(timed: dict) -> dict:
 def run(config, args) -> dict:
   """Every figure for one config; ``args`` carries the flags (repeats, steps, ...)."""
   validate(config, None, 'train')
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
   devices = jax.local_devices()[:args.num_devices or None]
   if config.train.batch_size % len(devices):
     raise ValueError(f'config.train.batch_size={config.train.batch_size} is not divisible by {len(devices)} devices')
@@ -483,7 +492,7 @@ def run(config, args) -> dict:
   # The separate rate pass in the main variants, the fused one beside them (where it applies); the config's
   # own choice is recorded, and the targets read the figures of the pass it resolves to.
   choice, measure_every = config.schedule.rate_pass, config.schedule.measure_every
-  default_fused = step_lib.fused_rate(config, model)
+  default_fused = step_lib.fused_rate(config.model, config.schedule, model)
   with config.unlocked():
     config.schedule.rate_pass = 'separate'
     config.schedule.measure_every = 1  # every variant but 'loop_learn_on_grouped' measures on every step
@@ -508,7 +517,7 @@ def run(config, args) -> dict:
   # the same estimator; the separate pass is the one the other variants time.
   with config.unlocked():
     config.schedule.rate_pass = 'auto'
-    if step_lib.fused_rate(config, model) and getattr(args, 'fused', True):
+    if step_lib.fused_rate(config.model, config.schedule, model) and getattr(args, 'fused', True):
       variants['loop_learn_on_fused'] = prepare_loop_step(config, path, model, batch, devices, args)
       if fraction < 1:
         config.schedule.cost_fraction = 1.0
@@ -517,7 +526,7 @@ def run(config, args) -> dict:
     elif getattr(args, 'fused', True) and model_lib.has_dropout(config.model):
       # Dropout keeps the config's own training on the separate pass; the fused pass is timed on the same
       # network without dropout, against that network's step without the machinery (CIFAR-10's preset).
-      variants.update(_no_dropout_pair(config, path, shape, batch, devices, args))
+      variants.update(_no_dropout_pair(config, path, batch, devices, args))
     config.schedule.rate_pass = choice
     config.schedule.measure_every = measure_every
   if measure_every > 1:  # the config's own cadence: the measuring step (its rate pass) every m-th step, plain between

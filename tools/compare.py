@@ -18,7 +18,7 @@ from configs import validate
 from ddm.targets import make_target
 from eval import plots, toy
 from ddm import files
-from modes import report
+from modes import train_report
 from train import checkpoints
 
 flags.DEFINE_list('workdirs', None, 'Run directories to compare.')
@@ -49,7 +49,7 @@ def _load_samples(path) -> np.ndarray:
 
 
 def compare_toy(workdirs, names, out, metrics):
-  histories = {name: files.read_json(files.as_path(w) / report.HISTORY_FILE, report.HISTORY_FIX)
+  histories = {name: files.read_json(files.as_path(w) / train_report.HISTORY_FILE, train_report.HISTORY_FIX)
                for name, w in zip(names, workdirs)}
   plots.plot_histories(out, histories, metrics)
   stored = validate.upgrade(files.read_json(files.as_path(workdirs[0]) / checkpoints.CONFIG_FILE, checkpoints.CONFIG_FIX))

@@ -80,16 +80,16 @@ def measure_spread(config, workdir, levels: int, per_level: int, key):
     params, ts = state.params, np.asarray(state.schedule)
     source = f'checkpoint at step {int(state.step)} of {workdir}'
   else:
-    path, shape = make_path(config.sde), data.data_shape(config)
-    model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
+    path = make_path(config.sde)
+    model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
     params = model.params
-    ts = np.asarray(baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t)
+    ts = np.asarray(baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels))
     source = ('exact score of the toy target' if config.model.exact_score
               else 'initial network (no checkpoint)')
   index = np.unique(np.linspace(0, len(ts) - 1, levels).round().astype(int))
-  pool = jnp.asarray(data.example_pool(config, per_level * len(index)))
+  pool = jnp.asarray(data.example_pool(config.data, config.train.batch_size, config.seed, per_level * len(index)))
   rate_fn = costs.make_rate_fn(config.schedule)
-  score_fn = model.score_fn(params, path)
+  score_fn = model.score(params, path)
 
   @jax.jit
   def kappa(x0, t, key):

@@ -1,7 +1,7 @@
 """One table across evaluations: ``python -m tools.summary --metric=w1 docs/cantor_exact_eval_heun.json ...``.
 
 Prints, in markdown, (1) the metric of every schedule in every column (K, NFE) of every ``eval.json`` given, mean ±
-spread over seeds with the same bold rule as ``eval.md`` (:func:`eval.report.best_cells`), the sample-size floor
+spread over seeds with the same bold rule as ``eval.md`` (:func:`eval.tables.best_cells`), the sample-size floor
 of each file underneath; and (2) for a lower-is-better metric, for each schedule that is not hand-made (learned
 online, the score-optimal fits, the searches) its ratio to the best hand-made schedule of the same column (the
 baselines of ``schedule/baselines.py``): below 1 it wins, above 1 it loses; (3) with ``--best``, one line per
@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from ddm.registry import BASELINES
-from eval.report import best_cells, cell_text
+from eval.tables import best_cells, cell_text
 from schedule import baselines  # noqa: F401  (fills BASELINES)
 from ddm.files import read_json
 

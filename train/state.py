@@ -1,4 +1,5 @@
-"""The train state: one pytree with everything jit, pmap and checkpoints must see (style.md, "Train state")."""
+"""The train state: one pytree with everything jit, pmap and checkpoints must see, so that a step is a pure
+function of it and a checkpoint of it resumes a run exactly."""
 from typing import Any
 
 import flax

@@ -6,6 +6,9 @@ accumulated per level, and an Algorithm 1 update blended with rate gamma once th
 rates come either from the loss's own network pass (fused: a jvp in t at fixed ``x_t`` with the parameters
 *before* the step's update, tangent kept out of the gradient) or from a separate jvp pass with the updated
 parameters (``config.schedule.rate_pass``); both are the same estimator of method.md section 5's rate.
+
+Every builder here takes the config sections it reads (``config.model``, ``config.loss``, ``config.schedule``,
+``config.optim``) and plain values, never the whole config.
 """
 import functools
 import math
@@ -17,17 +20,19 @@ from flax import jax_utils
 
 from ddm import losses
 from schedule import baselines, costs, online, predictor
-from train import data, model as model_lib, state as state_lib
+from train import model as model_lib, state as state_lib
 
 AXIS = 'batch'
 
 
-def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule_updates: bool = True,
-                    measure: bool = True):
+def make_train_step(model_cfg, loss_cfg, schedule_cfg, optim_cfg, path, model: model_lib.Model, data_shape,
+                    rate_fn=None, schedule_updates: bool = True, measure: bool = True):
   """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, to be pmapped over ``AXIS``.
 
-  ``config`` supplies the model, loss, schedule and optim sections. ``rate_fn`` replaces the cost rate of
-  ``config.schedule`` (benchmarks pass one that returns zeros); ``schedule_updates=False`` never updates the
+  ``model_cfg``, ``loss_cfg``, ``schedule_cfg``, ``optim_cfg``: ``config.model``, ``config.loss``,
+  ``config.schedule``, ``config.optim``; ``data_shape``: the per-example shape ``S`` (for the predictor cost's
+  check of the network). ``rate_fn`` replaces the cost rate of ``schedule_cfg`` (benchmarks pass one that
+  returns zeros); ``schedule_updates=False`` never updates the
   schedule (the statistics still accumulate). ``measure=False`` gives the step of the steps between
   measurements (``schedule.measure_every`` > 1, :func:`make_train_steps`): the denoiser update alone, no rate, no
   statistics, no update check; the same metrics (``schedule/nonfinite_rates`` 0).
@@ -42,17 +47,16 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
   A step whose loss, gradients or new parameters are not finite leaves the state as it was (only ``step``
   advances) and reports ``train/nonfinite_steps = 1``.
   """
-  fused = rate_fn is None and fused_rate(config, model)
-  loss_fn = losses.make_loss_fn(model.denoise, path, config.model.precond, config.model.sigma_data,
-                                config.loss.weighting, model.denoise_and_score)
+  fused = rate_fn is None and fused_rate(model_cfg, schedule_cfg, model)
+  loss_fn = losses.make_loss_fn(model.denoise, path, model_cfg.precond, model_cfg.sigma_data,
+                                loss_cfg.weighting, model.denoise_and_score)
   if rate_fn is None:
-    rate_fn = costs.make_rate_fn(config.schedule)
-    if config.schedule.cost == 'predictor':  # second derivatives of the network in x (method.md section 2)
-      predictor.check_model(model, path, data.data_shape(config))
-  schedule_cfg = config.schedule
+    rate_fn = costs.make_rate_fn(schedule_cfg)
+    if schedule_cfg.cost == 'predictor':  # second derivatives of the network in x (method.md section 2)
+      predictor.check_model(model, path, data_shape)
 
-  def objective(params, x0, ts, keys, key_dropout, measure):
-    loss, level, x_t, t, score_dt = loss_fn(params, x0, ts, keys, key_dropout, train=True, measure=measure)
+  def objective(params, x0, ts, keys, key_dropout, num_measured):
+    loss, level, x_t, t, score_dt = loss_fn(params, x0, ts, keys, key_dropout, train=True, num_measured=num_measured)
     return jnp.mean(loss), (level, x_t, t, score_dt)
 
   def train_step(state, batch, base_key):
@@ -66,7 +70,7 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
         state.params, batch['x'], state.schedule, keys, key_dropout, n if fused else 0)
     grads, loss = jax.lax.pmean(grads, AXIS), jax.lax.pmean(loss, AXIS)
     new = state.apply_gradients(grads=grads)
-    new = new.replace(ema_params=state_lib.ema_update(new.ema_params, new.params, config.optim.ema_decay))
+    new = new.replace(ema_params=state_lib.ema_update(new.ema_params, new.params, optim_cfg.ema_decay))
     # A non-finite step is dropped (the same decision on every device: loss and gradients are averaged), so
     # the state, and every checkpoint written from it, stays finite; the loop stops or counts it.
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(new.params))
@@ -83,7 +87,7 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
     if fused:
       rate = costs.corrector_rate_from_derivative(path, t[:n], score_dt)
     else:
-      rate = rate_fn(model.score_fn(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
+      rate = rate_fn(model.score(jax.lax.stop_gradient(state.params), path), path, x_t[:n], t[:n],
                      jax.random.fold_in(key_dropout, 1))
     zeros = jnp.zeros_like(state.cost_sum)
     batch_sum, batch_count = jax.lax.psum(online.accumulate(zeros, zeros, rate, level[:n]), AXIS)
@@ -91,19 +95,20 @@ def make_train_step(config, path, model: model_lib.Model, rate_fn=None, schedule
 
     if schedule_updates:
       ready = online.ready(state.cost_count, state.step - state.last_update, schedule_cfg.min_count, schedule_cfg.update_every)
-      state = jax.lax.cond(ready, functools.partial(update_schedule, schedule_cfg, path), lambda s: s, state)
+      state = jax.lax.cond(ready, functools.partial(online_update, schedule_cfg, path), lambda s: s, state)
     metrics['schedule/nonfinite_rates'] = jax.lax.psum(jnp.sum(~jnp.isfinite(rate)), AXIS)
     return state, metrics
 
   return train_step
 
 
-def fused_rate(config, model: model_lib.Model) -> bool:
-  """Whether the corrector rates come from the loss's own pass (``config.schedule.rate_pass``): 'fused', or
-  'auto' where that is the same estimator as the separate jvp (cost 'corrector', no dropout in training)."""
-  choice = config.schedule.get('rate_pass', 'auto')
-  possible = (config.schedule.cost == 'corrector' and model.denoise_and_score is not None
-              and not model_lib.has_dropout(config.model))
+def fused_rate(model_cfg, schedule_cfg, model: model_lib.Model) -> bool:
+  """Whether the corrector rates come from the loss's own pass (``schedule_cfg.rate_pass``): 'fused', or
+  'auto' where that is the same estimator as the separate jvp (cost 'corrector', no dropout in training:
+  ``model_cfg``)."""
+  choice = schedule_cfg.get('rate_pass', 'auto')
+  possible = (schedule_cfg.cost == 'corrector' and model.denoise_and_score is not None
+              and not model_lib.has_dropout(model_cfg))
   return choice == 'fused' or (choice == 'auto' and possible)
 
 
@@ -126,18 +131,27 @@ def measures(step: int, schedule_cfg) -> bool:
   return step % schedule_cfg.measure_every == 0
 
 
-def make_train_steps(config, path, model: model_lib.Model, wrap=lambda f: f):
-  """``{True: measuring step, False: plain step}``, each passed through ``wrap`` (the runner's ``jax.pmap``);
-  only the measuring one when ``schedule.measure_every`` is 1. The host picks with :func:`measures`: two
+def make_train_steps(model_cfg, loss_cfg, schedule_cfg, optim_cfg, path, model: model_lib.Model, data_shape,
+                     wrap=lambda f: f, **options):
+  """``{True: measuring step, False: plain step}`` of :func:`make_train_step` (its arguments; ``options``: its
+  ``rate_fn``, ``schedule_updates``), each passed through ``wrap`` (the runner's ``jax.pmap``);
+  only the measuring one when ``schedule_cfg.measure_every`` is 1. The host picks with :func:`measures`: two
   compiled programs instead of a ``lax.cond`` in one, which on XLA:CPU ran the fused step 28 times slower
-  (README, Performance)."""
-  steps = {True: wrap(make_train_step(config, path, model))}
-  if config.schedule.measure_every > 1:
-    steps[False] = wrap(make_train_step(config, path, model, measure=False))
+  (docs/performance.md)."""
+  sections = (model_cfg, loss_cfg, schedule_cfg, optim_cfg, path, model, data_shape)
+  steps = {True: wrap(make_train_step(*sections, **options))}
+  if schedule_cfg.measure_every > 1:
+    steps[False] = wrap(make_train_step(*sections, **options, measure=False))
   return steps
 
 
-def update_schedule(schedule_cfg, path, state):
+def pmapped(devices=None):
+  """The loop's ``wrap`` for :func:`make_train_steps`: ``jax.pmap`` over ``AXIS`` on ``devices`` (None: every
+  local device) with the state (argument 0) donated; its state goes in through :func:`replicate`."""
+  return functools.partial(jax.pmap, axis_name=AXIS, donate_argnums=(0,), devices=devices)
+
+
+def online_update(schedule_cfg, path, state):
   """Algorithm 2, steps 3-4; statistics restart for the new points. ``learn=False`` measures only."""
   ts, ok, step_costs = online.update(path, state.schedule, state.cost_sum, state.cost_count, schedule_cfg.gamma,
                                      costs.order(schedule_cfg))
@@ -167,6 +181,8 @@ def unreplicate(tree):
   return jax.tree.map(lambda x: x.addressable_data(0)[0] if isinstance(x, jax.Array) else x[0], tree)
 
 
-def initial_state(config, path, model: model_lib.Model) -> state_lib.TrainState:
-  ts = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels).t
-  return state_lib.create(model.params, ts, config.optim)
+def initial_state(schedule_cfg, optim_cfg, path, model: model_lib.Model) -> state_lib.TrainState:
+  """The state at step 0: ``model``'s parameters, the ``schedule_cfg.num_levels``-step ``schedule_cfg.init``
+  baseline on ``path``, ``optim_cfg``'s optimizer."""
+  ts = baselines.make_baseline(schedule_cfg.init, path, schedule_cfg.num_levels)
+  return state_lib.create(model.params, ts, optim_cfg)

@@ -1,4 +1,5 @@
-"""Schedule searches: ``search(fit_cfg, cost_cfg, eval_cfg, problem, key) -> Result`` (:mod:`.problem`).
+"""Schedule searches: ``search(fit_cfg, cost_cfg, eval_cfg, problem, key, **extra) -> Result`` (:mod:`.problem`;
+``extra``: score_optimal's ``sigma_data``, ddss's loss).
 
 ``config.fit.method`` names one: 'score_optimal' (Algorithm 1, method.md section 4), 'trajectory' (the K-step
 output closest to the model's own many-step ODE solution), 'ays' (Sabour et al. 2024), 'dp_elbo' (Watson et al. 2021, section 8) or 'ddss'

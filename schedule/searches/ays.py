@@ -56,8 +56,8 @@ from absl import logging
 from ddm.paths import per_example
 from ddm.registry import BASELINES
 from schedule import baselines
+from schedule.schedules import Ladders
 from schedule.searches.problem import Problem, Result
-from schedule.store import Ladders
 
 SAMPLER = 'ancestral'  # stochastic DDIM: the solver whose KL to the reverse SDE the bound is (module docstring)
 
@@ -179,7 +179,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     if k % 2 == 0 and k // 2 in ladders:
       init = subdivide(path.ratio(ladders[k // 2]))
     else:
-      init = np.asarray(path.ratio(baselines.make_baseline(cfg.init, path, k, 'config.fit.ays.init').t), np.float64)
+      init = np.asarray(path.ratio(baselines.make_baseline(cfg.init, path, k, 'config.fit.ays.init')), np.float64)
     reports[k] = {}
     ratios, used = local_search(fit_interval, init, int(cfg.candidates), int(cfg.passes), reports[k])
     evaluations += used
@@ -191,7 +191,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
                  time.perf_counter() - start)
   klub = {k: klub_of(check_interval, path.ratio(ts)) for k, ts in ladders.items()}
   klub_init = {k: klub_of(check_interval, r) for k, r in inits.items()}
-  hand_made = {name: {k: klub_of(check_interval, path.ratio(baselines.make_baseline(name, path, k).t))
+  hand_made = {name: {k: klub_of(check_interval, path.ratio(baselines.make_baseline(name, path, k)))
                       for k in ladders} for name in BASELINES.names()}
   evaluations += sum(len(ts) - 1 for ts in ladders.values()) * (2 + len(hand_made))
   ratio = {}

@@ -43,7 +43,7 @@ Loss (lower is better; a function ``loss_fn(x f32[B, *S]) -> scalar``, an argume
   one iteration to the next); with the stratified noise of 1-D targets it is the midpoint rule for the
   exact ``W_2^2`` between the sampler's law and the target, zero for an exact sampler up to quadrature.
 - images: :func:`eval.frechet.kid_loss` (passed in by the runner), the squared MMD under the kernel inception distance's cubic kernel between the
-  batch's features ``eval.classifier.get_feature_fn(config, workdir)`` and those of a fixed data batch from
+  batch's features ``eval.classifier.get_feature_fn(config.data, steps, seed, workdir)`` and those of a fixed data batch from
   ``problem.sample_x0``, as in the paper (which used Inception features) — in its biased, non-negative
   form: KID's unbiased estimate is unbounded below as a function of the samples (see :func:`eval.frechet.kid_loss`).
 """
@@ -58,8 +58,8 @@ import optax
 from ddm import samplers
 from ddm.paths import Path
 from ddm.registry import SAMPLERS
+from schedule.schedules import Ladders
 from schedule.searches.problem import Result
-from schedule.store import Ladders
 
 GGDM = 'ggdm'   # the learned-coefficient step's name in meta['sampler']
 MIN_INCREMENT = 1e-3  # share of the log-ratio range spread evenly over the steps (floors every increment)

@@ -41,7 +41,7 @@ NELBO by the same constant and do not move the DP's choice):
 
 The data are continuous (no dequantisation): the NELBO is a bound on a continuous negative log-density,
 in nats per example (``neg_elbo``) and nats / (d ln 2) (``neg_elbo_bits_per_dim``, without the 8-bit bin
-offset that ``modes.evaluate.likelihood`` adds for dequantised images).
+offset that ``eval.likelihood.data_likelihood`` adds for dequantised images).
 
 The grid has ``N + 1`` times, ``N = config.fit.dp_elbo.grid`` (so that every ``K <= dp_grid`` that the config
 validation allows is a sub-path), uniform in ``u = log(sigma / alpha)`` with ``t = 0`` and ``t = 1`` exact.
@@ -60,8 +60,8 @@ import numpy as np
 
 from ddm import chunked, samplers
 from ddm.paths import Path
+from schedule.schedules import Ladders
 from schedule.searches.problem import Result
-from schedule.store import Ladders
 
 CHUNK_ELEMENTS = 2**18  # denoiser batches hold at least this many numbers (1-D targets: 262144 examples a call)
 

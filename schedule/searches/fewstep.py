@@ -12,7 +12,7 @@
    dynamic programme over the grid (GITS, Chen et al. 2024: the cost of a step is one DDIM/Euler step from the
    teacher's state against the teacher's state at its end; for a multistep solver this is GITS's own
    approximation, measured here as the ``dp`` row).
-3. Gradient refinement (in the spirit of LD3, Tong et al. 2025): the free points are the log noise levels of
+3. Gradient polish (:func:`polish`, in the spirit of LD3, Tong et al. 2025): the free points are the log noise levels of
    ``ts[1..K-1]``, written as the cumulative sum of a softmax of K increments between the two fixed ends, so any
    parameter value is a strictly increasing ladder; Adam (``fit.fewstep.adam_steps`` steps of
    ``fit.fewstep.learning_rate``) descends ``J`` with ``jax.value_and_grad`` through the solver's ``lax.scan``.
@@ -36,10 +36,10 @@ from absl import logging
 from ddm import samplers
 from ddm.registry import BASELINES
 from schedule import baselines
+from schedule.schedules import Ladders
 from schedule.searches import trajectory
 from schedule.searches.dp_elbo import dp_grid, dynamic_programme
 from schedule.searches.problem import Problem, Result
-from schedule.store import Ladders
 
 ODE_SAMPLERS = ('euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'ipndm')   # the probability-flow solvers
 TEACHER = 'heun'
@@ -93,7 +93,7 @@ def make_objective(problem: Problem, sampler: str, solver_order: int, x_init, ta
   return objective
 
 
-def refine(objective, ts, path, iterations: int, learning_rate: float):
+def polish(objective, ts, path, iterations: int, learning_rate: float):
   """Adam on the logits of :func:`ladder_of` from the ladder ``ts``; returns ``(best ts f64[K+1], best J,
   history of J)``. The ends stay fixed and the ladder strictly increasing."""
   ends = log_ratio_ends(path)
@@ -151,7 +151,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
 
   ladders, starts, dp_ladders, kept = {}, {}, {}, {}
   for k in ks:
-    candidates = {name: np.asarray(baselines.make_baseline(name, path, k, 'baseline').t, np.float64)
+    candidates = {name: np.asarray(baselines.make_baseline(name, path, k, 'baseline'), np.float64)
                   for name in BASELINES.names()}
     if k <= n:
       dp_ladders[k] = candidates['dp'] = grid[np.asarray(dp_paths(k))]
@@ -159,7 +159,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     finite = {name: v for name, v in scores.items() if np.isfinite(v)}
     first = min(finite, key=finite.get) if finite else 'log_linear'
     evaluations += k * len(candidates)
-    ts, value, history = (refine(fit_objective, candidates[first], path, cfg.adam_steps, cfg.learning_rate)
+    ts, value, history = (polish(fit_objective, candidates[first], path, cfg.adam_steps, cfg.learning_rate)
                           if k > 1 else (candidates[first], scores[first], [scores[first]]))
     evaluations += k * (len(history) - 1) if k > 1 else 0
     ladders[k], starts[k] = ts, (first, candidates[first])
@@ -179,7 +179,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     if kept[k] == 'start':
       ladders[k], found[k] = starts[k][1], started[k]['objective']
   dp = {k: score(ts) for k, ts in dp_ladders.items()}
-  hand_made = {name: {k: score(baselines.make_baseline(name, path, k, 'baseline').t) for k in ks}
+  hand_made = {name: {k: score(baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
                for name in BASELINES.names()}
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
   meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, dp=dp, baselines=hand_made,

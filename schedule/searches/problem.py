@@ -30,8 +30,8 @@ class Problem(NamedTuple):
 
 
 class Result(NamedTuple):
-  """A search's answer: a schedule (``steps(K)``, ``has(K)``: a length function, any K, or
-  :class:`schedule.store.Ladders`, the searched K only) and what the search reports about itself."""
+  """A search's answer: a schedule (``steps(K)``, ``has(K)``: a :class:`schedule.schedules.LengthFunction`, any K,
+  or :class:`schedule.schedules.Ladders`, the searched K only) and what the search reports about itself."""
   schedule: Any
   meta: dict = {}
 

@@ -12,7 +12,8 @@ numbers):
 - ``schedule.cost = 'predictor'``: the step's local error by step-doubling, ``E||F(x) - F_fine(x)||^2 /
   (sigma(t)^2 + sigma_data^2)``: one step of ``config.eval.sampler`` (its last step into the data end) against
   the same start points carried by ``fit.refine_substeps`` steps of the same sampler uniform in ``log sigma``,
-  relative to the spread of ``p_t`` (``SIGMA_DATA``, EDM's 0.5: absolute at the data end, relative at high noise).
+  relative to the spread of ``p_t`` (``sigma_data``: ``config.model.sigma_data``, EDM's 0.5 in every committed run;
+  absolute at the data end, relative at high noise): :func:`step_doubling_error`.
 
 Equal costs are found by shooting rather than by iterating Algorithm 1 (measured: the fixed-point iteration of
 Algorithm 1 on these costs does not settle within 8 damped passes where a long step costs almost nothing, e.g.
@@ -34,35 +35,42 @@ from schedule import costs
 from schedule.searches.problem import Problem
 from schedule.searches.trajectory import ode_sampler
 
-SIGMA_DATA = 0.5
 CANDIDATES = 32
 BISECTIONS = 24
 TOLERANCE = 0.003   # the bisection stops when the last step's cost is this close to the others'
 
 
-def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, substeps: int, key):
+def step_doubling_error(sampler, dynamics, path, x, t_next, t, last: bool, substeps: int, key, sigma_data: float):
+  """The local error of one step ``t_next -> t`` of ``sampler`` by step-doubling (module docstring):
+  ``E||F(x) - F_fine(x)||^2 / (sigma(t)^2 + sigma_data^2)`` over the draws ``x: f32[n, *S]`` of ``p_{t_next}``,
+  with ``F_fine`` ``substeps`` steps of the same sampler uniform in ``log sigma`` (``last``: the step into the
+  data end, the sampler's last step). ``sigma_data`` is ``config.model.sigma_data``. Returns a scalar."""
+  into = sampler.last if last else sampler.step
+  one = into(dynamics, x, t_next, t, key)
+  u = jnp.linspace(jnp.log(path.ratio(t_next)), jnp.log(path.ratio(t)), substeps + 1)
+  fine = path.t_of_ratio(jnp.exp(u)).at[0].set(t_next).at[-1].set(t)
+  ref = jax.lax.fori_loop(0, substeps - 1, lambda k, y: sampler.step(dynamics, y, fine[k], fine[k + 1], key), x)
+  ref = into(dynamics, ref, fine[-2], t, key)
+  return jnp.mean(jnp.sum((one - ref).reshape(x.shape[0], -1)**2, axis=1)) / (path.sigma(t)**2 + sigma_data**2)
+
+
+def make_step_cost(problem: Problem, cost: str, eval_cfg, num_samples: int, substeps: int, key, sigma_data: float):
   """``step_cost(t_next: float, t: f[G], last: bool) -> f64[G]``: the finite cost of the step ``t_next -> t``
-  for each candidate ``t`` (module docstring); draws of ``p_{t_next}`` from ``key`` (the same for every call)."""
+  for each candidate ``t`` (module docstring); draws of ``p_{t_next}`` from ``key`` (the same for every call).
+  ``sigma_data`` (``config.model.sigma_data``) scales the predictor's :func:`step_doubling_error`."""
   path, score_fn = problem.path, problem.score_fn
   chosen, dynamics, step_key = ode_sampler(problem, eval_cfg)
+  sigma_data = float(sigma_data)
 
   def corrector(x, t_next, t):
     return jnp.mean(costs.corrector_cost(score_fn, path, x, t_next, t))
-
-  def local_error(x, t_next, t, last):
-    into = chosen.last if last else chosen.step
-    one = into(dynamics, x, t_next, t, step_key)
-    u = jnp.linspace(jnp.log(path.ratio(t_next)), jnp.log(path.ratio(t)), substeps + 1)
-    fine = path.t_of_ratio(jnp.exp(u)).at[0].set(t_next).at[-1].set(t)
-    ref = jax.lax.fori_loop(0, substeps - 1, lambda k, y: chosen.step(dynamics, y, fine[k], fine[k + 1], step_key), x)
-    ref = into(dynamics, ref, fine[-2], t, step_key)
-    return jnp.mean(jnp.sum((one - ref).reshape(x.shape[0], -1)**2, axis=1)) / (path.sigma(t)**2 + SIGMA_DATA**2)
 
   @functools.partial(jax.jit, static_argnums=2)
   def on_candidates(t_next, ts, last):
     x = problem.sample_pt(key, jnp.full((int(num_samples),), t_next, jnp.float32))
     if cost == 'predictor':
-      return jax.vmap(lambda t: local_error(x, t_next, t, last))(ts)
+      return jax.vmap(lambda t: step_doubling_error(chosen, dynamics, path, x, t_next, t, last, substeps, step_key,
+                                                    sigma_data))(ts)
     return jax.vmap(lambda t: corrector(x, t_next, t))(ts)
 
   # score evaluations per candidate: two for L_c; one step and the reference's substeps of the sampler for L_p
@@ -121,7 +129,7 @@ def shoot(step_cost, path, num_steps: int, level: float):
   return ladder, float(step_cost(ladder[1], [0.0], last=True)[0])
 
 
-def refine(step_cost, path, start_ts, start_costs=None):
+def equalise_finite_costs(step_cost, path, start_ts, start_costs=None):
   """The ``len(start_ts) - 1``-step ladder of equal finite step costs (module docstring): ``(ts f64[K+1],
   costs f64[K])``. ``start_ts`` (the score-optimal ladder) brackets the cost level; ``start_costs``, its step
   costs when the caller has them already."""

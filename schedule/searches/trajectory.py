@@ -33,9 +33,9 @@ from scipy import optimize
 from ddm import samplers
 from ddm.registry import BASELINES, SAMPLERS
 from schedule import baselines
+from schedule.schedules import Ladders
 from schedule.searches.dp_elbo import dp_grid, dynamic_programme
 from schedule.searches.problem import Problem, Result
-from schedule.store import Ladders
 
 
 def fine_ladder(grid, substeps: int) -> np.ndarray:
@@ -220,7 +220,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   target = teacher(solver, x_check, fine, substeps)[0]
   evaluations += nfe(len(fine) - 1)
   found = {k: objective(solver, ladders[k], x_check, target) for k in ks}
-  hand_made = {name: {k: objective(solver, baselines.make_baseline(name, path, k, 'baseline').t, x_check, target)
+  hand_made = {name: {k: objective(solver, baselines.make_baseline(name, path, k, 'baseline'), x_check, target)
                       for k in ks} for name in BASELINES.names()}
   fewer = {k: next((j for j in ks if j < k and found[j] < found[k]), None) for k in ks}
   meta = dict(objective=found, baselines=hand_made, dp_objective=dp_objective, fewer_steps_closer=fewer,

@@ -241,12 +241,14 @@ def test_heun_with_the_score_optimal_ladder_at_five_steps():
   # step into the data end; the sample-size floor at this n is about 0.007.
   from configs import toy1d
   from eval import toy
-  from modes import fit_schedule as run
+  from schedule.searches import problem, score_optimal
   config = toy1d.get_config()
   config.data.target = 'bimodal'
   config.fit.update(grid=256, num_samples=256, ladder_steps=5)
   path, target = paths.make_path(config.sde), targets.make_target(config.data)
-  ts, _ = run.fit_exact(config, path, target, jax.random.PRNGKey(0))
+  lam = score_optimal.search(config.fit, config.schedule, config.eval, problem.exact(target, path),
+                             jax.random.PRNGKey(0), sigma_data=config.model.sigma_data).schedule
+  ts = lam.steps(config.fit.ladder_steps)
   x1 = samplers.prior_sample(path, jax.random.PRNGKey(1), (20_000, 1))
   x = jax.jit(samplers.make_sampler('heun', path, target.score_fn(path)))(jax.random.PRNGKey(2), ts, x1)
   assert toy.wasserstein1(target, np.asarray(x)) < 0.12

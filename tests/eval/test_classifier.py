@@ -19,10 +19,15 @@ def _digits_config(steps=STEPS):
   return config
 
 
+def _feature_fn(config, workdir):
+  """The classifier's features as the runners ask for them (its data section, steps and seed)."""
+  return classifier.get_feature_fn(config.data, config.eval.classifier_steps, config.seed, workdir)
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
-  features, info = classifier.get_feature_fn(_digits_config(), workdir)
+  features, info = _feature_fn(_digits_config(), workdir)
   return workdir, features, info
 
 
@@ -31,7 +36,7 @@ def test_digits_accuracy_and_features(trained):
   assert info['cached'] is False and info['dataset'] == 'digits' and info['steps'] == STEPS
   assert info['test_accuracy'] > 0.9, info
   assert info['feature_dim'] == classifier.FEATURE_DIM == 128
-  x_train, _, x_test, _ = classifier.load_labelled(_digits_config())
+  x_train, _, x_test, _ = classifier.load_labelled(_digits_config().data)
   assert x_train.min() == -1.0 and x_train.max() == 1.0 and len(x_train) + len(x_test) == 1797
   f = np.asarray(features(x_test[:37]))
   assert f.shape == (37, 128) and f.dtype == np.float32 and np.all(np.isfinite(f))
@@ -45,16 +50,16 @@ def test_digits_accuracy_and_features(trained):
 
 
 def test_the_eval_table_states_the_classifiers_held_out_accuracy(trained):
-  from eval import report
-  from modes import evaluate as eval_run
+  from eval import metrics, tables
   workdir, _, info = trained
-  metric, _, net = eval_run.image_features(_digits_config(), workdir)   # the cached classifier of the run
+  config = _digits_config()
+  metric, _, net = metrics.image_features(config.eval, config.data, config.seed, workdir)   # the run's cached one
   assert metric == 'fd_classifier' and net['network'] == 'classifier'
   assert net['test_accuracy'] == info['test_accuracy'] and net['num_test'] == 359 and net['num_train'] == 1438
   record = {'results': {'cosine': {'5': {'fd_classifier': 3.0, 'fd_classifier_std': 0.5, 'nfe': 9}}},
             'columns': [{'num_steps': 5, 'nfe': 9}], 'metrics': {'fd_classifier': 'min'}, 'num_samples': 64,
             'seeds': 3, 'step': 100, 'sampler': 'heun', 'feature_network': net}
-  text = report.markdown_report(record)
+  text = tables.markdown_report(record)
   assert f'classifies {100 * info["test_accuracy"]:.1f}% of the 359 held-out images' in text, text
   assert f'{STEPS} steps on 1438 digits training images' in text
 
@@ -71,12 +76,12 @@ def test_cache_reused_and_invalidated(trained, monkeypatch):
   calls = []
   real_train = classifier.train_classifier
   monkeypatch.setattr(classifier, 'train_classifier', lambda *a, **k: calls.append(a[-1]) or real_train(*a, **k))
-  again, info2 = classifier.get_feature_fn(_digits_config(), workdir)
+  again, info2 = _feature_fn(_digits_config(), workdir)
   assert calls == [] and info2['cached'] is True and info2['test_accuracy'] == info['test_accuracy']
-  x = classifier.load_labelled(_digits_config())[2][:16]
+  x = classifier.load_labelled(_digits_config().data)[2][:16]
   np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(features(x)))
 
-  _, info3 = classifier.get_feature_fn(_digits_config(steps=20), workdir)   # changed steps: retrain
+  _, info3 = _feature_fn(_digits_config(steps=20), workdir)   # changed steps: retrain
   assert calls == [20] and info3['cached'] is False and info3['steps'] == 20
   with open(os.path.join(folder, classifier.INFO_FILE)) as f:
     assert json.load(f)['steps'] == 20
@@ -84,7 +89,7 @@ def test_cache_reused_and_invalidated(trained, monkeypatch):
   mnist = base.get_config()                                                   # changed dataset: retrain
   mnist.data.dataset, mnist.eval.classifier_steps = 'mnist', 20
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-    mnist_features, info4 = classifier.get_feature_fn(mnist, workdir)
+    mnist_features, info4 = _feature_fn(mnist, workdir)
   assert calls == [20, 20] and info4['cached'] is False and info4['dataset'] == 'mnist'
   assert info4['image_shape'] == [28, 28, 1] and info4['num_test'] == 20
   assert np.asarray(mnist_features(np.zeros((3, 28, 28, 1), np.float32))).shape == (3, 128)
@@ -95,5 +100,5 @@ def test_unlabelled_dataset_is_a_clear_error(name, tmp_path):
   config = base.get_config()
   config.data.dataset = name
   with pytest.raises(ValueError, match=rf"config.data.dataset='{name}'.*allowed: digits, mnist, mnist5k, cifar10"):
-    classifier.get_feature_fn(config, str(tmp_path))
+    _feature_fn(config, str(tmp_path))
   assert not os.listdir(tmp_path)

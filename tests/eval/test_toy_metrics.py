@@ -8,7 +8,7 @@ import pytest
 
 from configs import toy1d
 from ddm import paths, targets
-from eval import report, toy
+from eval import tables, toy
 from modes import evaluate as eval_run, sample as sample_mode, workdir as workdir_lib
 from modes import fit_schedule as fit_run
 from modes import train as train_mode
@@ -121,20 +121,20 @@ def test_non_finite_samples_make_non_finite_metrics_never_the_best(bad_share):
   x[:int(bad_share * len(x))] = np.nan
   m = toy.metrics(BIMODAL, x)
   assert all(np.isnan(m[k]) for k in ('log_likelihood', 'kl', 'w1')) and m['nonfinite_fraction'] == bad_share
-  row = report.summarise([toy.metrics(BIMODAL, _true_samples(4000, 1)), m])     # one bad seed of two
+  row = tables.summarise([toy.metrics(BIMODAL, _true_samples(4000, 1)), m])     # one bad seed of two
   assert np.isnan(row['w1']) and row['nonfinite_fraction'] == bad_share / 2
-  table = report.markdown_report(_record({'nan': (float('nan'), float('nan'), bad_share),
+  table = tables.markdown_report(_record({'nan': (float('nan'), float('nan'), bad_share),
                                             'good': (0.3, 0.01, 0.0), 'worse': (0.5, 0.01, 0.0)}))
   assert f'| nan | diverged ({bad_share:.0%} non-finite) |' in table
   assert '| good | **0.3 ± 0.01** |' in table                                # the finite best, not the NaN row
 
 
 def test_bold_only_when_better_than_the_runner_up_by_more_than_the_spread():
-  close = report.markdown_report(_record({'a': (0.30, 0.02, 0.0), 'b': (0.33, 0.02, 0.0)}))
+  close = tables.markdown_report(_record({'a': (0.30, 0.02, 0.0), 'b': (0.33, 0.02, 0.0)}))
   assert '**' not in close                                                    # 0.03 apart, spreads add to 0.04
-  clear = report.markdown_report(_record({'a': (0.30, 0.01, 0.0), 'b': (0.33, 0.01, 0.0)}))
+  clear = tables.markdown_report(_record({'a': (0.30, 0.01, 0.0), 'b': (0.33, 0.01, 0.0)}))
   assert '| a | **0.3 ± 0.01** |' in clear and '| b | 0.33 ± 0.01 |' in clear
-  assert report.best_cells({'a': (0.3, 0.0)}, 'min') is None                # nothing to beat
+  assert tables.best_cells({'a': (0.3, 0.0)}, 'min') is None                # nothing to beat
 
 
 @pytest.mark.parametrize('change, message', [

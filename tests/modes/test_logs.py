@@ -15,7 +15,7 @@ def test_library_info_is_dropped_below_verbosity_one():
   assert not quiet.filter(_record('/site-packages/orbax/checkpoint/checkpoint_manager.py'))
   assert not quiet.filter(_record('/site-packages/tensorflow_datasets/core/dataset_info.py'))
   assert quiet.filter(_record('/site-packages/orbax/checkpoint/x.py', py_logging.WARNING))
-  assert quiet.filter(_record('/work/main/modes/report.py'))
+  assert quiet.filter(_record('/work/main/modes/train_report.py'))
   assert logs.QuietLibraries(verbosity=1).filter(_record('/site-packages/orbax/checkpoint/x.py'))
 
 

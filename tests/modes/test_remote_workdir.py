@@ -12,9 +12,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from ddm import files
 from eval import plots
-from modes import evaluate as eval_run, fit_schedule as fit_run, logs, report, sample as sample_run
+from modes import evaluate as eval_run, fit_schedule as fit_run, logs, sample as sample_run, train_report
 from modes import train as train_mode
-from schedule import fit, store
+from schedule import schedules, store
 from train import checkpoints, lock
 from train.writers import MetricWriter
 from tests.configs import smoke
@@ -73,14 +73,14 @@ def test_a_gs_workdir_gets_every_file_of_a_run(bucket, tmp_path):
   files.write_json({'a': 1.5}, workdir / 'x.json')
   assert files.read_json(workdir / 'x.json') == {'a': 1.5}
   assert not [p for p in workdir.iterdir() if '.tmp' in p.name]
-  (workdir / report.HISTORY_FILE).write_text('[{"step": 1')
+  (workdir / train_report.HISTORY_FILE).write_text('[{"step": 1')
   with pytest.raises(ValueError, match=r'gs://bucket/run/eval_history.json is damaged'):
-    report.check_files(workdir)
+    train_report.check_files(workdir)
   # stored schedules by name
-  lam = fit.LengthFunction(np.linspace(0, 1, 9), np.linspace(0, 2, 9) ** 2)
-  store.save(workdir, 'mine', lam, 'score_optimal', 'corrector')
+  lam = schedules.LengthFunction(np.linspace(0, 1, 9), np.linspace(0, 2, 9) ** 2)
+  schedules.save(workdir, 'mine', lam, 'score_optimal', 'corrector')
   assert store.names(workdir) == ['mine']
-  assert store.load(workdir, 'mine').steps(4) == pytest.approx(lam.steps(4))
+  assert schedules.stored(workdir, 'mine').steps(4) == pytest.approx(lam.steps(4))
   # plots, written and read back
   plots.plot_ladders(workdir / 'schedule.png', {'a': [80.0, 1.0, 0.01]}, 'a')
   plots.save_image_grid(workdir / 'samples' / '10.png', np.zeros((4, 8, 8, 1)))

@@ -54,7 +54,7 @@ def test_the_search_lowers_the_klub_below_its_start_and_every_hand_made_ladder(t
     ours = ays.klub_of(fresh, path.ratio(ts))
     assert result.meta['klub'][k] < result.meta['klub_init'][k]
     for name in BASELINES.names():
-      theirs = ays.klub_of(fresh, path.ratio(baselines.make_baseline(name, path, k).t))
+      theirs = ays.klub_of(fresh, path.ratio(baselines.make_baseline(name, path, k)))
       assert ours < theirs, (target, k, name, ours, theirs)
       assert result.meta['klub'][k] < result.meta['baselines'][name][k]
 
@@ -110,11 +110,11 @@ def test_bad_settings_are_named(overrides, message):
 
 def test_fit_schedule_stores_the_ays_ladders(tmp_path):
   from modes import fit_schedule as run
-  from schedule import store
+  from schedule import schedules
   config = toy1d.get_config('smoke')
   config.data.target, config.fit.method, config.fit.ladder_steps = 'bimodal', 'ays', 4
   config.fit.ays.update(step_counts=(2, 4), num_samples=64, passes=1, candidates=4)
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'ays' and record['name'] == 'ays' and record['num_steps'] == 4
   assert record['klub'][4] < record['klub_init'][4]
-  assert store.load(str(tmp_path), 'ays').has(2)
+  assert schedules.stored(str(tmp_path), 'ays').has(2)

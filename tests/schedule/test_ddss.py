@@ -12,7 +12,7 @@ from configs import digits, toy1d
 from ddm import samplers
 from ddm.paths import make_path, ve_path, vp_path
 from modes import fit_schedule as run
-from schedule import store
+from schedule import schedules
 from schedule.searches import ddss, problem as problem_lib
 
 
@@ -101,7 +101,7 @@ def test_ddss_decreases_the_loss_and_keeps_a_valid_schedule(target, learn_coeffi
   path = make_path(config.sde)
   problem = run.exact_problem(config, path)
   result = ddss.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
-  assert isinstance(result.schedule, store.Ladders) and sorted(result.schedule.ladders) == [5]
+  assert isinstance(result.schedule, schedules.Ladders) and sorted(result.schedule.ladders) == [5]
   ts = result.schedule.ladders[5]
   assert ts.shape == (6,) and ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
   history = result.meta['loss_history'][5]
@@ -159,7 +159,7 @@ def test_default_image_loss_uses_the_classifier_features(monkeypatch):
   calls = []
   weights = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
 
-  def get_feature_fn(config, workdir):
+  def get_feature_fn(data_cfg, steps, seed, workdir):
     calls.append(workdir)
     return (lambda x: x.reshape(x.shape[0], -1) @ weights), {'stand_in': True}
 
@@ -193,13 +193,12 @@ def test_trained_toy_checkpoint_keeps_the_exact_w2_loss():
 
 
 def test_fit_schedule_with_ddss_stores_its_ladders(tmp_path):
-  from schedule import store
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
   config.fit.method = 'ddss'
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'ddss' and record['num_steps'] == 5          # the one K searched (smoke: 5)
-  stored = store.load(str(tmp_path), 'ddss')
+  stored = schedules.stored(str(tmp_path), 'ddss')
   assert stored.has(5) and not stored.has(10)
   saved = json.load(open(tmp_path / 'schedules' / 'ddss.json'))
   assert len(saved['loss_history']['5']) == 6 and saved['network_evaluations'] > 0

@@ -174,15 +174,15 @@ def test_large_k_approaches_the_true_negative_log_likelihood(target):
 
 
 def test_fit_schedule_with_dp_elbo_stores_ladders(tmp_path):
-  from schedule import store
+  from schedule import schedules
   config = toy1d.get_config('smoke')
   config.data.target = 'bimodal'
   config.fit.update(method='dp_elbo', ladder_steps=8)
   config.fit.dp_elbo.grid = 32
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'dp_elbo' and record['name'] == 'dp_elbo' and len(record['t']) == 9
-  stored = store.load(str(tmp_path), 'dp_elbo')
-  assert isinstance(stored, store.Ladders) and stored.has(5) and stored.has(10) and stored.has(8)
+  stored = schedules.stored(str(tmp_path), 'dp_elbo')
+  assert isinstance(stored, schedules.Ladders) and stored.has(5) and stored.has(10) and stored.has(8)
   assert len(stored.steps(10)) == 11 and not stored.has(11)
   saved = json.load(open(tmp_path / 'schedules' / 'dp_elbo.json'))
   assert set(saved['neg_elbo']) >= {'5', '8', '10'} and saved['network_evaluations'] == 33 * 32

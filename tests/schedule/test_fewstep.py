@@ -67,7 +67,7 @@ def test_refinement_finds_the_brute_force_ladder(k):
 
   values = np.asarray(jax.vmap(objective)(jnp.stack([ts_of(p) for p in points])))
   brute = float(np.min(values))
-  ts, value, _ = fewstep.refine(objective, np.asarray(baselines.log_linear(PATH, k)), PATH, 300, 0.05)
+  ts, value, _ = fewstep.polish(objective, np.asarray(baselines.log_linear(PATH, k)), PATH, 300, 0.05)
   assert value <= brute * 1.01, (value, brute)
   found = np.log(np.asarray(PATH.ratio(jnp.asarray(ts[1:-1], jnp.float32))))
   best = np.asarray(points[int(np.argmin(values))])

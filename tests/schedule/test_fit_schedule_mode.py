@@ -8,7 +8,7 @@ import pytest
 
 from configs import toy1d
 from modes import fit_schedule as run
-from schedule import store
+from schedule import schedules
 from tests.configs import smoke
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +23,7 @@ def test_fit_schedule_writes_record_and_plots(tmp_path):
                          'method', 'name', 'time_s', 'rate_evaluations'}
   assert record['method'] == 'score_optimal' and record['name'] == 'corrector'
   assert record['time_s'] > 0 and record['rate_evaluations'] == 3 * 128 * 32  # passes x grid x samples (smoke)
-  stored = store.load(str(tmp_path), 'corrector')  # usable by name in config.eval.schedules
+  stored = schedules.stored(str(tmp_path), 'corrector')  # usable by name in config.eval.schedules
   assert stored.steps(16) == pytest.approx(record['t'], abs=1e-6) and len(stored.steps(7)) == 8
   t, costs, num_steps = record['t'], record['incremental_costs'], record['num_steps']
   assert num_steps == 16 and len(t) == len(record['sigma']) == 17 and len(costs) == 16

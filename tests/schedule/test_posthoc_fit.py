@@ -9,9 +9,10 @@ import pytest
 
 from configs import toy1d
 from ddm.paths import make_path
+from eval import sampling
 from modes import fit_schedule as run
 from schedule.searches import score_optimal
-from schedule import store
+from schedule import schedules
 from tests.schedule.test_predictor_cost import _model
 from train import step as step_lib
 from modes import train as train_mode
@@ -31,7 +32,8 @@ def _config(target='bimodal', **overrides):
 
 
 def _sigmas(config, problem, seed=0):
-  lam = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(seed)).schedule
+  lam = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(seed),
+                             sigma_data=config.model.sigma_data).schedule
   return np.asarray(problem.path.sigma(lam.steps(config.fit.ladder_steps)))
 
 
@@ -46,7 +48,7 @@ def test_model_samples_of_the_exact_score_reproduce_the_exact_ladder(target):
   path = make_path(config.sde)
   exact = run.exact_problem(config, path)
   reference = _sigmas(config, exact)
-  from_model = _sigmas(config, run.with_model_samples(config, exact, jax.random.PRNGKey(3)))
+  from_model = _sigmas(config, sampling.with_model_samples(config.eval, exact, jax.random.PRNGKey(3)))
   assert _relative(from_model, reference).max() < 0.02
 
 
@@ -118,7 +120,7 @@ def test_fit_schedule_mode_on_a_checkpoint_with_model_samples(trained):
   record = json.load(open(f'{trained}/fits/predictor.json'))
   assert record['name'] == 'predictor' and record['cost'] == 'predictor' and record['num_steps'] == 7
   assert len(record['t']) == 8 and all(a < b for a, b in zip(record['t'], record['t'][1:]))
-  assert len(store.load(trained, 'predictor').steps(20)) == 21
+  assert len(schedules.stored(trained, 'predictor').steps(20)) == 21
   for name in ('predictor_schedule.png', 'predictor_costs.png'):
     assert os.path.getsize(os.path.join(trained, 'fits', name)) > 1000
 
@@ -128,13 +130,15 @@ def test_predictor_cost_refuses_a_network_that_is_not_twice_differentiable(tmp_p
   path = make_path(config.sde)
   relu = _model('relu', dim=1)
   exact = run.exact_problem(config, path)
-  problem = exact._replace(score_fn=relu.score_fn(relu.params, path), target=None, model=relu)
+  problem = exact._replace(score_fn=relu.score(relu.params, path), target=None, model=relu)
   message = r"config.schedule.cost='predictor' needs a score that is twice differentiable"
   with pytest.raises(ValueError, match=message):
-    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0), sigma_data=0.5)
   with pytest.raises(ValueError, match=message):  # a custom score without a model is probed directly
-    score_optimal.search(config.fit, config.schedule, config.eval, problem._replace(model=None), jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem._replace(model=None), jax.random.PRNGKey(0),
+                         sigma_data=0.5)
+  sections = (config.model, config.loss, config.schedule, config.optim, path, relu, (1,))
   with pytest.raises(ValueError, match=message):  # online: the train step is refused before tracing
-    step_lib.make_train_step(config, path, relu)
+    step_lib.make_train_step(*sections)
   config.schedule.cost = 'corrector'
-  step_lib.make_train_step(config, path, relu)  # the corrector cost needs first derivatives only
+  step_lib.make_train_step(*sections)  # the corrector cost needs first derivatives only

@@ -87,7 +87,7 @@ def test_rate_on_grid_averages_before_the_power(name):
       limit = _grid_cost(g, name, t, t - eps, n=400_001)[0] / eps**(2 * p)
       sample_pt = lambda key, tt: g.sample_pt(key, PATH, tt)
       rate_fn = costs.make_rate_fn(ml_collections.ConfigDict(dict(
-          cost='predictor', predictor=name, hutchinson_probes=1, cost_batch_size=4096)))
+          cost='predictor', cost_solver=name, hutchinson_probes=1, cost_batch_size=4096)))
       # kappa is heavy-tailed at t = 0.35 (max / mean ~ 2e4 in the tails of p_t): 16,384 draws came out 33% low.
       rate = costs.rate_on_grid(rate_fn, score, PATH, sample_pt, jnp.array([t]), jax.random.PRNGKey(7), 65536, p)
       assert float(rate[0])**p == pytest.approx(limit, rel=0.12)
@@ -187,7 +187,7 @@ def test_host_rate_on_grid_is_the_in_graph_rate(batch, monkeypatch):
   checks, check = [], costs.check_chunk_memory
   monkeypatch.setattr(costs, 'check_chunk_memory', lambda compiled, b, *a: checks.append(b) or check(compiled, b, *a))
   g = targets.gaussian_mixture(*MIXTURE)
-  sch = ml_collections.ConfigDict(dict(cost='predictor', predictor='euler', hutchinson_probes=1, cost_batch_size=batch))
+  sch = ml_collections.ConfigDict(dict(cost='predictor', cost_solver='euler', hutchinson_probes=1, cost_batch_size=batch))
   rate_fn, score = costs.make_rate_fn(sch), g.score_fn(PATH)
   sample_pt = lambda key, tt: g.sample_pt(key, PATH, tt)
   grid, key = jnp.linspace(0.1, 0.9, 4), jax.random.PRNGKey(3)
@@ -199,9 +199,9 @@ def test_host_rate_on_grid_is_the_in_graph_rate(batch, monkeypatch):
   np.testing.assert_allclose(host, in_graph, rtol=1e-3)
   checks_exact = list(checks)
   net = _model('silu', dim=1)
-  net_score = net.score_fn(net.params, PATH)
+  net_score = net.score(net.params, PATH)
   in_graph = jax.jit(lambda grid: costs.rate_on_grid(rate_fn, net_score, PATH, sample_pt, grid, key, 12, 2))(grid)
-  host = costs.host_rate_on_grid(rate_fn, lambda params: net.score_fn(params, PATH), PATH, sample_pt, 12, 2,
+  host = costs.host_rate_on_grid(rate_fn, lambda params: net.score(params, PATH), PATH, sample_pt, 12, 2,
                                  params=net.params)(grid, key)  # the network's parameters as arguments of the chunk
   np.testing.assert_allclose(host, in_graph, rtol=1e-3)  # third derivatives in f32, two compiled graphs
   corrector = costs.host_rate_on_grid(costs.corrector_rate, score, PATH, sample_pt, 12)(grid, key)
@@ -230,7 +230,8 @@ def test_a_chunk_that_does_not_fit_in_memory_stops_the_fit_before_any_rate(monke
   with pytest.raises(ValueError, match=r'config.schedule.cost_batch_size=16: one chunk of the cost rate needs .* of '
                                        r'temporaries .* but .* are available .* set '
                                        r'config.schedule.cost_batch_size to at most [34]\.'):
-    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
+    score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0),
+                         sigma_data=config.model.sigma_data)
   assert not calls
   with pytest.raises(ValueError, match=r'even one example does not fit'):
     check(types.SimpleNamespace(memory_analysis=lambda: types.SimpleNamespace(

@@ -27,14 +27,15 @@ def _setup(target, cost='corrector', sampler='heun', **fit):
 @pytest.mark.parametrize('sampler', ['euler', 'heun'])
 def test_the_local_error_of_one_step_matches_its_closed_form_on_a_gaussian(sampler):
   config, path, problem = _setup('gaussian', 'predictor', sampler)
-  step_cost = refine.make_step_cost(problem, 'predictor', config.eval, 20000, 64, jax.random.PRNGKey(0))
+  step_cost = refine.make_step_cost(problem, 'predictor', config.eval, 20000, 64, jax.random.PRNGKey(0),
+                                    config.model.sigma_data)
   f = lambda r: r / (C**2 + r**2)                              # dy/dr = y f(r) (EDM variables, VE)
   for r_next, r in [(10.0, 3.0), (2.0, 0.8), (0.5, 0.1)]:
     t_next, t = float(path.t_of_ratio(r_next)), float(path.t_of_ratio(r))
     h = r - r_next
     one = 1 + h * f(r_next) if sampler == 'euler' else 1 + h / 2 * (f(r_next) + f(r) * (1 + h * f(r_next)))
     exact = np.sqrt(C**2 + r**2) / np.sqrt(C**2 + r_next**2)
-    closed = (one - exact)**2 * (C**2 + r_next**2) / (r**2 + refine.SIGMA_DATA**2)
+    closed = (one - exact)**2 * (C**2 + r_next**2) / (r**2 + config.model.sigma_data**2)
     assert step_cost(t_next, [t])[0] == pytest.approx(closed, rel=0.06), (sampler, r_next, r)
 
 
@@ -45,9 +46,11 @@ def test_the_local_error_of_one_step_matches_its_closed_form_on_a_gaussian(sampl
                                                                     marks=pytest.mark.slow)])
 def test_refined_ladders_have_equal_finite_costs_on_fresh_draws(target, cost, samples, ks):
   config, path, problem = _setup(target, cost, 'euler', refine_step_counts=ks, num_samples=samples, grid=256,
-                                 iterations=2, refine_substeps=8)
-  result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
-  fresh = refine.make_step_cost(problem, cost, config.eval, 4 * samples, 8, jax.random.PRNGKey(5))
+                                 grid_passes=2, refine_substeps=8)
+  result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0),
+                                sigma_data=config.model.sigma_data)
+  fresh = refine.make_step_cost(problem, cost, config.eval, 4 * samples, 8, jax.random.PRNGKey(5),
+                                config.model.sigma_data)
   for k in ks:
     ts = result.schedule.steps(k)
     assert len(ts) == k + 1 and ts[0] == 0.0 and ts[-1] == 1.0 and np.all(np.diff(ts) > 0)
@@ -60,8 +63,9 @@ def test_refined_ladders_have_equal_finite_costs_on_fresh_draws(target, cost, sa
     assert costs.max() / costs.min() < 1.1, (k, costs)
     assert result.meta['cost_ratio_after'][k] < 1.05 < result.meta['cost_ratio_before'][k]
   # the same draws as the fit (score_optimal's refinement key): a ladder of equal costs is left where it is
-  same = refine.make_step_cost(problem, cost, config.eval, samples, 8, jax.random.fold_in(jax.random.PRNGKey(0), 0x2EF1E))
-  again, _ = refine.refine(same, path, result.schedule.steps(ks[0]))
+  same = refine.make_step_cost(problem, cost, config.eval, samples, 8, jax.random.fold_in(jax.random.PRNGKey(0), 0x2EF1E),
+                               config.model.sigma_data)
+  again, _ = refine.equalise_finite_costs(same, path, result.schedule.steps(ks[0]))
   np.testing.assert_allclose(np.log(path.ratio(again)), np.log(path.ratio(result.schedule.steps(ks[0]))), atol=0.02)
 
 
@@ -71,7 +75,8 @@ def test_at_large_k_the_refined_ladder_approaches_the_score_optimal_one():
   max relative difference in sigma: 6.6% at K = 200 (the issue hoped for 2%: the O(dt) term of a cost weighted
   at the step's clean end shifts every point by a fraction of its step), and it shrinks with K."""
   config, path, problem = _setup('cantor', refine_step_counts=(50, 200), num_samples=4096)
-  result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0))
+  result = score_optimal.search(config.fit, config.schedule, config.eval, problem, jax.random.PRNGKey(0),
+                                sigma_data=config.model.sigma_data)
   gap = {}
   for k in (50, 200):
     refined, unrefined = result.schedule.steps(k), np.asarray(result.meta['refined_from'][k])
@@ -81,13 +86,13 @@ def test_at_large_k_the_refined_ladder_approaches_the_score_optimal_one():
 
 def test_fit_schedule_stores_the_refined_ladders(tmp_path):
   from modes import fit_schedule as run
-  from schedule import store
+  from schedule import schedules
   config = toy1d.get_config('smoke')
   config.data.target, config.fit.ladder_steps = 'bimodal', 5
   config.fit.update(refine=True, refine_step_counts=(3, 5))
   record = run.fit_schedule(config, str(tmp_path))
   assert record['name'] == 'corrector_refined' and record['num_steps'] == 5
-  stored = store.load(str(tmp_path), 'corrector_refined')
+  stored = schedules.stored(str(tmp_path), 'corrector_refined')
   assert stored.has(3) and stored.has(5) and not stored.has(4)
 
 

@@ -64,7 +64,7 @@ def test_closer_to_the_teacher_than_every_hand_made_ladder_on_fresh_noises(targe
   for k, ts in result.schedule.ladders.items():
     ours = trajectory.objective(solver, ts, x, target_out)
     for name in BASELINES.names():
-      theirs = trajectory.objective(solver, baselines.make_baseline(name, path, k, 'baseline').t, x, target_out)
+      theirs = trajectory.objective(solver, baselines.make_baseline(name, path, k, 'baseline'), x, target_out)
       assert ours < theirs, (target, k, name, ours, theirs)
     assert result.meta['objective'][k] < min(v[k] for v in result.meta['baselines'].values())
 
@@ -132,13 +132,13 @@ def test_a_stochastic_sampler_is_refused():
 
 def test_fit_schedule_stores_the_ladders_for_eval_by_name(tmp_path):
   from modes import fit_schedule as run
-  from schedule import store
+  from schedule import schedules
   config = toy1d.get_config('smoke')
   config.data.target, config.fit.method, config.fit.ladder_steps = 'bimodal', 'trajectory', 6
   config.fit.trajectory.update(step_counts=(3, 6), grid=16, teacher_substeps=4, num_noises=64, passes=1)
   record = run.fit_schedule(config, str(tmp_path))
   assert record['method'] == 'trajectory' and record['name'] == 'trajectory' and record['num_steps'] == 6
-  stored = store.load(str(tmp_path), 'trajectory')
+  stored = schedules.stored(str(tmp_path), 'trajectory')
   assert stored.has(3) and stored.has(6) and not stored.has(5)
   np.testing.assert_allclose(stored.steps(6), record['t'], atol=1e-6)
   with pytest.raises(ValueError, match=r"holds K = 3, 6 only, not K = 5"):

@@ -1,4 +1,4 @@
-"""eval/benchmark.py at toy size, in-process: it runs, and its JSON holds every figure (finite, positive)."""
+"""tools/benchmark.py at toy size, in-process: it runs, and its JSON holds every figure (finite, positive)."""
 import json
 import math
 import types

@@ -22,7 +22,7 @@ def _fake_run(workdir, lengths, scale):
     writer.write_scalars(step, {'schedule/length': length, 'schedule/energy': 2 * length, 'train/loss': 1.0})
   writer.close()
   path = make_path(config.sde)
-  ts = baselines.make_baseline('cosine', path, 16).t
+  ts = baselines.make_baseline('cosine', path, 16)
   files.write_json(store.schedule_record(path, ts, scale * np.ones(16), 'corrector'),
                    os.path.join(workdir, 'schedule.json'))
 

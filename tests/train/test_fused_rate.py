@@ -13,9 +13,9 @@ from train import data, model as model_lib, step as step_lib
 
 
 def _setup(config):
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
-  ts = jnp.asarray(baselines.make_baseline('linear', path, config.schedule.num_levels).t)
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
+  ts = jnp.asarray(baselines.make_baseline('linear', path, config.schedule.num_levels))
   return path, shape, model, ts
 
 
@@ -32,8 +32,9 @@ def test_fused_rates_loss_and_gradients_equal_the_separate_ones(make_config):
   keys = jax.random.split(jax.random.PRNGKey(2), 8)
   n = 3
 
-  def mean_loss(p, measure):
-    loss, level, x_t, t, score_dt = loss_fn(p, x0, ts, keys, jax.random.PRNGKey(3), train=True, measure=measure)
+  def mean_loss(p, num_measured):
+    loss, level, x_t, t, score_dt = loss_fn(p, x0, ts, keys, jax.random.PRNGKey(3), train=True,
+                                            num_measured=num_measured)
     return jnp.mean(loss), (loss, x_t, t, score_dt)
 
   # jitted: op by op, the U-Net's gradient of a jvp took 100 s on the 2-core CPU
@@ -47,7 +48,7 @@ def test_fused_rates_loss_and_gradients_equal_the_separate_ones(make_config):
   for a, b in zip(jax.tree.leaves(grad_f), jax.tree.leaves(grad_s)):   # the tangent is not in the gradient
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
   fused = costs.corrector_rate_from_derivative(path, t[:n], score_dt)
-  separate = jax.jit(lambda p, x, t: costs.corrector_rate(model.score_fn(p, path), path, x, t))(params, x_t[:n], t[:n])
+  separate = jax.jit(lambda p, x, t: costs.corrector_rate(model.score(p, path), path, x, t))(params, x_t[:n], t[:n])
   assert float(jnp.min(separate)) > 0
   np.testing.assert_allclose(fused, separate, rtol=1e-4)   # per example, same keys
 
@@ -56,13 +57,14 @@ def test_the_train_step_measures_with_the_pre_update_parameters():
   config = toy1d.get_config('smoke')
   config.schedule.rate_pass, config.schedule.learn = 'fused', False
   path, shape, model, _ = _setup(config)
-  state = step_lib.initial_state(config, path, model)
+  state = step_lib.initial_state(config.schedule, config.optim, path, model)
   state = state.replace(params=jax.tree.map(lambda p: p + 0.05, state.params))
   batch = {'x': jax.random.normal(jax.random.PRNGKey(4), (config.train.batch_size,) + shape)}
   key = streams.key(config.seed, 'train')
-  fused_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, devices=jax.devices()[:1])
+  sections = (config.model, config.loss, config.schedule, config.optim, path, model, shape)
+  fused_step = jax.pmap(step_lib.make_train_step(*sections), axis_name=step_lib.AXIS, devices=jax.devices()[:1])
   config.schedule.rate_pass = 'separate'
-  separate_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, devices=jax.devices()[:1])
+  separate_step = jax.pmap(step_lib.make_train_step(*sections), axis_name=step_lib.AXIS, devices=jax.devices()[:1])
   rep = lambda tree: jax.tree.map(lambda v: jnp.asarray(v)[None], tree)
   state, _ = separate_step(rep(state), rep(batch), rep(key))  # the first step's learning rate is 0 (warm-up)
   state = state.replace(cost_sum=jnp.zeros_like(state.cost_sum), cost_count=jnp.zeros_like(state.cost_count))
@@ -86,8 +88,8 @@ def test_fused_is_refused_where_it_is_another_estimator():
   config.schedule.rate_pass, config.model.unet.dropout = 'fused', 0.1
   assert any('dropout=0.1' in p for p in problems(config, 'train'))
   config.schedule.rate_pass = 'auto'
-  assert not step_lib.fused_rate(config, model_lib.Model(None, None, None, lambda *a, **k: None))
+  assert not step_lib.fused_rate(config.model, config.schedule, model_lib.Model(None, None, None, lambda *a, **k: None))
   config.model.unet.dropout = 0.0
-  assert step_lib.fused_rate(config, model_lib.Model(None, None, None, lambda *a, **k: None))
+  assert step_lib.fused_rate(config.model, config.schedule, model_lib.Model(None, None, None, lambda *a, **k: None))
   config.schedule.rate_pass = 'sometimes'
   assert any("config.schedule.rate_pass='sometimes'" in p for p in problems(config, 'train'))

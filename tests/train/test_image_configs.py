@@ -20,12 +20,14 @@ from modes import train as train_mode
 def test_one_pmapped_step_per_image_config(module):
   config = module.get_config('smoke')
   config.train.batch_size = 4
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS)
-  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model))
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(0))
+  p_step = jax.pmap(step_lib.make_train_step(config.model, config.loss, config.schedule, config.optim, path, model,
+                                             shape), axis_name=step_lib.AXIS)
+  p_state = jax_utils.replicate(step_lib.initial_state(config.schedule, config.optim, path, model))
   with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
-    batch = data.shard(next(data.make_train_iterator(config)), jax.local_device_count())
+    batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
+    batch = data.shard(next(batches), jax.local_device_count())
   p_state, metrics = p_step(p_state, batch, jax_utils.replicate(jax.random.PRNGKey(1)))
   state = step_lib.unreplicate(p_state)
   assert batch['x'].shape == (2, 2) + shape

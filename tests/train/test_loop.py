@@ -11,7 +11,7 @@ from flax import jax_utils
 
 from ddm.paths import make_path
 from ddm.targets import make_target
-from modes import fit_schedule as schedule_run
+from schedule.searches import problem, score_optimal
 from train import checkpoints, data, model as model_lib, state as state_lib
 from train import step as step_lib
 from modes import train as train_mode
@@ -21,14 +21,19 @@ from tests.configs import smoke
 _smoke = smoke  # tests/configs.py
 
 
+def _train_step(config, path, model, shape):
+  """The loop's (measuring) train step of ``config``, not yet pmapped."""
+  return step_lib.make_train_step(config.model, config.loss, config.schedule, config.optim, path, model, shape)
+
+
 def _run_steps(config, devices, num_steps):
   """``num_steps`` pmapped train steps on ``devices``, from the same initial state and batches."""
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, devices=devices)
-  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model), devices)
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(0))
+  p_step = jax.pmap(_train_step(config, path, model, shape), axis_name=step_lib.AXIS, devices=devices)
+  p_state = jax_utils.replicate(step_lib.initial_state(config.schedule, config.optim, path, model), devices)
   key = jax_utils.replicate(jax.random.PRNGKey(1), devices)
-  batches = data.make_train_iterator(config)
+  batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
   for _ in range(num_steps):
     p_state, _ = p_step(p_state, data.shard(next(batches), len(devices)), key)
   return jax.device_get(step_lib.unreplicate(p_state))
@@ -59,8 +64,9 @@ def test_checkpoint_round_trip_keeps_schedule_and_statistics(tmp_path):
   final = train_mode.train_and_evaluate(_smoke(), str(tmp_path))
   config = _smoke()
   path = make_path(config.sde)
-  model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(5))
-  restored = checkpoints.restore_latest(checkpoints.manager(str(tmp_path), 3), step_lib.initial_state(config, path, model))
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(5))
+  restored = checkpoints.restore_latest(checkpoints.manager(str(tmp_path), 3),
+                                        step_lib.initial_state(config.schedule, config.optim, path, model))
   for field in ('schedule', 'cost_sum', 'cost_count', 'step_costs', 'num_updates'):
     np.testing.assert_array_equal(getattr(restored, field), getattr(final, field))
   record = json.load(open(tmp_path / 'schedule.json'))
@@ -72,12 +78,12 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
   config = _smoke(sde__parametrisation=parametrisation, model__exact_score=True, data__target='bimodal', schedule__num_levels=200,
                   schedule__gamma=0.5, schedule__min_count=128, schedule__update_every=10_000,
                   train__batch_size=512)
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS)
-  p_state = jax_utils.replicate(step_lib.initial_state(config, path, model))
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(0))
+  p_step = jax.pmap(_train_step(config, path, model, shape), axis_name=step_lib.AXIS)
+  p_state = jax_utils.replicate(step_lib.initial_state(config.schedule, config.optim, path, model))
   key = jax_utils.replicate(jax.random.PRNGKey(1))
-  batches = data.make_train_iterator(config)
+  batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
   ladders = []
   for step in range(2000):
     p_state, _ = p_step(p_state, data.shard(next(batches), 2), key)
@@ -89,7 +95,10 @@ def test_online_learner_with_exact_score_converges_to_the_fitted_ladder(parametr
   state = jax.device_get(step_lib.unreplicate(p_state))
   assert int(state.num_updates) > 10 and int(state.num_skipped) == 0
   config.fit.update(grid=2048, num_samples=1024, ladder_steps=200)  # an accurate reference, K = T
-  fitted_ts, _ = schedule_run.fit_exact(config, path, make_target(config.data), jax.random.PRNGKey(0))
+  exact = problem.exact(make_target(config.data), path)
+  fitted = score_optimal.search(config.fit, config.schedule, config.eval, exact, jax.random.PRNGKey(0),
+                                sigma_data=config.model.sigma_data).schedule
+  fitted_ts = fitted.steps(config.fit.ladder_steps)
   np.testing.assert_allclose(np.mean(ladders, axis=0), path.sigma(fitted_ts), rtol=0.05)
 
 
@@ -175,12 +184,13 @@ def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
 def test_the_step_compiles_once():
   """The replicated state is laid out as the step's outputs are, so step 2 does not compile the step again."""
   config = _smoke()
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, jax.random.PRNGKey(0))
-  p_step = jax.pmap(step_lib.make_train_step(config, path, model), axis_name=step_lib.AXIS, donate_argnums=(0,))
-  p_state = step_lib.replicate(step_lib.initial_state(config, path, model))
-  key = jax_utils.replicate(jax.random.PRNGKey(1))
-  batches = data.make_train_iterator(config)
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(0))
+  p_step = step_lib.make_train_steps(config.model, config.loss, config.schedule, config.optim, path, model, shape,
+                                     wrap=step_lib.pmapped())[True]   # as modes/train.py builds it
+  p_state = step_lib.replicate(step_lib.initial_state(config.schedule, config.optim, path, model))
+  key = step_lib.replicate(jax.random.PRNGKey(1))
+  batches = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
   compiles = []
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, seconds, **kw: compiles.append(event) if event.endswith('backend_compile_duration') else None)

@@ -18,12 +18,13 @@ STEPS, EVERY = 6, 3
 
 def _run(config, steps=STEPS):
   """``steps`` loop steps on one device, the step chosen as the loop chooses it; the state after each."""
-  path, shape = make_path(config.sde), data.data_shape(config)
-  model = model_lib.make_model(config, path, shape, streams.key(config.seed, 'init'))
-  pmapped = step_lib.make_train_steps(config, path, model, lambda f: jax.pmap(
-      f, axis_name=step_lib.AXIS, devices=jax.devices()[:1]))
+  path, shape = make_path(config.sde), data.data_shape(config.data)
+  model = model_lib.make_model(config.model, config.data, path, streams.key(config.seed, 'init'))
+  pmapped = step_lib.make_train_steps(config.model, config.loss, config.schedule, config.optim, path, model, shape,
+                                      wrap=lambda f: jax.pmap(f, axis_name=step_lib.AXIS, devices=jax.devices()[:1]))
   rep = lambda tree: jax.tree.map(lambda v: jnp.asarray(v)[None], tree)
-  state, key = rep(step_lib.initial_state(config, path, model)), rep(streams.key(config.seed, 'train'))
+  state = rep(step_lib.initial_state(config.schedule, config.optim, path, model))
+  key = rep(streams.key(config.seed, 'train'))
   states = []
   for i in range(steps):
     batch = {'x': jax.random.normal(jax.random.PRNGKey(i), (1, config.train.batch_size) + shape)}

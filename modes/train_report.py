@@ -38,7 +38,7 @@ class Reporter:
     self.data_shape, self.writer = data_shape, writer
     self.initial = baselines.make_baseline(config.schedule.init, path, config.schedule.num_levels)
     self.target = make_target(config.data) if config.data.dataset == 'toy' else None
-    self.draw = sampling.make_draw(config, path, model)
+    self.draw = sampling.make_draw(config.eval, path, model)
 
   def scalars(self, step, pending, state, throughput):
     """Averages the metrics of the steps since the last log (one device fetch) and logs them, with the
@@ -81,7 +81,7 @@ class Reporter:
     name = 'learned' if self.config.schedule.learn else self.config.schedule.init
     ladder_png = self.workdir / 'schedule.png'
     plots.plot_ladders(ladder_png, {name: record['sigma'], f'initial ({self.config.schedule.init})':
-                                    self.initial.sigma}, name)
+                                    self.path.sigma(self.initial)}, name)
     costs_png = self.workdir / 'costs.png'
     plots.plot_step_costs(costs_png, {name: step_costs}, name)
     images.update({'schedule/ladder': ladder_png, 'schedule/step_costs': costs_png})
@@ -102,7 +102,7 @@ class Reporter:
 
   def _toy_eval(self, step, state):
     key = jax.random.fold_in(streams.key(self.config.seed, 'eval'), step)
-    score_fn = self.model.score_fn(state.ema_params, self.path)
+    score_fn = self.model.score(state.ema_params, self.path)
     x = self.draw(state.ema_params, state.schedule, key, self.config.eval.num_samples, self.data_shape)
     result = toy.metrics(self.target, x)
     reference = baselines.log_linear(self.path, self.config.schedule.num_levels)
