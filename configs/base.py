@@ -100,7 +100,8 @@ def get_config():
                                          # (Watson et al. 2021) | 'ddss' (Watson et al. 2022) | 'fewstep' (the
                                          # default few-step search, made for config.fit.sampler; stays stable
                                          # while the method behind it improves).
-  fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep.
+  fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep,
+                                         # trajectory (stored as fewstep_<sampler>, trajectory_<sampler>).
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
   fit.grid_passes = 3                    # score_optimal: passes of moving the fine grid to equal length.
   fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).

@@ -22,7 +22,7 @@ import train.data  # noqa: F401
 import train.model
 from configs import base
 from ddm import files, registry, samplers, targets
-from schedule.searches import fewstep
+from schedule.searches import fewstep, problem
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
 METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss', 'fewstep')  # config.fit.method
@@ -329,9 +329,6 @@ def _fit_problems(config, mode) -> list:
   if not ks or any(not _int(k) or k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
     problems.append(f'config.fit.ays.step_counts={ks}; need a non-empty, strictly increasing list of step counts '
                     '>= 1, e.g. (5, 10, 20)')
-  if mode == 'fit_schedule' and fit.method == 'trajectory' and config.eval.sampler not in ('euler', 'heun'):
-    problems.append(f"config.fit.method='trajectory' follows the probability-flow ODE; config.eval.sampler="
-                    f"{config.eval.sampler!r}, allowed: euler, heun")
   if fit.name and (not _plain(fit.name) or fit.name in RESERVED_SCHEDULE_NAMES):
     problems.append(f'config.fit.name={fit.name!r}; a plain name (letters, digits, _ . + -, no path and '
                     f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
@@ -437,17 +434,23 @@ def _solver_problems(config, mode) -> list:
 
 
 def _fit_sampler_problems(config, mode) -> list:
-  """``config.fit.sampler``, the solver a 'fewstep' ladder is made for: a probability-flow solver that can walk
-  every K the search stores (``config.eval.step_counts``, or the K of ``config.eval.nfe``)."""
+  """``config.fit.sampler``, the solver a 'fewstep' or 'trajectory' ladder is made for: a probability-flow solver
+  that can walk every K the search stores (fewstep: ``config.eval.step_counts``, or the K of ``config.eval.nfe``;
+  trajectory: ``config.fit.trajectory.step_counts``)."""
   name = config.fit.get('sampler', '')
-  if not isinstance(name, str) or (name and name not in fewstep.ODE_SAMPLERS):
-    return [f'config.fit.sampler={name!r}; allowed: \'\' (config.eval.sampler), {", ".join(fewstep.ODE_SAMPLERS)}']
-  if mode != 'fit_schedule' or config.fit.method != 'fewstep':
+  if not isinstance(name, str) or (name and name not in problem.ODE_SAMPLERS):
+    return [f'config.fit.sampler={name!r}; allowed: \'\' (config.eval.sampler), {", ".join(problem.ODE_SAMPLERS)}']
+  if mode != 'fit_schedule' or config.fit.method not in ('fewstep', 'trajectory'):
     return []
-  solver = fewstep.solver_name(config.fit, config.eval)
-  if solver not in fewstep.ODE_SAMPLERS:
-    return [f"config.fit.method='fewstep' follows the probability-flow ODE; its solver {solver!r} (config.fit.sampler "
-            f"or config.eval.sampler) is not one; allowed: {', '.join(fewstep.ODE_SAMPLERS)}"]
+  solver = problem.solver_name(config.fit, config.eval)
+  if solver not in problem.ODE_SAMPLERS:
+    return [f"config.fit.method={config.fit.method!r} follows the probability-flow ODE; its solver {solver!r} "
+            f"(config.fit.sampler or config.eval.sampler) is not one; allowed: {', '.join(problem.ODE_SAMPLERS)}"]
+  if config.fit.method == 'trajectory':
+    return [p.replace('config.eval.sampler=', 'config.fit.sampler=').replace(
+                'config.eval.step_counts', 'config.fit.trajectory.step_counts')
+            for p in samplers.setting_problems(solver, config.eval.solver_order,
+                                               tuple(config.fit.trajectory.step_counts))]
   problems = [p.replace('config.eval.sampler=', 'config.fit.sampler=')
               for p in samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.step_counts),
                                                  tuple(config.eval.nfe), config.eval.langevin_steps)]

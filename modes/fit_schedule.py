@@ -96,8 +96,9 @@ def _fit_schedule(config, workdir, problem):
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.ladder_steps
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
-  name = fit_cfg.name or (f'fewstep_{searches.fewstep.solver_name(fit_cfg, config.eval)}' if fit_cfg.method == 'fewstep'
-                          else store.default_name(fit_cfg.method, cost, fit_cfg.refine))
+  # fewstep is always made for a solver; trajectory when config.fit.sampler names one (else it is 'trajectory')
+  solver = {'fewstep': searches.problem.solver_name(fit_cfg, config.eval), 'trajectory': fit_cfg.sampler}
+  name = fit_cfg.name or store.default_name(fit_cfg.method, cost, fit_cfg.refine, solver.get(fit_cfg.method, ''))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stored = schedules.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)

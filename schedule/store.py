@@ -28,11 +28,11 @@ def filename(workdir, name: str):
   return folder(workdir) / (name + '.json')
 
 
-def default_name(method: str, cost: str, refine: bool = False) -> str:
+def default_name(method: str, cost: str, refine: bool = False, solver: str = '') -> str:
   """``score_optimal`` fits are named by their cost (``corrector``, ``predictor``; refined: ``corrector_refined``);
-  searches by method."""
+  searches by method, and those made for a ``solver`` by both (``fewstep_ipndm``, ``trajectory_unipc``)."""
   if method != 'score_optimal':
-    return method
+    return f'{method}_{solver}' if solver else method
   return f'{cost}_refined' if refine else cost
 
 

@@ -25,7 +25,6 @@ Stored per K: the K of ``config.eval.step_counts``, or the K at which the solver
 ``config.eval.nfe`` (an NFE it cannot make is skipped).
 """
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -37,17 +36,11 @@ from ddm import samplers
 from ddm.registry import BASELINES
 from schedule import baselines
 from schedule.schedules import Ladders
-from schedule.searches import trajectory
+from schedule.searches import problem as problem_lib, trajectory
 from schedule.searches.dp_elbo import dp_grid, dynamic_programme
 from schedule.searches.problem import Problem, Result
 
-ODE_SAMPLERS = ('euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'ipndm')   # the probability-flow solvers
-TEACHER = 'heun'
-
-
-def solver_name(fit_cfg, eval_cfg) -> str:
-  """The solver a search is made for: ``config.fit.sampler``, or ``config.eval.sampler`` when it is ''."""
-  return fit_cfg.get('sampler', '') or eval_cfg.sampler
+TEACHER = trajectory.TEACHER
 
 
 def steps_wanted(eval_cfg, sampler: str) -> list:
@@ -82,17 +75,6 @@ def logits_of(ts, path) -> jnp.ndarray:
   return jnp.asarray(np.log(np.maximum(np.diff(u) / (hi - lo), 1e-12)), jnp.float32)
 
 
-def make_objective(problem: Problem, sampler: str, solver_order: int, x_init, target):
-  """``J(ts)``: mean squared distance per dimension of ``sampler``'s K-step output on ``ts`` from ``target``
-  (jit-able and differentiable in ``ts``; the key is a placeholder, the ODE solvers draw no noise)."""
-  walk = samplers.make_sampler(sampler, problem.path, problem.score_fn, solver_order=solver_order)
-
-  def objective(ts):
-    return jnp.mean((walk(jax.random.PRNGKey(0), ts, x_init) - target)**2)
-
-  return objective
-
-
 def polish(objective, ts, path, iterations: int, learning_rate: float):
   """Adam on the logits of :func:`ladder_of` from the ladder ``ts``; returns ``(best ts f64[K+1], best J,
   history of J)``. The ends stay fixed and the ladder strictly increasing."""
@@ -115,15 +97,11 @@ def polish(objective, ts, path, iterations: int, learning_rate: float):
   return np.asarray(ladder_of(best_z, path, ends), np.float64), best, history
 
 
-def _ode(name: str):
-  return types.SimpleNamespace(sampler=name, langevin_snr=0.16, langevin_steps=1)
-
-
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   """``config.fit.method = 'fewstep'`` (module docstring) for the K of :func:`steps_wanted`.
 
   Uses ``fit_cfg.fewstep``: ``grid``, ``teacher_substeps``, ``num_noises`` (M), ``iterations``,
-  ``learning_rate``; the solver :func:`solver_name` at ``eval_cfg.solver_order``. Returns
+  ``learning_rate``; the solver :func:`schedule.searches.problem.solver_name` at ``eval_cfg.solver_order``. Returns
   ``Result(Ladders({K: f64[K+1]}), meta)``; meta: ``sampler``, ``solver_order``, per K ``objective`` (stored
   ladder), ``start`` (its start and which ladder it was), ``dp``, ``baselines`` ``{name: {K: J}}`` (all on fresh
   noises), ``kept`` ('refined' or 'start'), ``time_s`` and ``network_evaluations`` (forward evaluations over
@@ -131,11 +109,11 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   """
   del cost_cfg
   start_time = time.perf_counter()
-  cfg, sampler, order = fit_cfg.fewstep, solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
+  cfg, sampler, order = fit_cfg.fewstep, problem_lib.solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
   n, substeps, m = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises)
   path, shape = problem.path, tuple(problem.data_shape)
   ks = steps_wanted(eval_cfg, sampler)
-  teacher_solver = trajectory.Solver(problem, _ode(TEACHER))
+  teacher_solver = trajectory.Solver(problem, trajectory.ode(TEACHER))
   grid = dp_grid(path, n)
   fine = trajectory.fine_ladder(grid, substeps)
   key_fit, key_check = jax.random.split(key)
@@ -143,9 +121,9 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   states = trajectory.teacher(teacher_solver, x_fit, fine, substeps)
   teacher_evaluations = samplers.nfe(TEACHER, len(fine) - 1)
   evaluations = teacher_evaluations + n * (n + 1) // 2                  # the teacher and the DDIM pair costs
-  totals, dp_paths = dynamic_programme(trajectory.local_costs(trajectory.Solver(problem, _ode('euler')), grid,
+  totals, dp_paths = dynamic_programme(trajectory.local_costs(trajectory.Solver(problem, trajectory.ode('euler')), grid,
                                                               states), min(max(ks), n))
-  fit_objective = jax.jit(make_objective(problem, sampler, order, x_fit, states[0]))
+  fit_objective = jax.jit(trajectory.make_objective(problem, sampler, order, x_fit, states[0]))
   logging.info('fewstep: teacher (%d Heun steps) and the dp on %d noises in %.0f s', len(fine) - 1, m,
                time.perf_counter() - start_time)
 
@@ -170,7 +148,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   x_check = samplers.prior_sample(path, key_check, (m,) + shape)
   target = trajectory.teacher(teacher_solver, x_check, fine, substeps)[0]
   evaluations += teacher_evaluations
-  check = jax.jit(make_objective(problem, sampler, order, x_check, target))
+  check = jax.jit(trajectory.make_objective(problem, sampler, order, x_check, target))
   score = lambda ts: float(check(jnp.asarray(ts, jnp.float32)))
   found, started = {}, {}
   for k in ks:

@@ -7,6 +7,14 @@ from ddm.paths import Path
 from ddm.targets import GaussianMixture
 
 
+ODE_SAMPLERS = ('euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'ipndm')   # the probability-flow solvers
+
+
+def solver_name(fit_cfg, eval_cfg) -> str:
+  """The solver a search is made for: ``config.fit.sampler``, or ``config.eval.sampler`` when it is ''."""
+  return fit_cfg.get('sampler', '') or eval_cfg.sampler
+
+
 class Problem(NamedTuple):
   """What a schedule search may use.
 

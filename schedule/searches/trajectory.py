@@ -4,17 +4,24 @@ probability-flow solution from the same noise (the model is its own teacher; no 
 ``config.fit.method = 'trajectory'``. In the spirit of Chen et al. (2024), "On the Trajectory Regularity of
 ODE-based Diffusion Sampling" (GITS), and Pei et al. (2025), "Optimal Stepsize for Diffusion Sampling":
 
+The solver is ``config.fit.sampler`` (default ``config.eval.sampler``): any probability-flow solver of
+:mod:`ddm.samplers`, the multistep ones included.
+
 1. Teacher. ``M = fit.trajectory.num_noises`` prior draws ``x_N`` are carried down the probability-flow ODE by
-   ``config.eval.sampler``'s interior step on a fine ladder: the search grid (``N + 1`` times uniform in
+   the solver's interior step (Heun for a multistep solver, whose step reads earlier evaluations) on a fine ladder: the search grid (``N + 1`` times uniform in
    ``log(sigma / alpha)``, :func:`schedule.searches.dp_elbo.dp_grid`) with every interval cut into
    ``fit.trajectory.teacher_substeps`` equal parts in t. The teacher's state at grid point ``j``
    is ``X_j``; its output ``X_0`` is the sampler's last step from the finest point (EDM's step into sigma = 0).
 2. Dynamic programme (GITS). The cost of a step between grid points ``j < i`` is the mean squared distance,
-   per dimension, of one sampler step from ``X_i`` (the last step when ``j = 0``) to ``X_j``; the K-step path
+   per dimension, of one sampler step from ``X_i`` (the last step when ``j = 0``) to ``X_j``. For a multistep
+   solver that step is one Euler (DDIM) step, the step it starts with: its later steps read the evaluations of
+   the steps before, which a cost of one pair cannot know (GITS's own approximation; the refinement below
+   walks the real solver, history included, and ``dp`` reports what the dynamic programme's ladder scores
+   under it, so the approximation's effect is measured, not assumed); the K-step path
    of least total cost is found exactly for every K (:func:`schedule.searches.dp_elbo.dynamic_programme`).
    Its K points are K + 1 distinct grid times, so the K-step sampler takes K distinct steps.
 3. Refinement. The sum of local errors is a surrogate of the quantity that matters, the distance of the
-   K-step sampler's output from ``X_0``: ``fit.trajectory.passes`` passes of coordinate search move each
+   K-step solver's output (its whole walk, history included) from ``X_0``: ``fit.trajectory.passes`` passes of coordinate search move each
    interior point to the grid time between its neighbours that minimises that distance (same noises), then
    off the grid, to the minimiser in ``log sigma`` between its neighbours (bounded Brent, 12 evaluations).
 
@@ -23,6 +30,7 @@ output from the teacher's on ``M`` fresh noises, beside that of each hand-made l
 ladders: if fewer steps come out closer, ``fewer_steps_closer`` says so instead of the search hiding it.
 """
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +42,7 @@ from ddm import samplers
 from ddm.registry import BASELINES, SAMPLERS
 from schedule import baselines
 from schedule.schedules import Ladders
+from schedule.searches import problem as problem_lib
 from schedule.searches.dp_elbo import dp_grid, dynamic_programme
 from schedule.searches.problem import Problem, Result
 
@@ -43,6 +52,26 @@ def fine_ladder(grid, substeps: int) -> np.ndarray:
   grid points: f64[N substeps + 1]; ``fine[substeps * j] = grid[j]``."""
   parts = [np.linspace(grid[j], grid[j + 1], substeps + 1)[:-1] for j in range(len(grid) - 1)]
   return np.concatenate(parts + [grid[-1:]])
+
+
+TEACHER = 'heun'   # the teacher of the searches made for a multistep solver
+
+
+def ode(name: str):
+  """The sampler settings of the probability-flow solver ``name`` (no Langevin corrector)."""
+  return types.SimpleNamespace(sampler=name, langevin_snr=0.16, langevin_steps=1)
+
+
+def make_objective(problem: Problem, sampler: str, solver_order: int, x_init, target):
+  """``J(ts)``: mean squared distance per dimension of ``sampler``'s K-step output on ``ts`` from ``target``, its
+  whole walk (a multistep solver's history included; jit-able and differentiable in ``ts``; the key is a
+  placeholder, the ODE solvers draw no noise)."""
+  walk = samplers.make_sampler(sampler, problem.path, problem.score_fn, solver_order=solver_order)
+
+  def objective(ts):
+    return jnp.mean((walk(jax.random.PRNGKey(0), ts, x_init) - target)**2)
+
+  return objective
 
 
 def ode_sampler(problem: Problem, eval_cfg):
@@ -163,39 +192,55 @@ def continuous_search(fn, u, passes: int, evaluations: int = 12):
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   """``config.fit.method = 'trajectory'`` (module docstring) for every K of ``fit_cfg.trajectory.step_counts``.
 
-  Uses ``fit_cfg.trajectory``: ``grid`` (N), ``teacher_substeps``, ``num_noises`` (M), ``passes``; the sampler
-  of ``eval_cfg`` (an ODE sampler: 'euler' or 'heun'). Score evaluations: the teacher's
+  Uses ``fit_cfg.trajectory``: ``grid`` (N), ``teacher_substeps``, ``num_noises`` (M), ``passes``; the solver
+  :func:`schedule.searches.problem.solver_name` at ``eval_cfg.solver_order``. Score evaluations: the teacher's
   ``N teacher_substeps`` steps, ``N (N + 1) / 2`` single steps for the costs, and one K-step run per candidate
   of the coordinate search, and the check on fresh noises (``network_evaluations``, over all M examples).
   Returns ``Result(Ladders({K: f64[K+1]}), meta)``; meta ``objective`` ``{K: value}`` on fresh noises,
-  ``baselines`` ``{name: {K: value}}`` on the same noises, ``dp_objective`` (the surrogate), ``fewer_steps_closer``,
-  ``grid``, ``num_noises``, ``teacher_steps``, ``time_s`` and ``network_evaluations``.
+  ``baselines`` ``{name: {K: value}}`` and ``dp`` ``{K: value}`` (the dynamic programme's ladder before the
+  refinement) on the same noises, ``dp_objective`` (the surrogate), ``dp_costs`` (which step the pair costs
+  take), ``fewer_steps_closer``, ``sampler``, ``solver_order``, ``grid``, ``num_noises``, ``teacher``,
+  ``teacher_steps``, ``time_s`` and ``network_evaluations``.
   """
   del cost_cfg
   start = time.perf_counter()
   cfg = fit_cfg.trajectory
   n, substeps, m, passes = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises), int(cfg.passes)
   ks = sorted(int(k) for k in cfg.step_counts)
+  name, order = problem_lib.solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
+  multistep = SAMPLERS.get(name, 'config.fit.sampler').multistep
+  teacher_name, pair_name = (TEACHER, 'euler') if multistep else (name, name)
   path, shape = problem.path, tuple(problem.data_shape)
-  solver = Solver(problem, eval_cfg)
+  teacher_solver, pair_solver = Solver(problem, ode(teacher_name)), Solver(problem, ode(pair_name))
   grid = dp_grid(path, n)
   fine = fine_ladder(grid, substeps)
   key_fit, key_check = jax.random.split(key)
-  nfe = lambda k: samplers.nfe(eval_cfg.sampler, k, eval_cfg.langevin_steps)   # per example, k steps
+  nfe = lambda k: samplers.nfe(name, k, eval_cfg.langevin_steps)   # per example, the solver's k-step walk
+  pair_nfe = lambda k: samplers.nfe(pair_name, k)
+
+  def scorer(x, target):
+    """``ts -> J(ts)`` on the noises ``x``: the solver's walk (the jitted scan of a multistep solver)."""
+    if not multistep:
+      return lambda ts: objective(pair_solver, ts, x, target)
+    fn = jax.jit(make_objective(problem, name, order, x, target))
+    return lambda ts: float(fn(jnp.asarray(ts, jnp.float32)))
+
   x_fit = samplers.prior_sample(path, key_fit, (m,) + shape)
-  states = teacher(solver, x_fit, fine, substeps)
-  cost = local_costs(solver, grid, states)
+  states = teacher(teacher_solver, x_fit, fine, substeps)
+  cost = local_costs(pair_solver, grid, states)
   # teacher; every pair (j > 0: an interior step, j = 0: the last step)
-  evaluations = nfe(len(fine) - 1) + (n * (n - 1) // 2) * (nfe(2) - nfe(1)) + n * nfe(1)
+  evaluations = (samplers.nfe(teacher_name, len(fine) - 1) + (n * (n - 1) // 2) * (pair_nfe(2) - pair_nfe(1))
+                 + n * pair_nfe(1))
   totals, dp_paths = dynamic_programme(cost, max(ks))
   logging.info('trajectory: teacher (%d steps) and %d step costs on %d noises in %.0f s', len(fine) - 1,
                n * (n + 1) // 2, m, time.perf_counter() - start)
 
-  ladders, dp_objective, counted = {}, {}, [0]
+  ladders, dp_ladders, dp_objective, counted = {}, {}, {}, [0]
+  fit_score = scorer(x_fit, states[0])
 
   def fit_objective(index):
     counted[0] += nfe(len(index) - 1)
-    return objective(solver, grid[np.asarray(index)], x_fit, states[0])
+    return fit_score(grid[np.asarray(index)])
 
   def ladder(u):  # log noise levels -> times, the ends exact
     ts = np.asarray(path.t_of_ratio(np.exp(u)), np.float64)
@@ -204,9 +249,10 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
 
   def continuous_objective(u):
     counted[0] += nfe(len(u) - 1)
-    return objective(solver, ladder(u), x_fit, states[0])
+    return fit_score(ladder(u))
 
   for k in ks:
+    dp_ladders[k] = grid[np.asarray(dp_paths(k))]
     index, _ = coordinate_search(fit_objective, dp_paths(k).tolist(), passes)
     u, _ = continuous_search(continuous_objective, np.log(np.asarray(path.ratio(grid[np.asarray(index)]))), passes)
     ts = ladder(u)
@@ -217,13 +263,18 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
 
   # Fresh noises and their own teacher: the figures reported are not those the search minimised.
   x_check = samplers.prior_sample(path, key_check, (m,) + shape)
-  target = teacher(solver, x_check, fine, substeps)[0]
-  evaluations += nfe(len(fine) - 1)
-  found = {k: objective(solver, ladders[k], x_check, target) for k in ks}
-  hand_made = {name: {k: objective(solver, baselines.make_baseline(name, path, k, 'baseline'), x_check, target)
-                      for k in ks} for name in BASELINES.names()}
+  target = teacher(teacher_solver, x_check, fine, substeps)[0]
+  evaluations += samplers.nfe(teacher_name, len(fine) - 1)
+  check = scorer(x_check, target)
+  found = {k: check(ladders[k]) for k in ks}
+  dp = {k: check(dp_ladders[k]) for k in ks}
+  hand_made = {b: {k: check(baselines.make_baseline(b, path, k, 'baseline')) for k in ks} for b in BASELINES.names()}
+  evaluations += sum(nfe(k) for k in ks) * (2 + len(hand_made))
   fewer = {k: next((j for j in ks if j < k and found[j] < found[k]), None) for k in ks}
-  meta = dict(objective=found, baselines=hand_made, dp_objective=dp_objective, fewer_steps_closer=fewer,
-              grid=n, num_noises=m, teacher_steps=len(fine) - 1, sampler=eval_cfg.sampler,
-              time_s=time.perf_counter() - start, network_evaluations=int(evaluations * m))
+  dp_costs = ('one Euler (DDIM) step per pair: the first step of the multistep solver, whose later steps read '
+              'earlier evaluations' if multistep else f'one {name} step per pair')
+  meta = dict(objective=found, baselines=hand_made, dp=dp, dp_objective=dp_objective, dp_costs=dp_costs,
+              fewer_steps_closer=fewer, grid=n, num_noises=m, teacher=f'{teacher_name}, {len(fine) - 1} steps',
+              teacher_steps=len(fine) - 1, sampler=name, solver_order=order, time_s=time.perf_counter() - start,
+              network_evaluations=int(evaluations * m))
   return Result(Ladders(ladders, 'trajectory', 'trajectory'), meta=meta)

@@ -11,7 +11,7 @@ from configs import base
 from ddm import paths, samplers, targets
 from ddm.registry import BASELINES
 from schedule import baselines
-from schedule.searches import fewstep, problem as problem_lib
+from schedule.searches import fewstep, problem as problem_lib, trajectory
 
 PATH = paths.ve_path(0.002, 80.0)
 C = 0.5
@@ -26,7 +26,7 @@ def _exact_objective(sampler, x1):
   ``x1 C / sqrt(C^2 + R^2)`` (``x(r) = x1 sqrt(C^2 + r^2) / sqrt(C^2 + R^2)``, method.md section 10)."""
   r_max = float(PATH.ratio(1.0))
   target = x1 * C / np.sqrt(C**2 + r_max**2)
-  return fewstep.make_objective(_problem(), sampler, 0, x1, target)
+  return trajectory.make_objective(_problem(), sampler, 0, x1, target)
 
 
 def test_gradient_through_the_walk_matches_finite_differences():

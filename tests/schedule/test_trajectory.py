@@ -123,11 +123,46 @@ def test_bad_settings_are_named(overrides, message):
   assert any(message in p for p in problems(config, 'fit_schedule')), problems(config, 'fit_schedule')
 
 
-def test_a_stochastic_sampler_is_refused():
+def test_a_stochastic_sampler_or_a_k_below_the_warm_up_is_refused():
   config = toy1d.get_config('smoke')
   config.fit.method, config.eval.sampler = 'trajectory', 'ancestral'
-  assert any("config.fit.method='trajectory' follows the probability-flow ODE; config.eval.sampler='ancestral'"
+  assert any("config.fit.method='trajectory' follows the probability-flow ODE; its solver 'ancestral'"
              in p for p in problems(config, 'fit_schedule'))
+  config.eval.sampler, config.fit.sampler = 'heun', 'ipndm'
+  config.fit.trajectory.step_counts = (3, 6)
+  assert problems(config, 'fit_schedule') == [
+      "config.fit.sampler='ipndm' of order 4 needs at least 4 steps (its warm-up takes 3 lower-order steps); K = 3 "
+      'is below: use config.fit.trajectory.step_counts >= 4 or a lower config.eval.solver_order']
+  config.fit.trajectory.step_counts = (4, 6)
+  assert problems(config, 'fit_schedule') == []
+
+
+@pytest.mark.parametrize('sampler', ['dpmpp_2m', 'ipndm'])
+def test_a_multistep_solver_walks_its_history_and_beats_a_brute_force_grid_search(sampler):
+  """Made for a multistep solver, the K = 3 ladder's objective (the solver's whole walk, history included, on
+  fresh noises) is at most that of the best ladder of an exhaustive search over the grid's points (on the same
+  fresh noises and teacher), up to the sampling difference between fit and check noises; the dynamic
+  programme's step costs are Euler's (the approximation), and its ladder is scored under the real walk."""
+  config, path, problem = _setup('gaussian', step_counts=(3,), grid=16, teacher_substeps=8, num_noises=512,
+                                 passes=2)
+  config.fit.sampler, config.eval.solver_order = sampler, 2 if sampler == 'ipndm' else 0
+  key = jax.random.PRNGKey(5)
+  result = trajectory.search(config.fit, config.schedule, config.eval, problem, key)
+  meta = result.meta
+  assert meta['sampler'] == sampler and 'Euler (DDIM)' in meta['dp_costs'] and meta['teacher'].startswith('heun')
+  # the check the search reports, rebuilt here: fresh noises, their own Heun teacher, the solver's walk
+  _, key_check = jax.random.split(key)
+  grid = dp_elbo.dp_grid(path, 16)
+  fine = trajectory.fine_ladder(grid, 8)
+  x = trajectory.samplers.prior_sample(path, key_check, (512, 1))
+  target = trajectory.teacher(trajectory.Solver(problem, trajectory.ode('heun')), x, fine, 8)[0]
+  check = jax.jit(trajectory.make_objective(problem, sampler, config.eval.solver_order, x, target))
+  score = lambda ts: float(check(np.asarray(ts, np.float32)))
+  assert score(result.schedule.steps(3)) == pytest.approx(meta['objective'][3], rel=1e-5)
+  brute = min(score(grid[[0, i, j, 16]]) for i, j in itertools.combinations(range(1, 16), 2))
+  assert meta['objective'][3] <= 1.05 * brute, (meta['objective'][3], brute)
+  assert meta['objective'][3] <= meta['dp'][3] and meta['objective'][3] < min(
+      v[3] for v in meta['baselines'].values())
 
 
 def test_fit_schedule_stores_the_ladders_for_eval_by_name(tmp_path):
@@ -143,3 +178,8 @@ def test_fit_schedule_stores_the_ladders_for_eval_by_name(tmp_path):
   np.testing.assert_allclose(stored.steps(6), record['t'], atol=1e-6)
   with pytest.raises(ValueError, match=r"holds K = 3, 6 only, not K = 5"):
     stored.steps(5)
+  config.fit.sampler = 'dpmpp_2m'             # made for a solver: stored under its name, the solver recorded
+  record = run.fit_schedule(config, str(tmp_path))
+  assert record['name'] == 'trajectory_dpmpp_2m' and record['sampler'] == 'dpmpp_2m'
+  assert schedules.stored(str(tmp_path), 'trajectory_dpmpp_2m').sampler == 'dpmpp_2m'
+  assert schedules.stored(str(tmp_path), 'trajectory').has(3)        # the earlier one is kept
