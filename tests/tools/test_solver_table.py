@@ -52,3 +52,16 @@ def test_fewstep_table_reads_each_solvers_own_ladder(tmp_path):
   assert '0.05 ± 0.01 (unipc + fewstep)' in rows['best fewstep pair']
   assert '0.50x, W' in rows['fewstep / hand-made']
   assert 'met in 1 of 2 cells; missed: ipndm NFE 4 (1.10x)' in text       # 20% better at NFE <= 6: unipc only
+
+
+def test_trajectory_report_reads_the_search_records(tmp_path):
+  folder = tmp_path / 'cantor_searches' / 'schedules'
+  folder.mkdir(parents=True)
+  record = {'sampler': 'ipndm', 'dp_costs': 'one Euler (DDIM) step per pair', 'objective': {'4': 0.01, '10': 0.002},
+            'dp': {'4': 0.02, '10': 0.002}, 'start': {'4': 'dp', '10': 'edm_rho7'}, 'baselines': {'edm_rho7': {'4': 0.04, '10': 0.001},
+                                                          'linear': {'4': float('nan'), '10': 0.5}}}
+  (folder / 'trajectory_ipndm.json').write_text(json.dumps(record))
+  text = solver_table.trajectory_report([str(folder / 'trajectory_ipndm.json')])
+  assert '## cantor_searches: ipndm (one Euler (DDIM) step per pair)' in text
+  assert '| 4 | 0.02 | dp | 0.01 | 0.04 (edm_rho7) | 0.50x | 0.25x |' in text   # a diverged ladder is not the best
+  assert '| 10 | 0.002 | edm_rho7 | 0.002 | 0.001 (edm_rho7) | 1.00x | 2.00x |' in text  # a loss: said
