@@ -40,7 +40,6 @@ from schedule.searches import problem as problem_lib, trajectory
 from schedule.searches.dp_elbo import dp_grid, dynamic_programme
 from schedule.searches.problem import Problem, Result
 
-TEACHER = trajectory.TEACHER
 
 
 def steps_wanted(eval_cfg, sampler: str) -> list:
@@ -113,13 +112,13 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   n, substeps, m = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises)
   path, shape = problem.path, tuple(problem.data_shape)
   ks = steps_wanted(eval_cfg, sampler)
-  teacher_solver = trajectory.Solver(problem, trajectory.ode(TEACHER))
+  teacher_solver = trajectory.Solver(problem, trajectory.ode(trajectory.TEACHER))
   grid = dp_grid(path, n)
   fine = trajectory.fine_ladder(grid, substeps)
   key_fit, key_check = jax.random.split(key)
   x_fit = samplers.prior_sample(path, key_fit, (m,) + shape)
   states = trajectory.teacher(teacher_solver, x_fit, fine, substeps)
-  teacher_evaluations = samplers.nfe(TEACHER, len(fine) - 1)
+  teacher_evaluations = samplers.nfe(trajectory.TEACHER, len(fine) - 1)
   evaluations = teacher_evaluations + n * (n + 1) // 2                  # the teacher and the DDIM pair costs
   totals, dp_paths = dynamic_programme(trajectory.local_costs(trajectory.Solver(problem, trajectory.ode('euler')), grid,
                                                               states), min(max(ks), n))
@@ -161,7 +160,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
                for name in BASELINES.names()}
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
   meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, dp=dp, baselines=hand_made,
-              kept=kept, grid=n, num_noises=m, teacher=f'{TEACHER}, {len(fine) - 1} steps',
+              kept=kept, grid=n, num_noises=m, teacher=f'{trajectory.TEACHER}, {len(fine) - 1} steps',
               iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
               network_evaluations=int(evaluations * m))
   return Result(Ladders(ladders, 'fewstep', 'fewstep'), meta=meta)
