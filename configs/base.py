@@ -99,9 +99,11 @@ def get_config():
                                          # (Align Your Steps: least KL upper bound of the discretised SDE) | 'dp_elbo'
                                          # (Watson et al. 2021) | 'ddss' (Watson et al. 2022) | 'fewstep' (the
                                          # default few-step search, made for config.fit.sampler; stays stable
-                                         # while the method behind it improves).
+                                         # while the method behind it improves) | 'polish' (fewstep's gradient
+                                         # polish of the ladder config.fit.polish.start).
   fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep,
-                                         # trajectory (stored as fewstep_<sampler>, trajectory_<sampler>).
+                                         # polish, trajectory (stored as fewstep_<sampler>,
+                                         # polish_<start>_<sampler>, trajectory_<sampler>).
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
   fit.grid_passes = 3                    # score_optimal: passes of moving the fine grid to equal length.
   fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).
@@ -142,6 +144,9 @@ def get_config():
   fewstep.num_noises = 512               # Prior draws the teacher and the solver are run from (fit and check).
   fewstep.adam_steps = 200               # Adam steps on the ladder's log noise levels (gradient through the walk).
   fewstep.learning_rate = 0.05           # Adam learning rate on the increment logits.
+  fit.polish = polish = ml_collections.ConfigDict()  # method 'polish': fit.fewstep's teacher and Adam, K as fewstep
+  polish.start = 'edm_rho7'              # The ladder polished: a baseline, 'learned' (the checkpoint's schedule) or
+                                         # a name stored in <workdir>/schedules/ holding every K wanted.
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'adam'               # 'adam' | 'adamw'.

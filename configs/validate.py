@@ -25,7 +25,8 @@ from ddm import files, registry, samplers, targets
 from schedule.searches import fewstep, problem
 
 MODES = ('train', 'eval', 'sample', 'fit_schedule')
-METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss', 'fewstep')  # config.fit.method
+FOR_A_SOLVER = ('fewstep', 'polish')   # searches that store the K of config.eval's lists, for config.fit.sampler
+METHODS = ('score_optimal', 'trajectory', 'ays', 'dp_elbo', 'ddss', 'fewstep', 'polish')  # config.fit.method
 PREDICTORS = ('identity', 'euler', 'heun')              # config.schedule.cost_solver
 RESERVED_SCHEDULE_NAMES = ('learned', 'fitted')         # config.eval.schedules entries that are not files
 NONFINITE_POLICIES = ('stop', 'skip')                   # config.train.on_nonfinite
@@ -165,6 +166,7 @@ RELATED = {
     'sde.beta_min': '_path_problems', 'sde.beta_max': '_path_problems',
     'fit.name': '_fit_problems', 'fit.refine_step_counts': '_fit_problems', 'fit.ays.step_counts': '_fit_problems',
     'fit.ddss.step_counts': '_fit_problems', 'fit.trajectory.step_counts': '_fit_problems',
+    'fit.polish.start': '_fit_problems (its existence: modes/fit_schedule.polish_start)',
     'eval.step_counts': '_eval_problems', 'eval.nfe': '_eval_problems', 'eval.schedules': '_eval_problems',
     'eval.solver_order': '_solver_problems', 'fit.sampler': '_solver_problems (_fit_sampler_problems)',
     'distributed.coordinator_address': 'distributed_problems', 'distributed.num_processes': 'distributed_problems',
@@ -332,6 +334,10 @@ def _fit_problems(config, mode) -> list:
   if fit.name and (not _plain(fit.name) or fit.name in RESERVED_SCHEDULE_NAMES):
     problems.append(f'config.fit.name={fit.name!r}; a plain name (letters, digits, _ . + -, no path and '
                     f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
+  start = fit.polish.start   # whether it exists is checked when the workdir is read (modes/fit_schedule)
+  if fit.method == 'polish' and (not _plain(start) or start == 'fitted'):
+    problems.append(f'config.fit.polish.start={start!r}; the name of one ladder: a baseline '
+                    f'({", ".join(registry.BASELINES.names())}), learned, or a name stored in <workdir>/schedules/')
   return problems
 
 
@@ -416,8 +422,8 @@ def _solver_problems(config, mode) -> list:
   eval_cfg = config.eval
   if eval_cfg.sampler not in registry.SAMPLERS:
     return []  # named by the REGISTERED table
-  fewstep_fit = mode == 'fit_schedule' and config.fit.method == 'fewstep' and config.fit.get('sampler', '')
-  # a fewstep fit reads config.eval's K and NFE lists with its own solver (checked below), not eval's
+  fewstep_fit = mode == 'fit_schedule' and config.fit.method in FOR_A_SOLVER and config.fit.get('sampler', '')
+  # a fewstep (or polish) fit reads config.eval's K and NFE lists with its own solver (checked below), not eval's
   problems = [] if fewstep_fit else samplers.setting_problems(
       eval_cfg.sampler, eval_cfg.solver_order, tuple(eval_cfg.step_counts), tuple(eval_cfg.nfe), eval_cfg.langevin_steps)
   if mode == 'fit_schedule' and registry.SAMPLERS.get(eval_cfg.sampler).multistep:
@@ -440,20 +446,20 @@ def _fit_sampler_problems(config, mode) -> list:
   name = config.fit.get('sampler', '')
   if not isinstance(name, str) or (name and name not in problem.ODE_SAMPLERS):
     return [f'config.fit.sampler={name!r}; allowed: \'\' (config.eval.sampler), {", ".join(problem.ODE_SAMPLERS)}']
-  if mode != 'fit_schedule' or config.fit.method not in ('fewstep', 'trajectory'):
+  if mode != 'fit_schedule' or config.fit.method not in FOR_A_SOLVER + ('trajectory',):
     return []
   solver = problem.solver_name(config.fit, config.eval)
   if solver not in problem.ODE_SAMPLERS:
     return [f"config.fit.method={config.fit.method!r} follows the probability-flow ODE; its solver {solver!r} "
             f"(config.fit.sampler or config.eval.sampler) is not one; allowed: {', '.join(problem.ODE_SAMPLERS)}"]
+  fit_solver = dict(sampler_setting='config.fit.sampler') if config.fit.get('sampler', '') else {}
   if config.fit.method == 'trajectory':
-    return [p.replace('config.eval.sampler=', 'config.fit.sampler=').replace(
-                'config.eval.step_counts', 'config.fit.trajectory.step_counts')
-            for p in samplers.setting_problems(solver, config.eval.solver_order,
-                                               tuple(config.fit.trajectory.step_counts))]
-  problems = [p.replace('config.eval.sampler=', 'config.fit.sampler=')
-              for p in samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.step_counts),
-                                                 tuple(config.eval.nfe), config.eval.langevin_steps)]
+    return samplers.setting_problems(solver, config.eval.solver_order, tuple(config.fit.trajectory.step_counts),
+                                     steps_setting='config.fit.trajectory.step_counts', **fit_solver)
+  # with fit.sampler '' the solver and its lists are config.eval's own, checked by _solver_problems
+  problems = samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.step_counts),
+                                       tuple(config.eval.nfe), config.eval.langevin_steps,
+                                       **fit_solver) if fit_solver else []
   if not problems and not fewstep.steps_wanted(config.eval, solver):
     problems.append(f'config.eval.nfe={tuple(config.eval.nfe)}: config.fit.sampler={solver!r} makes none of these '
                     'NFEs exactly, so fewstep has no K to store')

@@ -426,11 +426,13 @@ def nfe(name: str, num_steps: int, langevin_steps: int = 1) -> int:
   return SAMPLERS.get(name, 'config.eval.sampler').nfe(int(num_steps), int(langevin_steps))
 
 
-def steps_for_nfe(name: str, evaluations: int, langevin_steps: int = 1, setting: str = 'config.eval.nfe') -> int:
+def steps_for_nfe(name: str, evaluations: int, langevin_steps: int = 1, setting: str = 'config.eval.nfe',
+                  sampler_setting: str = 'config.eval.sampler') -> int:
   """The step count K at which ``name`` makes exactly ``evaluations`` network evaluations per sample.
 
   Raises:
-    ValueError naming ``setting`` and the nearest reachable NFEs when none does (Heun reaches odd counts only).
+    ValueError naming ``setting``, ``sampler_setting`` and the nearest reachable NFEs when none does (Heun
+    reaches odd counts only).
   """
   sampler = SAMPLERS.get(name, 'config.eval.sampler')
   counts = {sampler.nfe(k, int(langevin_steps)): k for k in range(1, max(int(evaluations), 1) + 2)}
@@ -439,30 +441,34 @@ def steps_for_nfe(name: str, evaluations: int, langevin_steps: int = 1, setting:
   below = max([c for c in counts if c < evaluations], default=None)
   above = min(c for c in counts if c > evaluations)
   near = ', '.join(str(c) for c in (below, above) if c is not None)
-  raise ValueError(f'{setting}: NFE {evaluations} is not reachable by config.eval.sampler={name!r} '
+  raise ValueError(f'{setting}: NFE {evaluations} is not reachable by {sampler_setting}={name!r} '
                    f'(langevin_steps={langevin_steps}); nearest reachable NFE: {near}')
 
 
-def steps_for_each_nfe(name: str, evaluations, langevin_steps: int = 1) -> dict:
+def steps_for_each_nfe(name: str, evaluations, langevin_steps: int = 1, setting: str = 'config.eval.nfe',
+                       sampler_setting: str = 'config.eval.sampler') -> dict:
   """``{NFE: K, or the reason it is unreachable (str)}`` for each of ``evaluations`` under ``name``: the one place
   that reads an NFE list (eval's columns, the searches' K)."""
   out = {}
   for n in evaluations:
     try:
-      out[int(n)] = steps_for_nfe(name, n, langevin_steps)
+      out[int(n)] = steps_for_nfe(name, n, langevin_steps, setting, sampler_setting)
     except ValueError as e:
       out[int(n)] = str(e)
   return out
 
 
 def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), langevin_steps: int = 1,
-                     setting: str = 'config.eval') -> list:
+                     setting: str = 'config.eval', sampler_setting: str = '', steps_setting: str = '') -> list:
   """What is wrong with walking ``name`` at ``solver_order`` for the step counts ``num_steps`` or the NFEs
   ``evaluations`` (``<setting>.sampler``, ``.solver_order``, ``.step_counts``, ``.nfe``): messages naming the setting
   and what is allowed, ``[]`` when nothing is. An NFE the sampler cannot reach is not a problem by itself (its
-  table cell says so), but a list of which it reaches none is.
+  table cell says so), but a list of which it reaches none is. ``sampler_setting`` and ``steps_setting`` name the
+  sampler and the step counts where they live elsewhere (a search made for ``config.fit.sampler`` that walks
+  ``config.fit.trajectory.step_counts``).
   """
-  sampler, problems = SAMPLERS.get(name, f'{setting}.sampler'), []
+  sampler_setting, steps_setting = sampler_setting or f'{setting}.sampler', steps_setting or f'{setting}.step_counts'
+  sampler, problems = SAMPLERS.get(name, sampler_setting), []
   if not isinstance(solver_order, int) or isinstance(solver_order, bool):
     return [f'{setting}.solver_order={solver_order!r}; need an integer (0: the solver\'s default)']
   if solver_order and solver_order not in sampler.orders:
@@ -473,17 +479,17 @@ def setting_problems(name: str, solver_order, num_steps=(), evaluations=(), lang
   order = sampler.order(solver_order)
   ks = [int(k) for k in num_steps]
   if len(evaluations):
-    counts = steps_for_each_nfe(name, evaluations, langevin_steps)
+    counts = steps_for_each_nfe(name, evaluations, langevin_steps, f'{setting}.nfe', sampler_setting)
     ks = [k for k in counts.values() if isinstance(k, int)]
     if not ks:
-      return [list(counts.values())[-1].replace('config.eval.nfe', f'{setting}.nfe', 1)]
+      return [list(counts.values())[-1]]
   low = [k for k in ks if k < order]
   if low:
     what = f'NFE {", ".join(str(sampler.nfe(k, langevin_steps)) for k in low)}' if len(evaluations) else \
         f'K = {", ".join(map(str, low))}'
-    problems.append(f'{setting}.sampler={name!r} of order {order} needs at least {order} steps (its warm-up '
-                    f'takes {order - 1} lower-order steps); {what} is below: use {setting}.'
-                    f'{"nfe" if len(evaluations) else "step_counts"} >= {sampler.nfe(order, langevin_steps)}'
+    problems.append(f'{sampler_setting}={name!r} of order {order} needs at least {order} steps (its warm-up '
+                    f'takes {order - 1} lower-order steps); {what} is below: use '
+                    f'{setting + ".nfe" if len(evaluations) else steps_setting} >= {sampler.nfe(order, langevin_steps)}'
                     + (f' or a lower {setting}.solver_order' if sampler.orders else ''))
   return problems
 

@@ -19,18 +19,18 @@ from ddm.targets import make_target
 from eval import frechet, plots, sampling
 from modes import logs, workdir as workdir_lib
 from schedule import baselines, schedules, searches, store
-from schedule.searches import ddss, problem as problem_lib
+from schedule.searches import ddss, fewstep, problem as problem_lib
 from schedule.searches.problem import Problem
 from train import data
 
 DATA_POOL = 4096  # Data examples held in memory to draw x0 from (forward-process samples of p_t).
 
 
-def checkpoint_problem(config, workdir) -> Problem:
-  """The trained model of ``workdir``'s last checkpoint; ``p_t`` from the data through the forward process
-  (``config.fit.samples='data'``) or from the model's own reverse process (``'model'``, no data read:
-  :func:`eval.sampling.with_model_samples`)."""
-  path, model, state = workdir_lib.restore(config, workdir)
+def checkpoint_problem(config, workdir, restored=None) -> Problem:
+  """The trained model of ``workdir``'s last checkpoint (``restored``: :func:`modes.workdir.restore`'s answer when
+  already read); ``p_t`` from the data through the forward process (``config.fit.samples='data'``) or from the
+  model's own reverse process (``'model'``, no data read: :func:`eval.sampling.with_model_samples`)."""
+  path, model, state = restored or workdir_lib.restore(config, workdir)
   params = state.ema_params
   score_fn = model.score(params, path)
   denoise_fn = lambda x, t: model.denoise(params, x, t)
@@ -49,10 +49,10 @@ def exact_problem(config, path) -> Problem:
   return problem_lib.exact(make_target(config.data), path)
 
 
-def make_problem(config, workdir) -> Problem:
+def make_problem(config, workdir, restored=None) -> Problem:
   path = make_path(config.sde)
   if workdir_lib.has_checkpoint(workdir) and not config.model.exact_score:
-    return checkpoint_problem(config, workdir)
+    return checkpoint_problem(config, workdir, restored)
   if config.data.dataset == 'toy':
     return exact_problem(config, path)
   raise files.InputError(f'--mode=fit_schedule needs a trained checkpoint in --workdir={workdir} for '
@@ -74,11 +74,37 @@ def ddss_loss(config, workdir, problem: Problem, key) -> dict:
   return dict(loss_name='kid_classifier', loss_fn=frechet.kid_loss(features, jax.jit(features)(x)))
 
 
-def search(config, workdir, problem: Problem, key):
-  """``config.fit.method``'s search on ``problem``: a :class:`schedule.searches.Result`."""
+def polish_start(config, workdir, learned):
+  """The ladder ``config.fit.polish.start`` names (:func:`schedule.schedules.resolve`: a baseline, 'learned' or a
+  stored name), holding every K the polish stores; else one error naming the setting and what it can be."""
+  name, path = config.fit.polish.start, make_path(config.sde)
+  held = store.names(workdir) if files.as_path(workdir).exists() else []
+  if name not in (schedules.LEARNED,) + tuple(BASELINES.names()) + tuple(held):
+    raise files.InputError(f'config.fit.polish.start={name!r} is no ladder: allowed: {schedules.LEARNED}, a baseline '
+                           f'({", ".join(BASELINES.names())}) or a schedule stored in --workdir={workdir} (stored: '
+                           f'{", ".join(held) or "none"})')
+  if name == schedules.LEARNED and learned is None:
+    raise files.InputError(f'config.fit.polish.start={name!r}: --workdir={workdir} has no learned schedule (no '
+                           'checkpoint, or no schedule update happened); name a baseline or a stored schedule')
+  start = schedules.resolve(name, path, workdir, learned)
+  ks = fewstep.steps_wanted(config.eval, searches.problem.solver_name(config.fit, config.eval))
+  missing = [k for k in ks if not start.has(k)]
+  if missing:
+    raise files.InputError(f'config.fit.polish.start={name!r} holds no ladder for K = '
+                           f'{", ".join(map(str, missing))} (of config.eval.step_counts / config.eval.nfe with '
+                           f'config.fit.sampler); it holds K = {", ".join(map(str, sorted(start.ladders)))}: '
+                           'evaluate those K, or start from a baseline')
+  return start
+
+
+def search(config, workdir, problem: Problem, key, start=None):
+  """``config.fit.method``'s search on ``problem``: a :class:`schedule.searches.Result` (``start``: the ladder a
+  polish starts from, :func:`polish_start`)."""
   extra = ddss_loss(config, workdir, problem, key) if config.fit.method == 'ddss' else {}
   if config.fit.method == 'score_optimal':
     extra = dict(sigma_data=config.model.sigma_data)
+  if config.fit.method == 'polish':
+    extra = dict(start_name=config.fit.polish.start, start=start)
   return searches.SEARCHES[config.fit.method](config.fit, config.schedule, config.eval, problem, key, **extra)
 
 
@@ -87,31 +113,40 @@ def fit_schedule(config, workdir):
   as ``fits/<name>.json``, ``fits/<name>_schedule.png`` and ``fits/<name>_costs.png`` into ``workdir``: beside a
   training run's own ``schedule.json`` and plots (never over them), one set per fitted name."""
   validate(config, workdir, 'fit_schedule')
-  problem = make_problem(config, workdir)  # refuses a workdir without a checkpoint (non-toy) before log.txt exists
+  polishing = config.fit.method == 'polish'
+  # the checkpoint is read once: for the model's score and for its learned schedule (a polish start, the record's
+  # reference costs); an exact-score fit reads it only to polish the learned schedule
+  restored = (workdir_lib.restore(config, workdir) if workdir_lib.has_checkpoint(workdir) and (
+      not config.model.exact_score or (polishing and config.fit.polish.start == schedules.LEARNED)) else None)
+  learned = workdir_lib.learned_length(restored[2]) if restored else None
+  start = polish_start(config, workdir, learned) if polishing else None
+  problem = make_problem(config, workdir, restored)  # refuses a workdir without a checkpoint (non-toy) first
   with logs.to_workdir(workdir, logging.get_verbosity()):
-    return _fit_schedule(config, workdir, problem)
+    return _fit_schedule(config, workdir, problem, start, learned)
 
 
-def _fit_schedule(config, workdir, problem):
+def _fit_schedule(config, workdir, problem, start, learned):
   fit_cfg, cost = config.fit, config.schedule.cost
   num_steps = fit_cfg.ladder_steps
-  result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH))
-  # fewstep is always made for a solver; trajectory when config.fit.sampler names one (else it is 'trajectory')
-  solver = {'fewstep': searches.problem.solver_name(fit_cfg, config.eval), 'trajectory': fit_cfg.sampler}
+  result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH), start)
+  # fewstep and polish are always made for a solver; trajectory when config.fit.sampler names one
+  solver = searches.problem.solver_name(fit_cfg, config.eval)
+  solver = {'fewstep': solver, 'polish': f'{fit_cfg.polish.start}_{solver}', 'trajectory': fit_cfg.sampler}
   name = fit_cfg.name or store.default_name(fit_cfg.method, cost, fit_cfg.refine, solver.get(fit_cfg.method, ''))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stored = schedules.save(workdir, name, result.schedule, fit_cfg.method, cost, **result.meta)
   if isinstance(result.schedule, schedules.LengthFunction):
-    lam = result.schedule
+    lam, reference = result.schedule, {}
     ts = lam.steps(num_steps)
   else:
     ladders = result.schedule.ladders
     ts = ladders[num_steps] if num_steps in ladders else ladders[max(ladders)]
-    lam = _reference_length(config, problem, workdir)
+    lam, reference = _reference_length(config, problem, workdir, learned)
+    reference = dict(costs_from=reference)
   path = problem.path
   record = store.schedule_record(path, ts, lam.step_costs(ts), cost)
-  record.update(method=fit_cfg.method, name=name, **result.meta)
+  record.update(method=fit_cfg.method, name=name, **reference, **result.meta)
   out = workdir / 'fits'
   out.mkdir(parents=True, exist_ok=True)
   files.write_json(record, out / f'{name}.json')
@@ -128,16 +163,20 @@ def _fit_schedule(config, workdir, problem):
   return record
 
 
-def _reference_length(config, problem, workdir):
-  """The corrector length function, to report the step costs of a searched (non-length) schedule: the one this
-  workdir already stores (``schedules/corrector.json``: a fit of this workdir's score, perhaps at an earlier
-  checkpoint; only the reported costs use it), else a fit (minutes on an image model)."""
+def _reference_length(config, problem, workdir, learned):
+  """``(length function, what it is)``: the step costs reported for a searched (non-length) schedule, which only
+  the record and its cost plot use. The corrector fit this workdir already stores (``schedules/corrector.json``,
+  perhaps of an earlier checkpoint), else the training run's learned schedule (its online estimate of
+  ``config.schedule.cost``: free), else a corrector fit (seconds on a toy, long on an image model)."""
   if 'corrector' in store.names(workdir):
     stored = schedules.stored(workdir, 'corrector')
     if isinstance(stored, schedules.LengthFunction):
-      return stored
+      return stored, 'schedules/corrector.json'
+  if learned is not None and problem.model is not None:
+    return learned, f'the checkpoint\'s learned schedule ({config.schedule.cost} cost)'
   cost_cfg, fit_cfg = config.schedule.copy_and_resolve_references(), config.fit.copy_and_resolve_references()
   cost_cfg.cost, fit_cfg.refine = 'corrector', False
   return searches.score_optimal.search(fit_cfg, cost_cfg, config.eval, problem,
                                        streams.key(config.seed, streams.SEARCH_REFERENCE),
-                                       sigma_data=config.model.sigma_data).schedule
+                                       sigma_data=config.model.sigma_data).schedule, 'corrector fit'
+

@@ -25,6 +25,7 @@ Stored per K: the K of ``config.eval.step_counts``, or the K at which the solver
 ``config.eval.nfe`` (an NFE it cannot make is skipped).
 """
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,42 @@ def polish(objective, ts, path, iterations: int, learning_rate: float):
   return np.asarray(ladder_of(best_z, path, ends), np.float64), best, history
 
 
+class Teacher(NamedTuple):
+  """The model's own many-step solution on two sets of M prior draws (module docstring, steps 1 and 4).
+
+  Attributes: grid: f64[N+1] (uniform in log noise level); states: f32[N+1, M, *S], the teacher's states at the
+  grid points from the fit noises (``[0]``: its output ``X_0``); fit, check: ``J(ts)`` (jitted) of the solver on
+  the fit noises and on fresh noises against their own teacher; evaluations: the teacher's network evaluations
+  per noise, both runs.
+  """
+  grid: np.ndarray
+  states: jax.Array
+  fit: Callable
+  check: Callable
+  evaluations: int
+
+
+def make_teacher(cfg, problem: Problem, sampler: str, order: int, key) -> Teacher:
+  """:class:`Teacher` from ``config.fit.fewstep`` (``grid``, ``teacher_substeps``, ``num_noises``) for ``sampler``
+  at ``order``; ``key`` splits into the fit and the check noises."""
+  n, substeps, m = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises)
+  path, shape = problem.path, tuple(problem.data_shape)
+  solver = trajectory.Solver(problem, trajectory.ode(trajectory.TEACHER))
+  grid = dp_grid(path, n)
+  fine = trajectory.fine_ladder(grid, substeps)
+  key_fit, key_check = jax.random.split(key)
+  x_fit, x_check = (samplers.prior_sample(path, k, (m,) + shape) for k in (key_fit, key_check))
+  states = trajectory.teacher(solver, x_fit, fine, substeps)
+  target = trajectory.teacher(solver, x_check, fine, substeps)[0]
+  return Teacher(grid, states, jax.jit(trajectory.make_objective(problem, sampler, order, x_fit, states[0])),
+                 jax.jit(trajectory.make_objective(problem, sampler, order, x_check, target)),
+                 2 * samplers.nfe(trajectory.TEACHER, len(fine) - 1))
+
+
+def _score(objective, ts) -> float:
+  return float(objective(jnp.asarray(ts, jnp.float32)))
+
+
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   """``config.fit.method = 'fewstep'`` (module docstring) for the K of :func:`steps_wanted`.
 
@@ -109,34 +146,25 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   del cost_cfg
   start_time = time.perf_counter()
   cfg, sampler, order = fit_cfg.fewstep, problem_lib.solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
-  n, substeps, m = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises)
-  path, shape = problem.path, tuple(problem.data_shape)
-  ks = steps_wanted(eval_cfg, sampler)
-  teacher_solver = trajectory.Solver(problem, trajectory.ode(trajectory.TEACHER))
-  grid = dp_grid(path, n)
-  fine = trajectory.fine_ladder(grid, substeps)
-  key_fit, key_check = jax.random.split(key)
-  x_fit = samplers.prior_sample(path, key_fit, (m,) + shape)
-  states = trajectory.teacher(teacher_solver, x_fit, fine, substeps)
-  teacher_evaluations = samplers.nfe(trajectory.TEACHER, len(fine) - 1)
-  evaluations = teacher_evaluations + n * (n + 1) // 2                  # the teacher and the DDIM pair costs
-  totals, dp_paths = dynamic_programme(trajectory.local_costs(trajectory.Solver(problem, trajectory.ode('euler')), grid,
-                                                              states), min(max(ks), n))
-  fit_objective = jax.jit(trajectory.make_objective(problem, sampler, order, x_fit, states[0]))
-  logging.info('fewstep: teacher (%d Heun steps) and the dp on %d noises in %.0f s', len(fine) - 1, m,
-               time.perf_counter() - start_time)
+  path, ks = problem.path, steps_wanted(eval_cfg, sampler)
+  teacher = make_teacher(cfg, problem, sampler, order, key)
+  n, m = len(teacher.grid) - 1, int(cfg.num_noises)
+  evaluations = teacher.evaluations + n * (n + 1) // 2                  # the teacher and the DDIM pair costs
+  totals, dp_paths = dynamic_programme(trajectory.local_costs(trajectory.Solver(problem, trajectory.ode('euler')),
+                                                              teacher.grid, teacher.states), min(max(ks), n))
+  logging.info('fewstep: teachers and the dp on %d noises in %.0f s', m, time.perf_counter() - start_time)
 
   ladders, starts, dp_ladders, kept = {}, {}, {}, {}
   for k in ks:
     candidates = {name: np.asarray(baselines.make_baseline(name, path, k, 'baseline'), np.float64)
                   for name in BASELINES.names()}
     if k <= n:
-      dp_ladders[k] = candidates['dp'] = grid[np.asarray(dp_paths(k))]
-    scores = {name: float(fit_objective(jnp.asarray(ts, jnp.float32))) for name, ts in candidates.items()}
+      dp_ladders[k] = candidates['dp'] = teacher.grid[np.asarray(dp_paths(k))]
+    scores = {name: _score(teacher.fit, ts) for name, ts in candidates.items()}
     finite = {name: v for name, v in scores.items() if np.isfinite(v)}
     first = min(finite, key=finite.get) if finite else 'log_linear'
     evaluations += k * len(candidates)
-    ts, value, history = (polish(fit_objective, candidates[first], path, cfg.adam_steps, cfg.learning_rate)
+    ts, value, history = (polish(teacher.fit, candidates[first], path, cfg.adam_steps, cfg.learning_rate)
                           if k > 1 else (candidates[first], scores[first], [scores[first]]))
     evaluations += k * (len(history) - 1) if k > 1 else 0
     ladders[k], starts[k] = ts, (first, candidates[first])
@@ -144,23 +172,58 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
                  time.perf_counter() - start_time)
 
   # Fresh noises and their own teacher: what is reported (and which ladder is kept) is not what was minimised.
-  x_check = samplers.prior_sample(path, key_check, (m,) + shape)
-  target = trajectory.teacher(teacher_solver, x_check, fine, substeps)[0]
-  evaluations += teacher_evaluations
-  check = jax.jit(trajectory.make_objective(problem, sampler, order, x_check, target))
-  score = lambda ts: float(check(jnp.asarray(ts, jnp.float32)))
   found, started = {}, {}
   for k in ks:
-    found[k], started[k] = score(ladders[k]), {'from': starts[k][0], 'objective': score(starts[k][1])}
+    found[k], started[k] = _score(teacher.check, ladders[k]), {'from': starts[k][0],
+                                                                'objective': _score(teacher.check, starts[k][1])}
     kept[k] = 'refined' if found[k] <= started[k]['objective'] else 'start'
     if kept[k] == 'start':
       ladders[k], found[k] = starts[k][1], started[k]['objective']
-  dp = {k: score(ts) for k, ts in dp_ladders.items()}
-  hand_made = {name: {k: score(baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
+  dp = {k: _score(teacher.check, ts) for k, ts in dp_ladders.items()}
+  hand_made = {name: {k: _score(teacher.check, baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
                for name in BASELINES.names()}
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
   meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, dp=dp, baselines=hand_made,
-              kept=kept, grid=n, num_noises=m, teacher=f'{trajectory.TEACHER}, {len(fine) - 1} steps',
+              kept=kept, grid=n, num_noises=m, teacher=f'{trajectory.TEACHER}, {n * int(cfg.teacher_substeps)} steps',
               iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
               network_evaluations=int(evaluations * m))
   return Result(Ladders(ladders, 'fewstep', 'fewstep'), meta=meta)
+
+
+def polish_search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key, start_name: str, start) -> Result:
+  """``config.fit.method = 'polish'``: steps 3 and 4 of the module docstring from a ladder the user names
+  (``config.fit.polish.start``: a baseline, the training run's learned schedule, or any stored schedule, resolved
+  by the runner into ``start``, a :class:`schedule.schedules.Schedule` holding every K of :func:`steps_wanted`),
+  instead of from the best of the hand-made ladders and the dp. Teacher and Adam settings: ``fit_cfg.fewstep``;
+  the same key gives the same noises as fewstep, so polishing fewstep's own start repeats fewstep.
+
+  Returns ``Result(Ladders({K: f64[K+1]}), meta)``; meta: ``sampler``, ``solver_order``, per K ``objective`` (the
+  stored ladder, fresh noises), ``start`` (``{'from': start_name, 'objective'}``, fresh noises), ``fit`` (J on the
+  fit noises before and after), ``kept``, ``time_s``, ``network_evaluations``.
+  """
+  del cost_cfg
+  start_time = time.perf_counter()
+  cfg, sampler, order = fit_cfg.fewstep, problem_lib.solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
+  path, ks, m = problem.path, steps_wanted(eval_cfg, sampler), int(cfg.num_noises)
+  teacher = make_teacher(cfg, problem, sampler, order, key)
+  evaluations = teacher.evaluations
+  ladders, started, found, fitted, kept = {}, {}, {}, {}, {}
+  for k in ks:
+    first = np.asarray(start.steps(k), np.float64)
+    before = _score(teacher.fit, first)
+    ts, after, history = (polish(teacher.fit, first, path, cfg.adam_steps, cfg.learning_rate)
+                          if k > 1 else (first, before, [before]))
+    evaluations += k * (len(history) + 3)
+    fitted[k] = {'start': before, 'polished': after}
+    found[k], started[k] = _score(teacher.check, ts), {'from': start_name, 'objective': _score(teacher.check, first)}
+    kept[k] = 'refined' if found[k] <= started[k]['objective'] else 'start'
+    ladders[k] = ts if kept[k] == 'refined' else first
+    found[k] = min(found[k], started[k]['objective'])
+    logging.info('polish: K = %d from %s, J %.4g -> %.4g on the fit noises, %.4g -> %.4g on fresh ones (%s kept)',
+                 k, start_name, before, after, started[k]['objective'], found[k], kept[k])
+  meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, fit=fitted, kept=kept,
+              grid=len(teacher.grid) - 1, num_noises=m,
+              teacher=f'{trajectory.TEACHER}, {(len(teacher.grid) - 1) * int(cfg.teacher_substeps)} steps',
+              iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
+              network_evaluations=int(evaluations * m))
+  return Result(Ladders(ladders, f'polish_{start_name}', 'polish'), meta=meta)
