@@ -42,7 +42,7 @@ OUT_OF_RANGE = {
     'sde.sigma_min': 0.0, 'sde.sigma_max': 0.001, 'sde.eps': 0.6, 'sde.beta_min': -1.0, 'sde.beta_max': 0.05,
     'fit.name': '../x', 'fit.refine_step_counts': (10, 5), 'fit.ays.step_counts': (), 'fit.ddss.step_counts': (0,),
     'fit.trajectory.step_counts': (20, 10), 'eval.step_counts': (0,), 'eval.nfe': (0,), 'eval.schedules': (),
-    'eval.solver_order': 7, 'fit.sampler': 'nope', 'distributed.coordinator_address': 'localhost', 'distributed.num_processes': -1,
+    'eval.solver_order': 7, 'fit.sampler': 'nope', 'fit.polish.start': '../x', 'distributed.coordinator_address': 'localhost', 'distributed.num_processes': -1,
     'distributed.process_id': -2,
 }
 CONTEXT = {
@@ -50,6 +50,7 @@ CONTEXT = {
     'data.weights': {'data.target': 'gmm'}, 'sde.eps': {'sde.name': 'vp'}, 'sde.beta_min': {'sde.name': 'vp'},
     'sde.beta_max': {'sde.name': 'vp'}, 'sde.beta_schedule': {'sde.name': 'vp'},
     'fit.refine_step_counts': {'fit.refine': True}, 'eval.nfe': {'eval.step_counts': ()},
+    'fit.polish.start': {'fit.method': 'polish'},
 }
 
 
