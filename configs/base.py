@@ -144,6 +144,9 @@ def get_config():
   fewstep.num_noises = 512               # Prior draws the teacher and the solver are run from (fit and check).
   fewstep.adam_steps = 200               # Adam steps on the ladder's log noise levels (gradient through the walk).
   fewstep.learning_rate = 0.05           # Adam learning rate on the increment logits.
+  fewstep.objective = 'paired'           # 'paired': mean squared distance to the teacher's output from the same
+                                         # noise | 'mmd': MMD^2 to the teacher's outputs (kernels from r(0) to their
+                                         # scale; keeps fine structure the paired distance averages away).
   fit.polish = polish = ml_collections.ConfigDict()  # method 'polish': fit.fewstep's teacher and Adam, K as fewstep
   polish.start = 'edm_rho7'              # The ladder polished: a baseline, 'learned' (the checkpoint's schedule) or
                                          # a name stored in <workdir>/schedules/ holding every K wanted.

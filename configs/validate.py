@@ -144,7 +144,8 @@ RANGES = {
 }
 # field -> allowed values; 'config.<field>=<value>; allowed: ...'
 CHOICES = {
-    'fit.method': METHODS, 'fit.samples': ('data', 'model'), 'schedule.cost_solver': PREDICTORS,
+    'fit.method': METHODS, 'fit.fewstep.objective': fewstep.OBJECTIVES, 'fit.samples': ('data', 'model'),
+    'schedule.cost_solver': PREDICTORS,
     'model.dtype': ('float32', 'bfloat16'), 'loss.weighting': ('precond', 'uniform'),
     'optim.optimizer': ('adam', 'adamw'), 'train.on_nonfinite': NONFINITE_POLICIES,
     'schedule.rate_pass': ('auto', 'fused', 'separate'), 'model.unet.embedding': ('positional', 'fourier'),

@@ -131,7 +131,8 @@ def _fit_schedule(config, workdir, problem, start, learned):
   result = search(config, workdir, problem, streams.key(config.seed, streams.SEARCH), start)
   # fewstep and polish are always made for a solver; trajectory when config.fit.sampler names one
   solver = searches.problem.solver_name(fit_cfg, config.eval)
-  solver = {'fewstep': solver, 'polish': f'{fit_cfg.polish.start}_{solver}', 'trajectory': fit_cfg.sampler}
+  mmd = 'mmd_' if fit_cfg.fewstep.objective == 'mmd' else ''   # a fewstep or polish of the other objective
+  solver = {'fewstep': mmd + solver, 'polish': f'{mmd}{fit_cfg.polish.start}_{solver}', 'trajectory': fit_cfg.sampler}
   name = fit_cfg.name or store.default_name(fit_cfg.method, cost, fit_cfg.refine, solver.get(fit_cfg.method, ''))
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

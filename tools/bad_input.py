@@ -111,7 +111,8 @@ FIELDS_FIT = [
     ('fit.refine_step_counts', '(10,5)', '--config.fit.refine=True'), ('fit.refine_substeps', '0'),
     ('fit.dp_elbo.grid', '1', '--config.fit.method=dp_elbo'), ('fit.ays.step_counts', '()'),
     ('fit.ays.nodes', '1'), ('fit.ddss.learning_rate', 'inf'), ('fit.ddss.step_counts', '(0,)'),
-    ('fit.trajectory.grid', '1'),
+    ('fit.trajectory.grid', '1'), ('fit.polish.start', 'fitted', '--config.fit.method=polish'),
+    ('fit.polish.start', 'nosuch', '--config.fit.method=polish', '--config.fit.sampler=ipndm'),
 ]
 FIELDS_EVAL = [
     ('eval.sampler', 'bogus'), ('eval.step_counts', '(0,)'), ('eval.step_counts', '(5.5,)'),

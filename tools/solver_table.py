@@ -3,6 +3,7 @@
     python -m tools.solver_table docs/cantor_solvers_eval_*.json docs/bimodal_solvers_eval_*.json
     python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json   # the searches against them
     python -m tools.solver_table --trajectory RUNS/*_searches/schedules/trajectory_*.json   # search records
+    python -m tools.solver_table --polish RUNS/*_searches/schedules/polish_*.json           # polish records
 
 Records are grouped by run (the file name before ``_eval_<sampler>.json``). A cell is the best hand-made ladder
 (:data:`HAND_MADE`) of that solver at that NFE, ``mean ± std (ladder)``; the last row names the best solver and
@@ -224,6 +225,41 @@ def trajectory_report(paths) -> str:
   return '\n'.join(out)
 
 
+def polish_report(paths) -> str:
+  """docs/polish.md from the records of polishes (``<workdir>/schedules/polish_<start>_<solver>.json``): per run,
+  solver and start, per K the objective of the start and of the polished ladder on fresh noises, which one was
+  kept, and beside them the objective of ``fewstep_<solver>`` of the same workdir (the same fresh noises when both
+  ran with the same seed and number of noises: checked, else '-')."""
+  out = ['# Polishing a named ladder for its solver', '',
+         'Written by `bash docs/reproduce.sh polish` (`python -m tools.solver_table --polish`). `--config.fit.method=polish`',
+         "runs fewstep's gradient refinement from a ladder you name (docs/method.md section 8.6). Each cell: the mean",
+         "squared distance per dimension of the solver's K-step output to the model's own many-step solution on fresh",
+         'noises (lower is better), for the start and for the stored ladder (the polished one, or the start where',
+         "polishing did not help on those noises: kept), beside fewstep's own ladder for the solver on the same noises.",
+         'polished / fewstep above 1: the default search is better from its own start.', '']
+  for path in sorted(paths):
+    with open(path) as f:
+      record = json.load(f)
+    folder = os.path.dirname(os.path.abspath(path))
+    run = os.path.basename(os.path.dirname(folder))
+    fewstep = {}
+    other = os.path.join(folder, f'fewstep_{record["sampler"]}.json')
+    if os.path.exists(other):
+      with open(other) as f:
+        found = json.load(f)
+      if found.get('num_noises') == record.get('num_noises') and found.get('teacher') == record.get('teacher'):
+        fewstep = found['objective']
+    start = next(iter(record['start'].values()))['from']
+    out += [f'## {run}: {record["sampler"]} from {start}', '',
+            '| K | start | stored | kept | stored / start | fewstep | stored / fewstep |', '|---|---|---|---|---|---|---|']
+    for k in sorted(record['objective'], key=int):
+      found, first, few = record['objective'][k], record['start'][k]['objective'], fewstep.get(k, math.nan)
+      out.append(f'| {k} | {first:.3g} | {found:.3g} | {record["kept"][k]} | {found / first:.2f}x | '
+                 + (f'{few:.3g} | {found / few:.2f}x |' if math.isfinite(few) else '- | - |'))
+    out.append('')
+  return '\n'.join(out)
+
+
 def load(paths) -> dict:
   runs = defaultdict(dict)
   for path in paths:
@@ -255,5 +291,7 @@ if __name__ == '__main__':
   args = sys.argv[1:]
   if '--trajectory' in args:
     print(trajectory_report([a for a in args if a != '--trajectory']))
+  elif '--polish' in args:
+    print(polish_report([a for a in args if a != '--polish']))
   else:
     print(fewstep_report(load([a for a in args if a != '--fewstep'])) if '--fewstep' in args else main(args))

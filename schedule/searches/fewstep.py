@@ -112,9 +112,52 @@ class Teacher(NamedTuple):
   evaluations: int
 
 
+OBJECTIVES = ('paired', 'mmd')   # config.fit.fewstep.objective
+MMD_BANDWIDTHS = 8               # kernels of the 'mmd' objective, geometric from r(0) to the teacher's output scale
+
+
+def mmd_bandwidths(path, target, count: int = MMD_BANDWIDTHS) -> np.ndarray:
+  """f64[count]: geometric from ``r(0)`` (the data end's noise level: no finer scale is resolved by any ladder) to
+  the RMS per dimension of the teacher's output ``target`` about its mean (the data's own scale); read from the
+  path and the model, not from the data."""
+  x = np.asarray(target, np.float64).reshape(target.shape[0], -1)
+  scale = float(np.sqrt(np.mean((x - x.mean(0))**2)))
+  lo = float(path.ratio_min)
+  return np.geomspace(lo, max(scale, 2 * lo), count)
+
+
+def mmd2(x, y, bandwidths) -> jax.Array:
+  """Unbiased ``MMD^2`` between the rows of ``x: f[M, *S]`` and ``y: f[M', *S]`` under the mean of Gaussian
+  kernels ``k(a, b) = exp(-||a - b||^2 / (2 D h^2))`` over ``bandwidths`` h (D: dimensions per row, so h is a
+  scale per dimension): ``E k(x, x') + E k(y, y') - 2 E k(x, y)`` with the diagonals left out."""
+  x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
+  d, h2 = x.shape[1], jnp.asarray(bandwidths, x.dtype)**2
+
+  def mean_kernel(a, b, same):
+    sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2 * a @ b.T
+    k = jnp.mean(jnp.exp(-jnp.maximum(sq, 0)[..., None] / (2 * d * h2)), -1)
+    n = a.shape[0]
+    return (jnp.sum(k) - jnp.trace(k)) / (n * (n - 1)) if same else jnp.mean(k)
+
+  return mean_kernel(x, x, True) + mean_kernel(y, y, True) - 2 * mean_kernel(x, y, False)
+
+
+def make_mmd_objective(problem: Problem, sampler: str, solver_order: int, x_init, target, bandwidths):
+  """``J(ts) = MMD^2`` (:func:`mmd2`) between ``sampler``'s K-step outputs from ``x_init`` and the teacher's outputs
+  ``target``: the student's law against the model's own, not sample against sample. The paired distance rewards a
+  last step into the data end from a large noise level, whose output is the denoiser's posterior mean: close to
+  every sample on average, but with the data's fine structure averaged away (docs/fewstep.md)."""
+  walk = samplers.make_sampler(sampler, problem.path, problem.score_fn, solver_order=solver_order)
+
+  def objective(ts):
+    return mmd2(walk(jax.random.PRNGKey(0), ts, x_init), target, bandwidths)
+
+  return objective
+
+
 def make_teacher(cfg, problem: Problem, sampler: str, order: int, key) -> Teacher:
-  """:class:`Teacher` from ``config.fit.fewstep`` (``grid``, ``teacher_substeps``, ``num_noises``) for ``sampler``
-  at ``order``; ``key`` splits into the fit and the check noises."""
+  """:class:`Teacher` from ``config.fit.fewstep`` (``grid``, ``teacher_substeps``, ``num_noises``, ``objective``)
+  for ``sampler`` at ``order``; ``key`` splits into the fit and the check noises."""
   n, substeps, m = int(cfg.grid), int(cfg.teacher_substeps), int(cfg.num_noises)
   path, shape = problem.path, tuple(problem.data_shape)
   solver = trajectory.Solver(problem, trajectory.ode(trajectory.TEACHER))
@@ -124,8 +167,12 @@ def make_teacher(cfg, problem: Problem, sampler: str, order: int, key) -> Teache
   x_fit, x_check = (samplers.prior_sample(path, k, (m,) + shape) for k in (key_fit, key_check))
   states = trajectory.teacher(solver, x_fit, fine, substeps)
   target = trajectory.teacher(solver, x_check, fine, substeps)[0]
-  return Teacher(grid, states, jax.jit(trajectory.make_objective(problem, sampler, order, x_fit, states[0])),
-                 jax.jit(trajectory.make_objective(problem, sampler, order, x_check, target)),
+  if cfg.get('objective', 'paired') == 'mmd':
+    h = mmd_bandwidths(path, states[0])
+    make = lambda x, y: make_mmd_objective(problem, sampler, order, x, y, h)
+  else:
+    make = lambda x, y: trajectory.make_objective(problem, sampler, order, x, y)
+  return Teacher(grid, states, jax.jit(make(x_fit, states[0])), jax.jit(make(x_check, target)),
                  2 * samplers.nfe(trajectory.TEACHER, len(fine) - 1))
 
 
@@ -183,7 +230,8 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   hand_made = {name: {k: _score(teacher.check, baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
                for name in BASELINES.names()}
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
-  meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, dp=dp, baselines=hand_made,
+  meta = dict(sampler=sampler, solver_order=order, objective_kind=cfg.get('objective', 'paired'), objective=found,
+              start=started, dp=dp, baselines=hand_made,
               kept=kept, grid=n, num_noises=m, teacher=f'{trajectory.TEACHER}, {n * int(cfg.teacher_substeps)} steps',
               iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
               network_evaluations=int(evaluations * m))
@@ -221,7 +269,8 @@ def polish_search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key, start_name
     found[k] = min(found[k], started[k]['objective'])
     logging.info('polish: K = %d from %s, J %.4g -> %.4g on the fit noises, %.4g -> %.4g on fresh ones (%s kept)',
                  k, start_name, before, after, started[k]['objective'], found[k], kept[k])
-  meta = dict(sampler=sampler, solver_order=order, objective=found, start=started, fit=fitted, kept=kept,
+  meta = dict(sampler=sampler, solver_order=order, objective_kind=cfg.get('objective', 'paired'), objective=found,
+              start=started, fit=fitted, kept=kept,
               grid=len(teacher.grid) - 1, num_noises=m,
               teacher=f'{trajectory.TEACHER}, {(len(teacher.grid) - 1) * int(cfg.teacher_substeps)} steps',
               iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
