@@ -6,6 +6,7 @@
 #   bash docs/reproduce.sh solvers [RUNS]  # the few-step solvers at NFE 4-20 on the exact-score toys with every hand-made ladder and the
 #                                        # fewstep search made for each solver: docs/solvers.md, docs/fewstep.md (~1 h)
 #   bash docs/reproduce.sh trajectory_solvers [RUNS] # the trajectory search made for each multistep solver: docs/trajectory_solvers.md
+#   bash docs/reproduce.sh objectives [RUNS] # fewstep's paired and MMD objectives, 3 solvers, exact toys: docs/fewstep.md (~30 min)
 #   bash docs/reproduce.sh polish [RUNS]   # fit.method=polish from rho = 7, GITS and AYS ladders, 2 solvers: docs/polish.md (~15 min)
 #   bash docs/reproduce.sh learned_solvers [RUNS] # the same on the toy targets' trained MLPs (~1 h)
 #   bash docs/reproduce.sh digits_solvers [RUNS]  # the same on the digits U-Net of digits_searches (~1 h)
@@ -25,7 +26,7 @@
 # the last checkpoint (a finished run is kept), stored schedules are kept (delete <workdir>/schedules/ to re-fit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|trajectory_solvers|polish|learned_solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
+WHAT=${1:?usage: bash docs/reproduce.sh toy|searches|solvers|trajectory_solvers|objectives|polish|learned_solvers|digits_solvers|mnist_solvers|digits|digits_searches|mnist|faults|target [RUNS]}
 RUNS=${2:-runs}
 # The committed tables were trained with the online rates from a separate jvp pass after each step; the default
 # is now 'auto' (fused into the loss's pass where that is the same estimator). Pinned so that they reproduce.
@@ -95,7 +96,8 @@ solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every 
 
 solver_table() {  # docs/solvers.md from every docs/*_solvers_eval_*.json there is
   python -m tools.solver_table docs/*_solvers_eval_*.json > docs/solvers.md
-  python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json > docs/fewstep.md
+  python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json $(ls docs/*_objectives_eval_*.json 2>/dev/null) \
+    > docs/fewstep.md
 }
 
 target_table() {  # docs/searches_target.md: the best score-only schedule against the best hand-made one, per NFE
@@ -191,6 +193,28 @@ case "$WHAT" in
     done
     python -m tools.solver_table --trajectory "$RUNS"/{cantor,bimodal}_searches/schedules/trajectory_*.json \
       > docs/trajectory_solvers.md
+    ;;
+  objectives)
+    # docs/<target>_objectives_eval_<sampler>.*: fewstep with its default objective (the paired distance to the
+    # teacher) and with fit.fewstep.objective=mmd, for Euler, DPM-Solver++(2M) and iPNDM on the exact-score toys,
+    # against the hand-made ladders (the same eval seeds as the 'solvers' tables); read into docs/fewstep.md
+    for target in cantor bimodal; do
+      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
+             --config.train.num_train_steps=3000)
+      w="$RUNS/${target}_searches"
+      python main.py "${exact[@]}" --workdir="$w"
+      for sampler in euler dpmpp_2m ipndm; do
+        for objective in paired mmd; do
+          name=fewstep_$sampler; [[ $objective == mmd ]] && name=fewstep_mmd_$sampler
+          fit "$w" "$name" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+            --config.fit.fewstep.objective=$objective "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
+        done
+        evals "$w" "${target}_objectives" "$sampler" "${exact[@]}" "--config.eval.step_counts=()" \
+          "--config.eval.nfe=$NFES" \
+          "--config.eval.schedules=('linear','cosine','edm_rho3','edm_rho7','log_linear','fewstep_$sampler','fewstep_mmd_$sampler')"
+      done
+    done
+    solver_table
     ;;
   polish)
     # docs/polish.md: fewstep's gradient polish of named ladders (EDM's rho = 7, GITS's dynamic programme and AYS,
