@@ -87,8 +87,11 @@ def test_fit_schedule_polishes_a_baseline_and_a_stored_search_for_eval_by_name(t
   assert record['name'] == 'polish_fewstep_ipndm_ipndm' and record['start'][4]['from'] == 'fewstep_ipndm'
   for k in (4, 6):
     assert record['objective'][k] <= record['start'][k]['objective']
+  config.fit.method, config.fit.fewstep.objective = 'fewstep', 'mmd'    # the other objective: its own name
+  record = run.fit_schedule(config, str(tmp_path))
+  assert record['name'] == 'fewstep_mmd_ipndm' and record['objective_kind'] == 'mmd'
   assert sorted(os.listdir(tmp_path / 'schedules')) == [        # each kept beside the others
-      'fewstep_ipndm.json', 'polish_cosine_ipndm.json', 'polish_fewstep_ipndm_ipndm.json']
+      'fewstep_ipndm.json', 'fewstep_mmd_ipndm.json', 'polish_cosine_ipndm.json', 'polish_fewstep_ipndm_ipndm.json']
 
 
 @pytest.mark.parametrize('start, message', [
