@@ -182,7 +182,9 @@ def fewstep_report(runs: dict) -> str:
          'default search made for it, per NFE; then each searched ladder walked by the solver of its row (fewstep:',
          'the ladder made for that solver), its mean over seeds, its ratio to the best hand-made ladder of that',
          'solver and NFE, and the verdict: W (better beyond the two spreads added), L (worse beyond them), t',
-         '(within). Tables with no such ladder evaluated are left out.', '']
+         '(within). Tables with no such ladder evaluated are left out. The `_objectives` runs (`bash docs/reproduce.sh',
+         "objectives`) put fewstep's default objective (the paired distance to the teacher) beside its MMD option for",
+         'Euler, DPM-Solver++(2M) and iPNDM, on the same evaluation seeds as the `_solvers` runs.', '']
   for run, records in sorted(runs.items()):
     metrics = next(iter(records.values()))['metrics']
     for metric in metrics:
