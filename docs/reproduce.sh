@@ -265,10 +265,13 @@ case "$WHAT" in
     python main.py "${d[@]}" --workdir="$w"
     fit "$w" corrector "${d[@]}" --config.fit.grid=256 --config.fit.num_samples=64
     # the default few-step search at a CPU's size (64 noises, 60 Adam steps), for iPNDM, the best solver with the
-    # hand-made ladders on the toys (gradients through the U-Net's walk: ~1 min per K on one core)
-    fit "$w" fewstep_ipndm "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
-      "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=64 \
-      --config.fit.fewstep.adam_steps=60
+    # hand-made ladders on the toys, DPM-Solver++(2M) and UniPC (gradients through the U-Net's walk: ~20 min per
+    # solver on one core)
+    for sampler in ipndm dpmpp_2m unipc; do
+      fit "$w" fewstep_$sampler "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+        "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=64 \
+        --config.fit.fewstep.adam_steps=60
+    done
     solver_evals "$w" digits_solvers "${d[@]}"
     solver_table
     ;;
@@ -277,12 +280,14 @@ case "$WHAT" in
     # searches, kept if already there; trained here if not), 3 seeds of 128 samples per cell, no likelihood.
     mn=(--config=configs/mnist.py:offline $RATES)
     python main.py "${mn[@]}" --workdir="$RUNS/mnist5k"
-    # the default few-step search for iPNDM at a CPU's size for the 28x28 U-Net (16 noises, 20 Adam steps, NFE <= 10:
-    # ~25 min on one core). The committed tables: fitted after the other solvers' tables were made, so only
-    # docs/mnist5k_solvers_eval_ipndm.* has its row.
-    fit "$RUNS/mnist5k" fewstep_ipndm "${mn[@]}" --config.fit.method=fewstep --config.fit.sampler=ipndm \
-      "--config.eval.step_counts=()" "--config.eval.nfe=(4,5,6,8,10)" --config.fit.fewstep.num_noises=16 \
-      --config.fit.fewstep.adam_steps=20
+    # the default few-step search for iPNDM and DPM-Solver++(2M) at a CPU's size for the 28x28 U-Net (16 noises, 20
+    # Adam steps, NFE <= 10: ~25 min per solver on one core). The committed tables: fitted after the other solvers'
+    # tables were made, so only docs/mnist5k_solvers_eval_{ipndm,dpmpp_2m}.* have their rows.
+    for sampler in ipndm dpmpp_2m; do
+      fit "$RUNS/mnist5k" fewstep_$sampler "${mn[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+        "--config.eval.step_counts=()" "--config.eval.nfe=(4,5,6,8,10)" --config.fit.fewstep.num_noises=16 \
+        --config.fit.fewstep.adam_steps=20
+    done
     solver_evals "$RUNS/mnist5k" mnist5k_solvers "${mn[@]}" --config.eval.num_samples=128 \
       --config.eval.batch_size=128 --config.eval.likelihood=False \
       "--config.eval.schedules=('learned','fitted','cosine','linear','edm_rho3','edm_rho7','log_linear')"
