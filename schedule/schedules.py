@@ -7,7 +7,7 @@ and ``has(K)`` (:class:`Schedule`). The kinds:
 - :class:`LengthFunction`: the cumulative length ``Lambda`` tabulated on a grid (method.md section 3), any K,
   ``t_k = Lambda^{-1}(k Lambda / K)``: the learned schedule of a training checkpoint (``Lambda_hat`` through its
   points) and every score-optimal fit (the maths is :mod:`schedule.fit`);
-- :class:`Ladders`: ladders searched for some K only (trajectory, ays, dp_elbo, ddss, fewstep, refined fits).
+- :class:`Ladders`: ladders searched for some K only (trajectory, ays, dp_elbo, ddss, fewstep, polish, refined fits).
 
 :func:`resolve` turns a name of ``config.eval.schedules`` into one of them: 'learned' (the checkpoint's length
 function, passed in: this package cannot read a checkpoint), a baseline, or a schedule stored by
@@ -91,7 +91,7 @@ class LengthFunction(NamedTuple):
 
 
 class Ladders(NamedTuple):
-  """Schedules searched for some K only (trajectory, ays, dp_elbo, ddss, fewstep, refined fits):
+  """Schedules searched for some K only (trajectory, ays, dp_elbo, ddss, fewstep, polish, refined fits):
   ``steps(K) -> f64[K+1]`` for a stored K, a clear error for another."""
   ladders: dict          # {K: f[K+1]}
   name: str = ''

@@ -23,6 +23,10 @@
 
 Stored per K: the K of ``config.eval.step_counts``, or the K at which the solver makes each NFE of
 ``config.eval.nfe`` (an NFE it cannot make is skipped).
+
+``fit.fewstep.objective='mmd'`` replaces ``J`` by ``MMD^2`` between the solver's outputs and the teacher's
+(:func:`make_mmd_objective`: laws, not pairs; the paired distance averages fine structure away). ``config.fit.method
+='polish'`` (:func:`polish_search`) runs steps 3 and 4 from a ladder the user names instead of from step 2's best.
 """
 import time
 from typing import Callable, NamedTuple
