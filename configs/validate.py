@@ -443,8 +443,7 @@ def _solver_problems(config, mode) -> list:
 def _fit_sampler_problems(config, mode) -> list:
   """``config.fit.sampler``, the solver a 'fewstep', 'polish' or 'trajectory' ladder is made for: a probability-flow
   solver that can walk every K the search stores (fewstep, polish: ``config.eval.step_counts``, or the K of
-  ``config.eval.nfe``;
-  trajectory: ``config.fit.trajectory.step_counts``)."""
+  ``config.eval.nfe``; trajectory: ``config.fit.trajectory.step_counts``)."""
   name = config.fit.get('sampler', '')
   if not isinstance(name, str) or (name and name not in problem.ODE_SAMPLERS):
     return [f'config.fit.sampler={name!r}; allowed: \'\' (config.eval.sampler), {", ".join(problem.ODE_SAMPLERS)}']
