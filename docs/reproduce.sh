@@ -94,6 +94,19 @@ solver_evals() {  # solver_evals <workdir> <docs name> <config flags...>: every 
   done
 }
 
+exact_run() {  # exact_run <target>: $exact (the flags) and $w (the workdir) of <target>'s exact-score run, made if missing
+  exact=(--config=configs/toy1d.py --config.data.target=$1 --config.model.exact_score=True
+         --config.train.num_train_steps=3000)
+  w="$RUNS/${1}_searches"
+  python main.py "${exact[@]}" --workdir="$w"
+}
+
+gits_fit() {  # GITS's plain dynamic programme in $w: step costs of DDIM (Euler) steps against the model's own
+  # trajectory, no refinement, every K of the few-step columns
+  fit "$w" gits "${exact[@]}" --config.fit.method=trajectory --config.fit.name=gits --config.eval.sampler=euler \
+    --config.fit.trajectory.passes=0 "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
+}
+
 solver_table() {  # docs/solvers.md from every docs/*_solvers_eval_*.json there is
   python -m tools.solver_table docs/*_solvers_eval_*.json > docs/solvers.md
   python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json $(ls docs/*_objectives_eval_*.json 2>/dev/null) \
@@ -133,10 +146,7 @@ case "$WHAT" in
     # toy target's trained MLP (the 'toy' target's <target>_learned run, kept if already trained):
     # docs/<target>_searches_eval_<sampler>.* and docs/<target>_learned_searches_eval_heun.* (K = 5, 10, 20).
     for target in cantor bimodal; do
-      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_train_steps=3000)
-      w="$RUNS/${target}_searches"
-      python main.py "${exact[@]}" --workdir="$w"
+      exact_run $target
       searches "$w" 1024 "${exact[@]}"
       evals "$w" "${target}_searches" heun "${exact[@]}" "--config.eval.step_counts=(5,10,20)"
       # AYS minimises the KL bound of stochastic DDIM, which is the 'ancestral' sampler (schedule/searches/ays.py):
@@ -158,16 +168,10 @@ case "$WHAT" in
     # corrector fit, AYS, fewstep_<solver> for each solver (the trajectory search's and the refined fits' ladders
     # too when the 'searches' target has run). Heun reaches odd NFEs only.
     for target in cantor bimodal; do
-      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_train_steps=3000)
-      w="$RUNS/${target}_searches"
-      python main.py "${exact[@]}" --workdir="$w"
+      exact_run $target
       fit "$w" corrector "${exact[@]}" --config.schedule.cost=corrector
       fit "$w" ays "${exact[@]}" --config.fit.method=ays                # for the ancestral sampler (K = 5, 10, 20)
-      # GITS's plain dynamic programme: step costs of DDIM (Euler) steps against the model's own trajectory, no
-      # refinement, every K of the few-step columns
-      fit "$w" gits "${exact[@]}" --config.fit.method=trajectory --config.fit.name=gits --config.eval.sampler=euler \
-        --config.fit.trajectory.passes=0 "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
+      gits_fit
       for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do  # the default few-step search, per solver
         fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
           "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
@@ -182,10 +186,7 @@ case "$WHAT" in
     # Euler step: GITS's approximation for a multistep solver) and the refined ladder, both walked by the solver
     # with its history, against the solver's best hand-made ladder; fresh noises (the search's own records)
     for target in cantor bimodal; do
-      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_train_steps=3000)
-      w="$RUNS/${target}_searches"
-      python main.py "${exact[@]}" --workdir="$w"
+      exact_run $target
       for sampler in dpmpp_2m dpmpp_3m unipc ipndm; do
         fit "$w" "trajectory_$sampler" "${exact[@]}" --config.fit.method=trajectory --config.fit.sampler=$sampler \
           "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
@@ -199,10 +200,7 @@ case "$WHAT" in
     # teacher) and with fit.fewstep.objective=mmd, for Euler, DPM-Solver++(2M) and iPNDM on the exact-score toys,
     # against the hand-made ladders (the same eval seeds as the 'solvers' tables); read into docs/fewstep.md
     for target in cantor bimodal; do
-      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_train_steps=3000)
-      w="$RUNS/${target}_searches"
-      python main.py "${exact[@]}" --workdir="$w"
+      exact_run $target
       for sampler in euler dpmpp_2m ipndm; do
         for objective in paired mmd; do
           name=fewstep_$sampler; [[ $objective == mmd ]] && name=fewstep_mmd_$sampler
@@ -221,13 +219,9 @@ case "$WHAT" in
     # stored by the 'solvers' target, run here if missing) for DPM-Solver++(2M) and iPNDM on the exact-score toys,
     # against fewstep's own ladder on the same fresh noises
     for target in cantor bimodal; do
-      exact=(--config=configs/toy1d.py --config.data.target=$target --config.model.exact_score=True
-             --config.train.num_train_steps=3000)
-      w="$RUNS/${target}_searches"
-      python main.py "${exact[@]}" --workdir="$w"
+      exact_run $target
       fit "$w" ays "${exact[@]}" --config.fit.method=ays
-      fit "$w" gits "${exact[@]}" --config.fit.method=trajectory --config.fit.name=gits --config.eval.sampler=euler \
-        --config.fit.trajectory.passes=0 "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
+      gits_fit
       for sampler in dpmpp_2m ipndm; do
         fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
           "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"

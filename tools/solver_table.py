@@ -203,6 +203,12 @@ def fewstep_report(runs: dict) -> str:
   return '\n'.join(out)
 
 
+def search_record(path) -> tuple:
+  """``(run, record)`` of a stored search ``<run workdir>/schedules/<name>.json``."""
+  with open(path) as f:
+    return os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path)))), json.load(f)
+
+
 def trajectory_report(paths) -> str:
   """docs/trajectory_solvers.md from the records of trajectory searches made for a solver
   (``<workdir>/schedules/trajectory_<solver>.json``): per run, solver and K, the objective (mean squared
@@ -218,9 +224,7 @@ def trajectory_report(paths) -> str:
          "beside the solver's best hand-made ladder on the same noises. refined / dp measures what the approximation",
          'costs before the refinement; refined / hand-made what the search gains (above 1: it loses).', '']
   for path in sorted(paths):
-    with open(path) as f:
-      record = json.load(f)
-    run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    run, record = search_record(path)
     ks = sorted(record['objective'], key=int)
     out += [f'## {run}: {record["sampler"]} ({record.get("dp_costs", "")})', '',
             '| K | dp | start | refined | best hand-made | refined / dp | refined / hand-made |',
@@ -249,11 +253,8 @@ def polish_report(paths) -> str:
          "polishing did not help on those noises: kept), beside fewstep's own ladder for the solver on the same noises.",
          'polished / fewstep above 1: the default search is better from its own start.', '']
   for path in sorted(paths):
-    with open(path) as f:
-      record = json.load(f)
-    folder = os.path.dirname(os.path.abspath(path))
-    run = os.path.basename(os.path.dirname(folder))
-    fewstep = {}
+    run, record = search_record(path)
+    folder, fewstep = os.path.dirname(os.path.abspath(path)), {}
     other = os.path.join(folder, f'fewstep_{record["sampler"]}.json')
     if os.path.exists(other):
       with open(other) as f:
