@@ -65,3 +65,20 @@ def test_trajectory_report_reads_the_search_records(tmp_path):
   assert '## cantor_searches: ipndm (one Euler (DDIM) step per pair)' in text
   assert '| 4 | 0.02 | dp | 0.01 | 0.04 (edm_rho7) | 0.50x | 0.25x |' in text   # a diverged ladder is not the best
   assert '| 10 | 0.002 | edm_rho7 | 0.002 | 0.001 (edm_rho7) | 1.00x | 2.00x |' in text  # a loss: said
+
+
+def test_polish_report_sets_each_polish_beside_fewstep_on_the_same_noises(tmp_path):
+  folder = tmp_path / 'cantor_searches' / 'schedules'
+  folder.mkdir(parents=True)
+  common = dict(sampler='ipndm', num_noises=512, teacher='heun, 512 steps')
+  polish = dict(common, objective={'4': 0.01, '6': 0.02}, kept={'4': 'refined', '6': 'start'},
+                start={'4': {'from': 'gits', 'objective': 0.1}, '6': {'from': 'gits', 'objective': 0.02}})
+  (folder / 'polish_gits_ipndm.json').write_text(json.dumps(polish))
+  (folder / 'fewstep_ipndm.json').write_text(json.dumps(dict(common, objective={'4': 0.02, '6': 0.01})))
+  text = solver_table.polish_report([str(folder / 'polish_gits_ipndm.json')])
+  assert '## cantor_searches: ipndm from gits' in text
+  assert '| 4 | 0.1 | 0.01 | refined | 0.10x | 0.02 | 0.50x |' in text
+  assert '| 6 | 0.02 | 0.02 | start | 1.00x | 0.01 | 2.00x |' in text
+  # fewstep on other noises (another count) is not set beside it
+  (folder / 'fewstep_ipndm.json').write_text(json.dumps(dict(common, num_noises=64, objective={'4': 0.02})))
+  assert '| 4 | 0.1 | 0.01 | refined | 0.10x | - | - |' in solver_table.polish_report([str(folder / 'polish_gits_ipndm.json')])
