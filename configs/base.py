@@ -103,7 +103,8 @@ def get_config():
                                          # polish of the ladder config.fit.polish.start).
   fit.sampler = ''                       # The solver a ladder is made for ('' = config.eval.sampler): fewstep,
                                          # polish, trajectory (stored as fewstep_<sampler>,
-                                         # polish_<start>_<sampler>, trajectory_<sampler>).
+                                         # polish_<start>_<sampler>, trajectory_<sampler>; fewstep_mmd_<sampler>
+                                         # and polish_mmd_<start>_<sampler> with fewstep.objective='mmd').
   fit.grid = 1024                        # score_optimal: points of the fine grid the rate is estimated on.
   fit.grid_passes = 3                    # score_optimal: passes of moving the fine grid to equal length.
   fit.num_samples = 256                  # Monte Carlo samples of p_t per grid point (dp_elbo: per grid time).

@@ -335,6 +335,9 @@ def _fit_problems(config, mode) -> list:
   if fit.name and (not _plain(fit.name) or fit.name in RESERVED_SCHEDULE_NAMES):
     problems.append(f'config.fit.name={fit.name!r}; a plain name (letters, digits, _ . + -, no path and '
                     f'no ".."), not one of {", ".join(RESERVED_SCHEDULE_NAMES)}')
+  if fit.fewstep.objective == 'mmd' and _int(fit.fewstep.num_noises) and fit.fewstep.num_noises < 2:
+    problems.append(f"config.fit.fewstep.num_noises={fit.fewstep.num_noises} with config.fit.fewstep.objective='mmd': "
+                    'MMD^2 compares at least two outputs; need num_noises >= 2')
   start = fit.polish.start   # whether it exists is checked when the workdir is read (modes/fit_schedule)
   if fit.method == 'polish' and (not _plain(start) or start == 'fitted'):
     problems.append(f'config.fit.polish.start={start!r}; the name of one ladder: a baseline '
@@ -461,9 +464,9 @@ def _fit_sampler_problems(config, mode) -> list:
   problems = samplers.setting_problems(solver, config.eval.solver_order, tuple(config.eval.step_counts),
                                        tuple(config.eval.nfe), config.eval.langevin_steps,
                                        **fit_solver) if fit_solver else []
-  if not problems and not fewstep.steps_wanted(config.eval, solver):
+  if fit_solver and not problems and not fewstep.steps_wanted(config.eval, solver):
     problems.append(f'config.eval.nfe={tuple(config.eval.nfe)}: config.fit.sampler={solver!r} makes none of these '
-                    'NFEs exactly, so fewstep has no K to store')
+                    f'NFEs exactly, so {config.fit.method} has no K to store')
   return problems
 
 

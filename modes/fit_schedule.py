@@ -168,13 +168,15 @@ def _reference_length(config, problem, workdir, learned):
   """``(length function, what it is)``: the step costs reported for a searched (non-length) schedule, which only
   the record and its cost plot use. The corrector fit this workdir already stores (``schedules/corrector.json``,
   perhaps of an earlier checkpoint), else the training run's learned schedule (its online estimate of
-  ``config.schedule.cost``: free), else a corrector fit (seconds on a toy, long on an image model)."""
+  ``config.schedule.cost``, free; only when the run was trained with that cost), else a corrector fit (seconds
+  on a toy, long on an image model)."""
   if 'corrector' in store.names(workdir):
     stored = schedules.stored(workdir, 'corrector')
     if isinstance(stored, schedules.LengthFunction):
       return stored, 'schedules/corrector.json'
-  if learned is not None and problem.model is not None:
-    return learned, f'the checkpoint\'s learned schedule ({config.schedule.cost} cost)'
+  trained = (workdir_lib.stored_config(workdir) or {}).get('schedule', {}).get('cost')
+  if learned is not None and problem.model is not None and trained == config.schedule.cost:
+    return learned, f'the checkpoint\'s learned schedule ({trained} cost)'
   cost_cfg, fit_cfg = config.schedule.copy_and_resolve_references(), config.fit.copy_and_resolve_references()
   cost_cfg.cost, fit_cfg.refine = 'corrector', False
   return searches.score_optimal.search(fit_cfg, cost_cfg, config.eval, problem,

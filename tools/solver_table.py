@@ -240,34 +240,44 @@ def trajectory_report(paths) -> str:
   return '\n'.join(out)
 
 
+SAME_NOISES = ('num_noises', 'teacher', 'grid', 'solver_order', 'objective_kind')  # fields two searches share
+# when their fresh-noise objectives are comparable (the seed is the run's config.seed, one per workdir)
+
+
+def _ratio(a, b) -> str:
+  return f'{a / b:.2f}x' if b > 0 and math.isfinite(a) else '-'
+
+
 def polish_report(paths) -> str:
-  """docs/polish.md from the records of polishes (``<workdir>/schedules/polish_<start>_<solver>.json``): per run,
-  solver and start, per K the objective of the start and of the polished ladder on fresh noises, which one was
-  kept, and beside them the objective of ``fewstep_<solver>`` of the same workdir (the same fresh noises when both
-  ran with the same seed and number of noises: checked, else '-')."""
+  """docs/polish.md from the records of polishes (``<workdir>/schedules/polish_[mmd_]<start>_<solver>.json``): per
+  run, solver and start, per K the objective of the start and of the polished ladder on fresh noises, which one was
+  kept, and beside them the objective of fewstep's ladder for that solver and objective (``fewstep_[mmd_]<solver>``)
+  in the same workdir, where its noises, teacher, grid, order and objective match (:data:`SAME_NOISES`; else '-')."""
   out = ['# Polishing a named ladder for its solver', '',
          'Written by `bash docs/reproduce.sh polish` (`python -m tools.solver_table --polish`). `--config.fit.method=polish`',
-         "runs fewstep's gradient refinement from a ladder you name (docs/method.md section 8.6). Each cell: the mean",
-         "squared distance per dimension of the solver's K-step output to the model's own many-step solution on fresh",
-         'noises (lower is better), for the start and for the stored ladder (the polished one, or the start where',
-         "polishing did not help on those noises: kept), beside fewstep's own ladder for the solver on the same noises.",
-         'polished / fewstep above 1: the default search is better from its own start.', '']
+         "runs fewstep's gradient refinement from a ladder you name (docs/method.md section 8.6). Each cell: the",
+         "search's objective (the mean squared distance per dimension of the solver's K-step output to the model's own",
+         'many-step solution; MMD^2 to it for the mmd objective) on fresh noises (lower is better), for the start and',
+         'for the stored ladder (the polished one, or the start where polishing did not help on those noises: kept),',
+         "beside fewstep's own ladder for the solver on the same noises. stored / fewstep above 1: the default search",
+         'is better from its own start.', '']
   for path in sorted(paths):
     run, record = search_record(path)
-    folder, fewstep = os.path.dirname(os.path.abspath(path)), {}
-    other = os.path.join(folder, f'fewstep_{record["sampler"]}.json')
+    kind = record.get('objective_kind', 'paired')
+    other = os.path.join(os.path.dirname(os.path.abspath(path)),
+                         f'fewstep_{"mmd_" if kind == "mmd" else ""}{record["sampler"]}.json')
+    fewstep = {}
     if os.path.exists(other):
-      with open(other) as f:
-        found = json.load(f)
-      if found.get('num_noises') == record.get('num_noises') and found.get('teacher') == record.get('teacher'):
+      _, found = search_record(other)
+      if all(found.get(f, d) == record.get(f, d) for f, d in zip(SAME_NOISES, (None,) * 4 + ('paired',))):
         fewstep = found['objective']
     start = next(iter(record['start'].values()))['from']
-    out += [f'## {run}: {record["sampler"]} from {start}', '',
+    out += [f'## {run}: {record["sampler"]} from {start}' + (' (MMD objective)' if kind == 'mmd' else ''), '',
             '| K | start | stored | kept | stored / start | fewstep | stored / fewstep |', '|---|---|---|---|---|---|---|']
     for k in sorted(record['objective'], key=int):
       found, first, few = record['objective'][k], record['start'][k]['objective'], fewstep.get(k, math.nan)
-      out.append(f'| {k} | {first:.3g} | {found:.3g} | {record["kept"][k]} | {found / first:.2f}x | '
-                 + (f'{few:.3g} | {found / few:.2f}x |' if math.isfinite(few) else '- | - |'))
+      out.append(f'| {k} | {first:.3g} | {found:.3g} | {record["kept"][k]} | {_ratio(found, first)} | '
+                 + (f'{few:.3g} | {_ratio(found, few)} |' if math.isfinite(few) else '- | - |'))
     out.append('')
   return '\n'.join(out)
 

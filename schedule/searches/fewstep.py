@@ -131,19 +131,20 @@ def mmd_bandwidths(path, target, count: int = MMD_BANDWIDTHS) -> np.ndarray:
 
 
 def mmd2(x, y, bandwidths) -> jax.Array:
-  """Unbiased ``MMD^2`` between the rows of ``x: f[M, *S]`` and ``y: f[M', *S]`` under the mean of Gaussian
-  kernels ``k(a, b) = exp(-||a - b||^2 / (2 D h^2))`` over ``bandwidths`` h (D: dimensions per row, so h is a
-  scale per dimension): ``E k(x, x') + E k(y, y') - 2 E k(x, y)`` with the diagonals left out."""
+  """Unbiased ``MMD^2_u`` (Gretton et al. 2012) between the rows of ``x: f[M, *S]`` and ``y: f[M, *S]`` under the
+  mean of Gaussian kernels ``k(a, b) = exp(-||a - b||^2 / (2 D h^2))`` over ``bandwidths`` h (D: dimensions per row,
+  so h is a scale per dimension): ``E k(x, x') + E k(y, y') - 2 E k(x, y')`` over distinct indices only. The
+  cross term leaves out ``k(x_i, y_i)`` too: here ``x_i`` and ``y_i`` come from the same noise, and keeping them
+  would put back a paired term of weight ``2 / M``."""
   x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
-  d, h2 = x.shape[1], jnp.asarray(bandwidths, x.dtype)**2
+  n, d, h2 = x.shape[0], x.shape[1], jnp.asarray(bandwidths, x.dtype)**2
 
-  def mean_kernel(a, b, same):
+  def off_diagonal_mean(a, b):
     sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2 * a @ b.T
     k = jnp.mean(jnp.exp(-jnp.maximum(sq, 0)[..., None] / (2 * d * h2)), -1)
-    n = a.shape[0]
-    return (jnp.sum(k) - jnp.trace(k)) / (n * (n - 1)) if same else jnp.mean(k)
+    return (jnp.sum(k) - jnp.trace(k)) / (n * (n - 1))
 
-  return mean_kernel(x, x, True) + mean_kernel(y, y, True) - 2 * mean_kernel(x, y, False)
+  return off_diagonal_mean(x, x) + off_diagonal_mean(y, y) - 2 * off_diagonal_mean(x, y)
 
 
 def make_mmd_objective(problem: Problem, sampler: str, solver_order: int, x_init, target, bandwidths):

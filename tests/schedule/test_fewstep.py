@@ -118,6 +118,10 @@ def test_mmd_matches_its_closed_form_between_gaussians():
   three = np.mean((hs / np.sqrt(hs**2 + 2 * a**2 / 3))**3 + (hs / np.sqrt(hs**2 + 2 * b**2 / 3))**3
                   - 2 * (hs / np.sqrt(hs**2 + (a**2 + b**2) / 3))**3)
   assert float(fewstep.mmd2(x3, y3, hs)) == pytest.approx(three, rel=0.05)
+  # pairs from the same noise (y_i = x_i + a little): still MMD^2 of the two laws, the pairing left out
+  y_paired = x * b / a + 0.01 * jax.random.normal(ky, x.shape)
+  assert float(fewstep.mmd2(x, y_paired, hs)) == pytest.approx(exact, rel=0.05)
+  assert abs(float(fewstep.mmd2(x[:256], x[:256], hs))) < 1e-6    # k(x_i, x_i) = 1 kept would give -2 (1 - k) / M
 
 
 def test_the_mmd_objective_keeps_the_fine_scale_the_paired_one_averages_away():

@@ -56,15 +56,22 @@ def test_polishing_fewsteps_own_start_repeats_fewstep():
   config, problem = _config('dpmpp_2m', adam_steps=20), _gaussian()
   key = jax.random.PRNGKey(2)
   found = fewstep.search(config.fit, config.schedule, config.eval, problem, key)
+  grid = fewstep.dp_grid(PATH, config.fit.fewstep.grid)
   for k in (4, 6):
-    name = found.meta['start'][k]['from']
-    if name == 'dp':
-      continue
+    name = found.meta['start'][k]['from']      # the dp's ladder is rebuilt from the stored record's start
+    start = (schedules.Baseline(name, PATH) if name != 'dp' else
+             schedules.Ladders({k: _dp_ladder(config, problem, key, k, grid)}))
     config.eval.step_counts = (k,)
-    polished = fewstep.polish_search(config.fit, config.schedule, config.eval, problem, key, name,
-                                     schedules.Baseline(name, PATH))
+    polished = fewstep.polish_search(config.fit, config.schedule, config.eval, problem, key, name, start)
     np.testing.assert_allclose(polished.schedule.steps(k), found.schedule.steps(k), atol=1e-6)
     assert polished.meta['objective'][k] == pytest.approx(found.meta['objective'][k], rel=1e-5)
+
+
+def _dp_ladder(config, problem, key, k, grid):
+  teacher = fewstep.make_teacher(config.fit.fewstep, problem, 'dpmpp_2m', 0, key)
+  costs = trajectory.local_costs(trajectory.Solver(problem, trajectory.ode('euler')), grid, teacher.states)
+  _, paths_of = fewstep.dynamic_programme(costs, k)
+  return grid[np.asarray(paths_of(k))]
 
 
 def test_fit_schedule_polishes_a_baseline_and_a_stored_search_for_eval_by_name(tmp_path):
@@ -85,8 +92,11 @@ def test_fit_schedule_polishes_a_baseline_and_a_stored_search_for_eval_by_name(t
   config.fit.fewstep.num_noises = 256
   record = run.fit_schedule(config, str(tmp_path))
   assert record['name'] == 'polish_fewstep_ipndm_ipndm' and record['start'][4]['from'] == 'fewstep_ipndm'
-  for k in (4, 6):
-    assert record['objective'][k] <= record['start'][k]['objective']
+  stored, fewstep_ladders = schedules.stored(str(tmp_path), 'polish_fewstep_ipndm_ipndm'), schedules.stored(
+      str(tmp_path), 'fewstep_ipndm')
+  for k in (4, 6):                              # the stored ladder is the one the record says was kept
+    same = np.allclose(stored.steps(k), fewstep_ladders.steps(k), atol=1e-9)
+    assert same == (record['kept'][k] == 'start'), (k, record['kept'][k])
   config.fit.method, config.fit.fewstep.objective = 'fewstep', 'mmd'    # the other objective: its own name
   record = run.fit_schedule(config, str(tmp_path))
   assert record['name'] == 'fewstep_mmd_ipndm' and record['objective_kind'] == 'mmd'
@@ -141,3 +151,16 @@ def test_a_trained_runs_learned_schedule_is_polished_and_reports_its_own_costs(t
   assert record['name'] == 'polish_learned_ipndm' and record['start'][6]['from'] == 'learned'
   assert record['costs_from'] == "the checkpoint's learned schedule (corrector cost)"
   assert np.all(np.diff(schedules.stored(str(tmp_path), 'polish_learned_ipndm').steps(6)) > 0)
+
+
+def test_mmd_needs_two_noises_and_an_unreachable_nfe_list_is_named_once():
+  config = _config()
+  config.fit.method = 'fewstep'
+  config.fit.fewstep.update(objective='mmd', num_noises=1)
+  assert problems(config, 'fit_schedule') == [
+      "config.fit.fewstep.num_noises=1 with config.fit.fewstep.objective='mmd': MMD^2 compares at least two "
+      'outputs; need num_noises >= 2']
+  config.fit.fewstep.num_noises, config.fit.sampler = 2, ''
+  config.eval.update(sampler='heun', step_counts=(), nfe=(4,))
+  found = problems(config, 'fit_schedule')
+  assert len(found) == 1 and found[0].startswith('config.eval.nfe: NFE 4 is not reachable by config.eval.sampler='), found
