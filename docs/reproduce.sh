@@ -260,7 +260,8 @@ case "$WHAT" in
     fit "$w" corrector "${d[@]}" --config.fit.grid=256 --config.fit.num_samples=64
     # the default few-step search at a CPU's size (64 noises, 60 Adam steps), for iPNDM, the best solver with the
     # hand-made ladders on the toys, DPM-Solver++(2M) and UniPC (gradients through the U-Net's walk: ~20 min per
-    # solver on one core)
+    # solver on one core). The committed tables: the last two were fitted after the other solvers' tables were
+    # made, so only docs/digits_solvers_eval_{dpmpp_2m,unipc}.* have their rows.
     for sampler in ipndm dpmpp_2m unipc; do
       fit "$w" fewstep_$sampler "${d[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
         "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" --config.fit.fewstep.num_noises=64 \
