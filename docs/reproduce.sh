@@ -107,6 +107,12 @@ gits_fit() {  # GITS's plain dynamic programme in $w: step costs of DDIM (Euler)
     --config.fit.trajectory.passes=0 "--config.fit.trajectory.step_counts=(4,5,6,8,10,20)"
 }
 
+fewstep_fit() {  # fewstep_fit <name> <sampler> [flags...]: fewstep made for <sampler> in $w, the K of the NFEs $NFES
+  local name=$1 sampler=$2; shift 2
+  fit "$w" "$name" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
+    "--config.eval.step_counts=()" "--config.eval.nfe=$NFES" "$@"
+}
+
 solver_table() {  # docs/solvers.md from every docs/*_solvers_eval_*.json there is
   python -m tools.solver_table docs/*_solvers_eval_*.json > docs/solvers.md
   python -m tools.solver_table --fewstep docs/*_solvers_eval_*.json $(ls docs/*_objectives_eval_*.json 2>/dev/null) \
@@ -173,8 +179,7 @@ case "$WHAT" in
       fit "$w" ays "${exact[@]}" --config.fit.method=ays                # for the ancestral sampler (K = 5, 10, 20)
       gits_fit
       for sampler in euler heun dpmpp_2m dpmpp_3m unipc ipndm; do  # the default few-step search, per solver
-        fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
-          "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
+        fewstep_fit "fewstep_$sampler" $sampler
       done
       solver_evals "$w" "${target}_solvers" "${exact[@]}"
     done
@@ -204,8 +209,7 @@ case "$WHAT" in
       for sampler in euler dpmpp_2m ipndm; do
         for objective in paired mmd; do
           name=fewstep_$sampler; [[ $objective == mmd ]] && name=fewstep_mmd_$sampler
-          fit "$w" "$name" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
-            --config.fit.fewstep.objective=$objective "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
+          fewstep_fit "$name" $sampler --config.fit.fewstep.objective=$objective
         done
         evals "$w" "${target}_objectives" "$sampler" "${exact[@]}" "--config.eval.step_counts=()" \
           "--config.eval.nfe=$NFES" \
@@ -223,8 +227,7 @@ case "$WHAT" in
       fit "$w" ays "${exact[@]}" --config.fit.method=ays
       gits_fit
       for sampler in dpmpp_2m ipndm; do
-        fit "$w" "fewstep_$sampler" "${exact[@]}" --config.fit.method=fewstep --config.fit.sampler=$sampler \
-          "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"
+        fewstep_fit "fewstep_$sampler" $sampler
         for start in edm_rho7 gits; do
           fit "$w" "polish_${start}_$sampler" "${exact[@]}" --config.fit.method=polish --config.fit.sampler=$sampler \
             --config.fit.polish.start=$start "--config.eval.step_counts=()" "--config.eval.nfe=$NFES"

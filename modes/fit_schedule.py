@@ -78,7 +78,7 @@ def polish_start(config, workdir, learned):
   """The ladder ``config.fit.polish.start`` names (:func:`schedule.schedules.resolve`: a baseline, 'learned' or a
   stored name), holding every K the polish stores; else one error naming the setting and what it can be."""
   name, path = config.fit.polish.start, make_path(config.sde)
-  held = store.names(workdir) if files.as_path(workdir).exists() else []
+  held = store.names(workdir)
   if name not in (schedules.LEARNED,) + tuple(BASELINES.names()) + tuple(held):
     raise files.InputError(f'config.fit.polish.start={name!r} is no ladder: allowed: {schedules.LEARNED}, a baseline '
                            f'({", ".join(BASELINES.names())}) or a schedule stored in --workdir={workdir} (stored: '

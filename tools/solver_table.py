@@ -203,6 +203,10 @@ def fewstep_report(runs: dict) -> str:
   return '\n'.join(out)
 
 
+def _ratio(a, b) -> str:
+  return f'{a / b:.2f}x' if b > 0 and math.isfinite(a) else '-'
+
+
 def search_record(path) -> tuple:
   """``(run, record)`` of a stored search ``<run workdir>/schedules/<name>.json``."""
   with open(path) as f:
@@ -234,18 +238,14 @@ def trajectory_report(paths) -> str:
       name, hand = min(((n, v[k]) for n, v in record['baselines'].items() if math.isfinite(v[k])),
                        key=lambda item: item[1], default=('-', math.nan))
       start = record.get('start', {}).get(k, '-')
-      out.append(f'| {k} | {dp:.3g} | {start} | {found:.3g} | {hand:.3g} ({name}) | {found / dp:.2f}x | '
-                 f'{found / hand:.2f}x |')
+      out.append(f'| {k} | {dp:.3g} | {start} | {found:.3g} | {hand:.3g} ({name}) | {_ratio(found, dp)} | '
+                 f'{_ratio(found, hand)} |')
     out.append('')
   return '\n'.join(out)
 
 
 SAME_NOISES = ('num_noises', 'teacher', 'grid', 'solver_order', 'objective_kind')  # fields two searches share
 # when their fresh-noise objectives are comparable (the seed is the run's config.seed, one per workdir)
-
-
-def _ratio(a, b) -> str:
-  return f'{a / b:.2f}x' if b > 0 and math.isfinite(a) else '-'
 
 
 def polish_report(paths) -> str:

@@ -181,8 +181,14 @@ def make_teacher(cfg, problem: Problem, sampler: str, order: int, key) -> Teache
                  2 * samplers.nfe(trajectory.TEACHER, len(fine) - 1))
 
 
-def _score(objective, ts) -> float:
-  return float(objective(jnp.asarray(ts, jnp.float32)))
+def _meta(cfg, teacher: Teacher, sampler: str, order: int, start_time: float, evaluations: int, **found) -> dict:
+  """What fewstep's and polish's records share (the fields that say whether two records' fresh-noise objectives
+  are comparable among them), and ``found``."""
+  n = len(teacher.grid) - 1
+  return dict(sampler=sampler, solver_order=order, objective_kind=cfg.get('objective', 'paired'), **found, grid=n,
+              num_noises=int(cfg.num_noises), teacher=f'{trajectory.TEACHER}, {n * int(cfg.teacher_substeps)} steps',
+              iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
+              network_evaluations=int(evaluations * int(cfg.num_noises)))
 
 
 def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
@@ -212,7 +218,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
                   for name in BASELINES.names()}
     if k <= n:
       dp_ladders[k] = candidates['dp'] = teacher.grid[np.asarray(dp_paths(k))]
-    scores = {name: _score(teacher.fit, ts) for name, ts in candidates.items()}
+    scores = {name: trajectory.score(teacher.fit, ts) for name, ts in candidates.items()}
     finite = {name: v for name, v in scores.items() if np.isfinite(v)}
     first = min(finite, key=finite.get) if finite else 'log_linear'
     evaluations += k * len(candidates)
@@ -226,20 +232,17 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
   # Fresh noises and their own teacher: what is reported (and which ladder is kept) is not what was minimised.
   found, started = {}, {}
   for k in ks:
-    found[k], started[k] = _score(teacher.check, ladders[k]), {'from': starts[k][0],
-                                                                'objective': _score(teacher.check, starts[k][1])}
+    found[k], started[k] = trajectory.score(teacher.check, ladders[k]), {'from': starts[k][0],
+                                                                'objective': trajectory.score(teacher.check, starts[k][1])}
     kept[k] = 'refined' if found[k] <= started[k]['objective'] else 'start'
     if kept[k] == 'start':
       ladders[k], found[k] = starts[k][1], started[k]['objective']
-  dp = {k: _score(teacher.check, ts) for k, ts in dp_ladders.items()}
-  hand_made = {name: {k: _score(teacher.check, baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
+  dp = {k: trajectory.score(teacher.check, ts) for k, ts in dp_ladders.items()}
+  hand_made = {name: {k: trajectory.score(teacher.check, baselines.make_baseline(name, path, k, 'baseline')) for k in ks}
                for name in BASELINES.names()}
   evaluations += sum(ks) * (2 + len(hand_made)) + sum(dp_ladders)
-  meta = dict(sampler=sampler, solver_order=order, objective_kind=cfg.get('objective', 'paired'), objective=found,
-              start=started, dp=dp, baselines=hand_made,
-              kept=kept, grid=n, num_noises=m, teacher=f'{trajectory.TEACHER}, {n * int(cfg.teacher_substeps)} steps',
-              iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
-              network_evaluations=int(evaluations * m))
+  meta = _meta(cfg, teacher, sampler, order, start_time, evaluations, objective=found, start=started, dp=dp,
+               baselines=hand_made, kept=kept)
   return Result(Ladders(ladders, 'fewstep', 'fewstep'), meta=meta)
 
 
@@ -257,27 +260,23 @@ def polish_search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key, start_name
   del cost_cfg
   start_time = time.perf_counter()
   cfg, sampler, order = fit_cfg.fewstep, problem_lib.solver_name(fit_cfg, eval_cfg), int(eval_cfg.get('solver_order', 0))
-  path, ks, m = problem.path, steps_wanted(eval_cfg, sampler), int(cfg.num_noises)
+  path, ks = problem.path, steps_wanted(eval_cfg, sampler)
   teacher = make_teacher(cfg, problem, sampler, order, key)
   evaluations = teacher.evaluations
   ladders, started, found, fitted, kept = {}, {}, {}, {}, {}
   for k in ks:
     first = np.asarray(start.steps(k), np.float64)
-    before = _score(teacher.fit, first)
+    before = trajectory.score(teacher.fit, first)
     ts, after, history = (polish(teacher.fit, first, path, cfg.adam_steps, cfg.learning_rate)
                           if k > 1 else (first, before, [before]))
     evaluations += k * (len(history) + 3)
     fitted[k] = {'start': before, 'polished': after}
-    found[k], started[k] = _score(teacher.check, ts), {'from': start_name, 'objective': _score(teacher.check, first)}
+    found[k], started[k] = trajectory.score(teacher.check, ts), {'from': start_name, 'objective': trajectory.score(teacher.check, first)}
     kept[k] = 'refined' if found[k] <= started[k]['objective'] else 'start'
     ladders[k] = ts if kept[k] == 'refined' else first
     found[k] = min(found[k], started[k]['objective'])
     logging.info('polish: K = %d from %s, J %.4g -> %.4g on the fit noises, %.4g -> %.4g on fresh ones (%s kept)',
                  k, start_name, before, after, started[k]['objective'], found[k], kept[k])
-  meta = dict(sampler=sampler, solver_order=order, objective_kind=cfg.get('objective', 'paired'), objective=found,
-              start=started, fit=fitted, kept=kept,
-              grid=len(teacher.grid) - 1, num_noises=m,
-              teacher=f'{trajectory.TEACHER}, {(len(teacher.grid) - 1) * int(cfg.teacher_substeps)} steps',
-              iterations=int(cfg.adam_steps), time_s=time.perf_counter() - start_time,
-              network_evaluations=int(evaluations * m))
+  meta = _meta(cfg, teacher, sampler, order, start_time, evaluations, objective=found, start=started, fit=fitted,
+               kept=kept)
   return Result(Ladders(ladders, f'polish_{start_name}', 'polish'), meta=meta)

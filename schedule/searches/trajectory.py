@@ -76,6 +76,11 @@ def make_objective(problem: Problem, sampler: str, solver_order: int, x_init, ta
   return objective
 
 
+def score(objective, ts) -> float:
+  """``objective(ts)`` (a jitted ``J`` of :func:`make_objective`) as a float, ``ts`` cast to f32."""
+  return float(objective(jnp.asarray(ts, jnp.float32)))
+
+
 def ode_sampler(problem: Problem, eval_cfg):
   """``(sampler, dynamics, key)`` of ``config.eval.sampler`` on ``problem``'s score, for the searches that follow
   the probability-flow ODE (the key is a placeholder: ODE samplers ignore it; validation refuses the others)."""
@@ -226,7 +231,7 @@ def search(fit_cfg, cost_cfg, eval_cfg, problem: Problem, key) -> Result:
     if not multistep:
       return lambda ts: objective(pair_solver, ts, x, target)
     fn = jax.jit(make_objective(problem, name, order, x, target))
-    return lambda ts: float(fn(jnp.asarray(ts, jnp.float32)))
+    return lambda ts: score(fn, ts)
 
   x_fit = samplers.prior_sample(path, key_fit, (m,) + shape)
   states = teacher(teacher_solver, x_fit, fine, substeps)
